@@ -1,0 +1,154 @@
+"""The one place where nixsnake starts other programs.
+
+Keeping every subprocess call here means one policy for: argv lists only (never a shell
+string built from user data), a clear exit 69 when a tool is missing, and captured
+output that ends up in error messages instead of being lost.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import Exit, NixsnakeError, ToolMissingError
+
+#: How to install each tool we may call, for the "missing tool" hint.
+INSTALL_HINTS: dict[str, str] = {
+    "git": "install git (Debian: apt-get install git)",
+    "nix": "install nix (Debian: apt-get install nix-bin) on the head node",
+    "nix-build": "install nix (Debian: apt-get install nix-bin) on the head node",
+    "nix-store": "install nix (Debian: apt-get install nix-bin) on the head node",
+    "mksquashfs": "install squashfs-tools (Debian: apt-get install squashfs-tools)",
+    "squashfuse": "install squashfuse (Debian: apt-get install squashfuse fuse3)",
+    "bwrap": "install bubblewrap (Debian: apt-get install bubblewrap)",
+    "apptainer": "install apptainer on the compute nodes, or use --runtime bwrap",
+    "singularity": "install singularity on the compute nodes, or use --runtime bwrap",
+    "uv": "reinstall nixsnake: the 'uv' Python package ships the resolver binary",
+}
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def which(tool: str, env: Mapping[str, str] | None = None) -> str | None:
+    path = (env or os.environ).get("PATH", os.defpath)
+    return shutil.which(tool, path=path)
+
+
+def require(tool: str, env: Mapping[str, str] | None = None) -> str:
+    found = which(tool, env)
+    if found is None:
+        raise ToolMissingError(tool, INSTALL_HINTS.get(tool, f"install {tool}"))
+    return found
+
+
+def run(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    check: bool = True,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    input: str | None = None,
+    what: str | None = None,
+    code: Exit = Exit.SOFTWARE,
+    timeout: float | None = None,
+) -> Result:
+    """Run a program to completion and capture its output.
+
+    ``what`` names the step in the error message ("resolving python packages");
+    ``code`` is the exit code used when the program fails.
+    """
+    args = [os.fspath(a) for a in argv]
+    try:
+        cp = subprocess.run(
+            args,
+            capture_output=True,
+            text=True,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            input=input,
+            timeout=timeout,
+            errors="replace",
+        )
+    except FileNotFoundError as exc:
+        tool = Path(args[0]).name
+        raise ToolMissingError(tool, INSTALL_HINTS.get(tool, f"install {tool}")) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise NixsnakeError(f"{what or args[0]} timed out after {timeout}s", Exit.UNAVAILABLE) from exc
+    result = Result(tuple(args), cp.returncode, cp.stdout, cp.stderr)
+    if check and cp.returncode != 0:
+        raise NixsnakeError(
+            f"{what or ' '.join(args[:2])} failed (exit {cp.returncode}): {tail(cp.stderr or cp.stdout)}",
+            code,
+        )
+    return result
+
+
+def stream(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    on_line: Callable[[str], None] | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    what: str | None = None,
+    code: Exit = Exit.SOFTWARE,
+    keep: int = 40,
+) -> str:
+    """Run a long program (nix build), feeding each stderr/stdout line to ``on_line``.
+
+    Returns stdout. On failure the last ``keep`` lines of the log are in the error.
+    """
+    args = [os.fspath(a) for a in argv]
+    try:
+        proc = subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            errors="replace",
+        )
+    except FileNotFoundError as exc:
+        tool = Path(args[0]).name
+        raise ToolMissingError(tool, INSTALL_HINTS.get(tool, f"install {tool}")) from exc
+    import threading
+
+    log: deque[str] = deque(maxlen=keep)
+    out_lines: list[str] = []
+
+    def pump_err() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            line = line.rstrip("\n")
+            log.append(line)
+            if on_line:
+                on_line(line)
+
+    t = threading.Thread(target=pump_err, daemon=True)
+    t.start()
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        out_lines.append(line)
+    rc = proc.wait()
+    t.join()
+    if rc != 0:
+        raise NixsnakeError(
+            f"{what or ' '.join(args[:2])} failed (exit {rc}); last log lines:\n" + "\n".join(log),
+            code,
+        )
+    return "".join(out_lines)
+
+
+def tail(text: str, lines: int = 12) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])

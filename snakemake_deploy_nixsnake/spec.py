@@ -1,0 +1,433 @@
+"""The env file: one small TOML per rule, validated strictly.
+
+Every string in an env file ends up somewhere dangerous: nix attribute lookups, the
+Python resolver, environment scripts sourced by a shell inside the image, apptainer's
+``--bind``. So each kind of string has one narrow grammar here, and everything the
+user writes is carried to nix and the shell only as data (JSON, ``shlex.quote``).
+Errors name the file, the key and the fix in one line, with exit code 65.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import hashlib
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from .errors import MissingFileError, SpecError
+
+#: Env files are hand-written and tiny; anything bigger is a mistake (or an attack).
+MAX_SPEC_BYTES = 256 * 1024
+
+
+def _bad(problem: str, fix: str) -> PydanticCustomError:
+    return PydanticCustomError("nixsnake", "{problem}", {"problem": problem, "fix": fix})
+
+
+# --- grammars -------------------------------------------------------------------------
+
+_ATTR_SEGMENT = r"[A-Za-z_][A-Za-z0-9_+-]*"
+ATTR_PATH_RE = re.compile(rf"^{_ATTR_SEGMENT}(\.{_ATTR_SEGMENT})*$")
+PY_VERSION_RE = re.compile(r"^3\.[0-9]{1,2}$")
+REV_RE = re.compile(r"^[0-9a-f]{40}$")
+BRANCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+CONDA_CHANNEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+CONDA_SPEC_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(\s*[=<>!~]{1,2}\s*[A-Za-z0-9_.*+!]+(\s*,\s*[=<>!~]{1,2}\s*[A-Za-z0-9_.*+!]+)*)?$")
+R_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*$")
+#: Characters a shell (or nix) would treat as code; never allowed in requirement strings.
+SHELL_META = set("$`|&\\\n\r\t{}!#*?~")
+BIND_PATH_RE = re.compile(r"^/[A-Za-z0-9_./@+ -]*$")
+
+#: Variables the image must control itself, or that let one job hijack every process
+#: in the container (loader injection, shell startup hooks, runtime configuration).
+REFUSED_ENV_EXACT = {
+    "PATH", "HOME", "SHELL", "USER", "PWD", "IFS", "ENV", "BASH_ENV", "PS4",
+    "SHELLOPTS", "BASHOPTS", "PROMPT_COMMAND", "PYTHONHOME", "PYTHONPATH",
+    "PYTHONSTARTUP", "PYTHONUSERBASE", "SSL_CERT_FILE", "NIX_SSL_CERT_FILE",
+    "GCONV_PATH", "HOSTALIASES", "LOCALDOMAIN", "RES_OPTIONS", "TMPDIR",
+}
+REFUSED_ENV_PREFIXES = ("LD_", "APPTAINER", "SINGULARITY", "NIXSNAKE_", "BASH_FUNC_", "DYLD_", "MALLOC_")
+#: Places a bind may not cover: they hold the image's software and its run-time config.
+REFUSED_BIND_TARGETS = ("/nix", "/.singularity.d", "/.nixsnake", "/bin", "/etc", "/usr/bin")
+
+
+def check_attr_path(value: str) -> str:
+    if not ATTR_PATH_RE.match(value):
+        raise _bad(
+            f"{value!r} is not a nixpkgs attribute path",
+            "use dotted attribute names made of letters, digits, '_', '-' or '+', e.g. python312Packages.pysam",
+        )
+    return value
+
+
+def check_requirement(value: str) -> str:
+    bad = sorted(SHELL_META.intersection(value))
+    if bad:
+        raise _bad(
+            f"requirement {value!r} contains {''.join(bad)!r}",
+            "write a plain PEP 508 requirement such as 'pandas>=2,<3'",
+        )
+    try:
+        req = Requirement(value)
+    except InvalidRequirement as exc:
+        raise _bad(f"{value!r} is not a PEP 508 requirement ({exc})", "write e.g. 'numpy' or 'pandas>=2,<3'")
+    if req.url:
+        raise _bad(
+            f"requirement {value!r} points to a URL",
+            "name a package from the index (URL requirements cannot be date-locked)",
+        )
+    return value
+
+
+def check_r_name(value: str) -> str:
+    if not R_NAME_RE.match(value):
+        raise _bad(f"{value!r} is not an R package name", "use the CRAN name, e.g. ggplot2 or data.table")
+    return value
+
+
+def check_conda_spec(value: str) -> str:
+    if not CONDA_SPEC_RE.match(value):
+        raise _bad(f"{value!r} is not a conda match spec nixsnake accepts", "write name or name=version, e.g. samtools=1.19")
+    return value
+
+
+def check_channel(value: str) -> str:
+    if not CONDA_CHANNEL_RE.match(value):
+        raise _bad(f"{value!r} is not a conda channel name", "use a channel name such as conda-forge or bioconda")
+    return value
+
+
+def check_bind(value: str) -> str:
+    parts = value.split(":")
+    if len(parts) > 3 or not parts[0]:
+        raise _bad(f"bind {value!r} is not SRC[:DST[:ro|rw]]", "write e.g. '/data/ref:/ref:ro'")
+    if len(parts) == 3 and parts[2] not in ("ro", "rw"):
+        raise _bad(f"bind {value!r} has mode {parts[2]!r}", "use ro or rw as the third part")
+    for p in parts[:2]:
+        if not BIND_PATH_RE.match(p) or "/../" in p + "/" or p.endswith("/.."):
+            raise _bad(
+                f"bind path {p!r} is not a plain absolute path",
+                "use absolute paths without '..', ',', ':', quotes or shell characters",
+            )
+    dst = (parts[1] if len(parts) > 1 else parts[0]).rstrip("/") or "/"
+    for t in REFUSED_BIND_TARGETS:
+        if dst == "/" or dst == t or dst.startswith(t + "/"):
+            raise _bad(f"bind target {dst!r} would cover the image's own {t}", "bind somewhere else, e.g. /data")
+    return value
+
+
+def unique(kind: str, key=lambda s: s):
+    """A list validator refusing duplicates (after normalising with ``key``)."""
+
+    def _check(values: list[str]) -> list[str]:
+        seen: dict[str, str] = {}
+        for v in values:
+            k = key(v)
+            if k in seen:
+                raise _bad(f"{kind} {v!r} is listed twice", "remove the duplicate")
+            seen[k] = v
+        return values
+
+    return AfterValidator(_check)
+
+
+def _req_name(v: str) -> str:
+    try:
+        return canonicalize_name(Requirement(v).name)
+    except InvalidRequirement:
+        return v
+
+
+def _attr_key(v: str) -> str:
+    return v
+
+
+NonEmpty = Annotated[str, Field(min_length=1, max_length=200)]
+AttrPath = Annotated[NonEmpty, AfterValidator(check_attr_path)]
+PyReq = Annotated[NonEmpty, AfterValidator(check_requirement)]
+RName = Annotated[NonEmpty, AfterValidator(check_r_name)]
+CondaSpec = Annotated[NonEmpty, AfterValidator(check_conda_spec)]
+Channel = Annotated[NonEmpty, AfterValidator(check_channel)]
+BindSpec = Annotated[Annotated[str, Field(min_length=1, max_length=1000)], AfterValidator(check_bind)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Nixpkgs(_Strict):
+    packages: Annotated[list[AttrPath], unique("attribute", _attr_key)] = Field(default_factory=list, max_length=500)
+    branch: str = "nixos-unstable"
+    rev: str | None = None
+    allow_unfree: StrictBool = False
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, v: str) -> str:
+        if not BRANCH_RE.match(v) or ".." in v or v.endswith((".lock", "/")):
+            raise _bad(f"{v!r} is not a branch name", "use e.g. nixos-unstable or nixos-24.05")
+        return v
+
+    @field_validator("rev")
+    @classmethod
+    def _rev(cls, v: str | None) -> str | None:
+        if v is not None and not REV_RE.match(v):
+            raise _bad(f"{v!r} is not a full commit hash", "give all 40 lowercase hex digits, or drop rev to use the date")
+        return v
+
+
+class Python(_Strict):
+    version: str = "3.11"
+    packages: Annotated[list[PyReq], unique("requirement", _req_name)] = Field(default_factory=list, max_length=500)
+    #: Per-package ecosystem dates: the escape hatch for "I need a newer torch than the
+    #: env's date allows". Still a date, so the lock stays reproducible.
+    package_dates: dict[str, dt.date] = Field(default_factory=dict)
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        if not PY_VERSION_RE.match(v):
+            raise _bad(f"{v!r} is not a Python version", 'write the minor version as a string, e.g. version = "3.12"')
+        return v
+
+    @field_validator("package_dates")
+    @classmethod
+    def _dates(cls, v: dict[str, dt.date]) -> dict[str, dt.date]:
+        for name, day in v.items():
+            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", name):
+                raise _bad(f"{name!r} is not a package name", "use the package's name from the index")
+            _check_not_future(day)
+        return v
+
+
+class R(_Strict):
+    packages: Annotated[list[RName], unique("R package")] = Field(default_factory=list, max_length=500)
+
+
+class Conda(_Strict):
+    channels: Annotated[list[Channel], unique("channel")] = Field(default_factory=lambda: ["conda-forge"], max_length=20)
+    packages: Annotated[list[CondaSpec], unique("conda package", lambda s: re.split(r"[=<>!~ ]", s)[0])] = Field(
+        default_factory=list, max_length=500
+    )
+
+
+class Gpu(_Strict):
+    cuda: Any = "auto"
+
+    @field_validator("cuda")
+    @classmethod
+    def _cuda(cls, v: Any) -> bool | Literal["auto"]:
+        if v is True or v is False or v == "auto":
+            return v
+        raise _bad(f"{v!r} is not true, false or \"auto\"", 'write cuda = true, cuda = false or cuda = "auto"')
+
+
+class Run(_Strict):
+    binds: Annotated[list[BindSpec], unique("bind")] = Field(default_factory=list, max_length=100)
+
+
+def _check_not_future(day: dt.date) -> dt.date:
+    if day > dt.datetime.now(dt.timezone.utc).date():
+        raise _bad(f"{day.isoformat()} is in the future", "use today's date or an earlier one")
+    if day < dt.date(2015, 1, 1):
+        raise _bad(f"{day.isoformat()} is before 2015", "use a date from 2015 on")
+    return day
+
+
+class EnvFile(_Strict):
+    """The whole env file. Field aliases keep the TOML spelling (``[R]``)."""
+
+    date: dt.date
+    nixpkgs: Nixpkgs = Field(default_factory=Nixpkgs)
+    python: Python | None = None
+    r: R | None = Field(default=None, alias="R")
+    conda: Conda | None = None
+    gpu: Gpu = Field(default_factory=Gpu)
+    env: dict[str, Annotated[str, Field(max_length=4096)]] = Field(default_factory=dict)
+    run: Run = Field(default_factory=Run)
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    @field_validator("date", mode="before")
+    @classmethod
+    def _date(cls, v: Any) -> Any:
+        if isinstance(v, dt.datetime):
+            raise _bad(f"{v.isoformat()} is a date-time", "write a plain TOML date such as 2024-01-01 (no time, no quotes)")
+        if isinstance(v, str):
+            raise _bad(f"{v!r} is a string", "write a plain TOML date such as 2024-01-01 (no quotes)")
+        return v
+
+    @field_validator("date")
+    @classmethod
+    def _date_range(cls, v: dt.date) -> dt.date:
+        return _check_not_future(v)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            if not ENV_NAME_RE.match(name):
+                raise _bad(f"{name!r} is not a variable name", "use letters, digits and '_', not starting with a digit")
+            upper = name.upper()
+            if upper in REFUSED_ENV_EXACT or upper.startswith(REFUSED_ENV_PREFIXES):
+                raise _bad(
+                    f"{name} is managed by nixsnake or can hijack every process in the image",
+                    "pick another name; use [nixpkgs]/[python] packages instead of loader or path variables",
+                )
+            if "\x00" in value:
+                raise _bad(f"value of {name} contains a NUL byte", "remove it")
+        return v
+
+    def normalized(self) -> dict[str, Any]:
+        """Canonical data: what the image's software depends on, in a stable form."""
+        return self.model_dump(mode="json", by_alias=True)
+
+    def spec_hash(self) -> str:
+        return sha256_json(self.normalized())
+
+
+def sha256_json(data: Any) -> str:
+    """SHA-256 of canonical JSON: unambiguous framing, so distinct data cannot collide by
+    concatenation tricks; only a SHA-256 collision could."""
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# --- loading ----------------------------------------------------------------------------
+
+_SECTION_FIELDS: dict[tuple[str, ...], list[str]] = {}
+
+
+def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: Any = EnvFile
+    for part in loc:
+        if not isinstance(part, str):
+            return []
+        fields = {f.alias or n: f for n, f in model.model_fields.items()}
+        field = fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        cands = [a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not cands:
+            return []
+        model = cands[0]
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _fmt_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+#: Fixes for pydantic's generic error types, by type.
+_GENERIC_FIX = {
+    "missing": "add it",
+    "string_type": "write a quoted TOML string",
+    "list_type": "write a TOML array, e.g. [\"a\", \"b\"]",
+    "bool_type": "write true or false",
+    "date_type": "write a plain TOML date such as 2024-01-01",
+    "date_from_datetime_inexact": "write a plain TOML date such as 2024-01-01",
+    "dict_type": "write a TOML table",
+    "model_type": "write a TOML table ([section])",
+    "too_short": "add at least one character",
+    "string_too_short": "remove the empty string",
+    "string_too_long": "shorten it",
+    "too_long": "shorten the list",
+    "literal_error": "use one of the allowed values",
+}
+
+
+def _error_from_validation(path: str, exc: ValidationError) -> SpecError:
+    errors = exc.errors(include_url=False)
+    err = errors[0]
+    loc = tuple(err.get("loc", ()))
+    # Annotated validators append the function name to loc; drop non-key parts.
+    loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith(("function-", "constrained-", "lax-", "strict-"))))
+    key = _fmt_loc(loc) or "(top level)"
+    etype = err["type"]
+    if etype == "extra_forbidden":
+        name = str(loc[-1]) if loc else "?"
+        known = _known_keys(loc[:-1])
+        by_lower = {k.lower(): k for k in known}
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6) or [
+            by_lower[c] for c in difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+        ]
+        if close:
+            fix = f"did you mean {close[0]!r}?"
+        else:
+            fix = "remove it; allowed here: " + ", ".join(sorted(known)) if known else "remove it"
+        return SpecError(path, key, f"unknown key {name!r}", fix)
+    if etype == "nixsnake":
+        ctx = err.get("ctx") or {}
+        return SpecError(path, key, str(ctx.get("problem", err["msg"])), str(ctx.get("fix", "see docs/env-file.md")))
+    msg = err["msg"]
+    fix = _GENERIC_FIX.get(etype, "see docs/env-file.md for this key")
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return SpecError(path, key, msg.replace("\n", " ") + more, fix)
+
+
+def parse_spec(text: bytes, path: str = "<env>") -> EnvFile:
+    """Validate env file bytes; every failure is a one-line SpecError (exit 65)."""
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(path, "", f"file is {len(text)} bytes", f"env files must be under {MAX_SPEC_BYTES // 1024} KiB")
+    try:
+        s = text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(path, "", f"not UTF-8 (byte {exc.start})", "save the file as UTF-8")
+    try:
+        data = tomllib.loads(s)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(path, "", f"invalid TOML: {str(exc).splitlines()[0]}", "fix the TOML syntax at that position")
+    except RecursionError:
+        raise SpecError(path, "", "invalid TOML: nested too deeply", "flatten the file")
+    try:
+        return EnvFile.model_validate(data)
+    except ValidationError as exc:
+        raise _error_from_validation(path, exc) from None
+    except RecursionError:
+        raise SpecError(path, "", "nested too deeply", "flatten the file")
+
+
+def load_spec(path: Path) -> EnvFile:
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read(MAX_SPEC_BYTES + 1)
+    except FileNotFoundError:
+        raise MissingFileError(str(path), "check the path, or create the env file (see docs/env-file.md)") from None
+    except IsADirectoryError:
+        raise SpecError(str(path), "", "is a directory", "name the .toml env file") from None
+    except PermissionError:
+        raise MissingFileError(str(path), "make the file readable") from None
+    return parse_spec(text, str(path))
+
+
+def lock_path_for(spec_path: Path) -> Path:
+    """``envs/vep.toml`` -> ``envs/vep.lock.toml``."""
+    name = spec_path.name
+    stem = name[: -len(".toml")] if name.endswith(".toml") else name
+    return spec_path.with_name(stem + ".lock.toml")

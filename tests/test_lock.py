@@ -1,0 +1,188 @@
+"""Date locking: nixpkgs rev by date from a real git repo; Python pins from the real index."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from snakemake_deploy_nixsnake.config import Config
+from snakemake_deploy_nixsnake.errors import SpecError
+from snakemake_deploy_nixsnake.lock import lock_file, parse_source, read_lock, resolve_git
+from snakemake_deploy_nixsnake.spec import lock_path_for
+
+COMMITS = ["2023-06-01T12:00:00Z", "2023-12-15T08:30:00Z", "2024-03-01T00:00:00Z"]
+
+
+def _git(repo: Path, *args: str, date: str | None = None) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    if date:
+        env.update(GIT_AUTHOR_DATE=date, GIT_COMMITTER_DATE=date)
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout.strip()
+
+
+@pytest.fixture
+def dated_repo(tmp_path: Path) -> tuple[Path, list[str]]:
+    """A git repo whose branch nixos-unstable has commits at known dates, plus a merged
+    side branch whose commit is dated in between (must be ignored: --first-parent)."""
+    repo = tmp_path / "nixpkgs"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "nixos-unstable")
+    revs = []
+    for i, date in enumerate(COMMITS):
+        (repo / "f").write_text(str(i))
+        _git(repo, "add", "f")
+        _git(repo, "commit", "-qm", f"c{i}", date=date)
+        revs.append(_git(repo, "rev-parse", "HEAD"))
+    # side branch commit dated 2024-01-10, merged on 2024-03-05
+    _git(repo, "checkout", "-q", "-b", "side", revs[1])
+    (repo / "g").write_text("side")
+    _git(repo, "add", "g")
+    _git(repo, "commit", "-qm", "side", date="2024-01-10T00:00:00Z")
+    _git(repo, "checkout", "-q", "nixos-unstable")
+    _git(repo, "merge", "-q", "--no-ff", "-m", "merge", "side", date="2024-03-05T00:00:00Z")
+    revs.append(_git(repo, "rev-parse", "HEAD"))
+    return repo, revs
+
+
+@pytest.mark.parametrize(
+    "day,index",
+    [
+        ("2023-06-02", 0),  # just after the first commit
+        ("2023-12-15", 0),  # the day of the second commit, before it was made
+        ("2023-12-16", 1),  # between
+        ("2024-01-11", 1),  # after the side-branch commit: not on the first-parent line
+        ("2024-03-02", 2),
+        ("2025-01-01", 3),  # after the last commit: the merge
+    ],
+)
+def test_date_resolves_to_last_commit_before(dated_repo, day, index):
+    repo, revs = dated_repo
+    pin = resolve_git(str(repo), "nixos-unstable", dt.date.fromisoformat(day), "envs/x.toml")
+    assert pin.rev == revs[index]
+    assert pin.commit_time < f"{day}T00:00:00Z"
+    assert not pin.pinned
+
+
+def test_date_before_first_commit_is_clear_error(dated_repo):
+    repo, _ = dated_repo
+    with pytest.raises(SpecError) as e:
+        resolve_git(str(repo), "nixos-unstable", dt.date(2023, 1, 1), "envs/x.toml")
+    assert e.value.code == 65 and "envs/x.toml: date:" in str(e.value) and "2023-06-01" in str(e.value)
+
+
+def test_unknown_branch_is_clear_error(dated_repo):
+    repo, _ = dated_repo
+    with pytest.raises(SpecError) as e:
+        resolve_git(str(repo), "nixos-99.99", dt.date(2024, 1, 1), "envs/x.toml")
+    assert "nixpkgs.branch" in str(e.value) and "nixos-99.99" in str(e.value)
+
+
+def test_explicit_rev_wins_over_date(dated_repo):
+    repo, revs = dated_repo
+    pin = resolve_git(str(repo), "nixos-unstable", dt.date(2025, 1, 1), "x.toml", rev=revs[0])
+    assert pin.rev == revs[0] and pin.pinned and pin.commit_time == "2023-06-01T12:00:00Z"
+    with pytest.raises(SpecError, match="nixpkgs.rev"):
+        resolve_git(str(repo), "nixos-unstable", dt.date(2025, 1, 1), "x.toml", rev="0" * 40)
+
+
+def _env(tmp_path: Path, body: str) -> Path:
+    p = tmp_path / "envs" / "e.toml"
+    p.parent.mkdir(exist_ok=True)
+    p.write_text(body)
+    return p
+
+
+@pytest.mark.network
+def test_numpy_2024_01_01_resolves_to_1_26_2_with_hashes(tmp_path, dated_repo, run_cli):
+    repo, revs = dated_repo
+    spec = _env(tmp_path, 'date = 2024-01-01\n[nixpkgs]\npackages = ["hello"]\n[python]\nversion = "3.11"\npackages = ["numpy"]\n')
+    r = run_cli("lock", "--nixpkgs-source", str(repo), str(spec))
+    assert r.returncode == 0, r.stderr
+    lock = read_lock(spec)
+    assert lock.nixpkgs.rev == revs[1]
+    [numpy] = lock.wheels
+    assert (numpy.name, numpy.version) == ("numpy", "1.26.2")
+    assert numpy.url.endswith("numpy-1.26.2-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl")
+    assert numpy.sha256 == "96ca5482c3dbdd051bcd1fce8034603d6ebfc125a7bd59f55b40d8f5d246832b"
+
+    first = lock_path_for(spec).read_bytes()
+    r2 = run_cli("lock", "--nixpkgs-source", str(repo), str(spec))
+    assert r2.returncode == 0 and "unchanged" in r2.stdout
+    assert lock_path_for(spec).read_bytes() == first  # byte-identical
+    assert first.startswith(b"# Generated by `nixsnake lock")
+
+    assert run_cli("lock", "--check", str(spec)).returncode == 0
+    spec.write_text(spec.read_text().replace('["numpy"]', '["numpy", "six"]'))
+    stale = run_cli("lock", "--check", str(spec))
+    assert stale.returncode == 65 and "stale" in stale.stderr and "nixsnake lock" in stale.stderr
+    assert lock_path_for(spec).read_bytes() == first  # --check writes nothing
+
+
+@pytest.mark.network
+def test_package_date_exemption(tmp_path, dated_repo):
+    repo, _ = dated_repo
+    spec = _env(tmp_path, 'date = 2023-01-01\n[python]\nversion = "3.11"\npackages = ["numpy", "six"]\n'
+                          'package_dates = { numpy = 2024-01-01 }\n')
+    # 2023-01-01 is before the repo's first commit: use a pinned rev so only python is tested
+    spec.write_text(spec.read_text().replace("[python]", f'[nixpkgs]\nrev = "{_git(repo, "rev-parse", "HEAD")}"\n[python]'))
+    lock_file(spec, Config(nixpkgs_source=str(repo)))
+    versions = dict(read_lock(spec).software())
+    assert versions["numpy"] == "1.26.2"  # exempted: as of 2024-01-01
+    assert versions["six"] == "1.16.0"  # as of 2023-01-01
+
+
+def test_unresolvable_requirement_is_65(tmp_path, dated_repo, run_cli):
+    repo, _ = dated_repo
+    spec = _env(tmp_path, 'date = 2024-01-01\n[python]\npackages = ["numpy>=99"]\n')
+    r = run_cli("lock", "--nixpkgs-source", str(repo), str(spec))
+    if "cannot reach" in r.stderr:
+        pytest.skip("package index not reachable")
+    assert r.returncode == 65 and "python.packages" in r.stderr and "fix:" in r.stderr
+    assert not lock_path_for(spec).exists()
+
+
+def test_no_network_is_69(tmp_path, dated_repo, run_cli):
+    repo, _ = dated_repo
+    spec = _env(tmp_path, 'date = 2024-01-01\n[python]\npackages = ["numpy"]\n')
+    r = run_cli("lock", "--nixpkgs-source", str(repo), str(spec),
+                env={"UV_INDEX_URL": "http://127.0.0.1:9/simple", "UV_DEFAULT_INDEX": "http://127.0.0.1:9/simple",
+                     "UV_CACHE_DIR": str(tmp_path / "uvcache")})
+    assert r.returncode == 69, r.stderr
+    assert "package index" in r.stderr and "hint:" in r.stderr
+
+
+def test_git_missing_is_69(tmp_path, dated_repo, run_cli):
+    repo, _ = dated_repo
+    spec = _env(tmp_path, 'date = 2024-01-01\n')
+    r = run_cli("lock", "--nixpkgs-source", str(repo), str(spec), env={"PATH": str(tmp_path / "empty-bin")})
+    assert r.returncode == 69, r.stderr
+    assert "git" in r.stderr and "hint:" in r.stderr
+
+
+def test_github_unreachable_is_69(tmp_path, run_cli):
+    spec = _env(tmp_path, 'date = 2024-01-01\n')
+    r = run_cli("lock", "--nixpkgs-source", "github:NixOS/nixpkgs", str(spec),
+                env={"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"})
+    assert r.returncode == 69, r.stderr
+    assert "GitHub" in r.stderr and "hint:" in r.stderr
+
+
+def test_lock_without_python_has_no_python_table(tmp_path, dated_repo):
+    repo, revs = dated_repo
+    spec = _env(tmp_path, 'date = 2024-01-01\n[nixpkgs]\npackages = ["hello"]\n')
+    lock_file(spec, Config(nixpkgs_source=str(repo)))
+    text = lock_path_for(spec).read_text()
+    assert "[python]" not in text and revs[1] in text
+
+
+def test_corrupt_lock_is_65(tmp_path, run_cli):
+    spec = _env(tmp_path, 'date = 2024-01-01\n')
+    lock_path_for(spec).write_text("lock_version = 1\n[nixpkgs]\nrev = 'x'\n")
+    r = run_cli("lock", "--check", str(spec))
+    assert r.returncode == 65 and "e.lock.toml" in r.stderr and "Traceback" not in r.stderr
