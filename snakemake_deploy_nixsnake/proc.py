@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from .errors import Exit, NixsnakeError, ToolMissingError
 
@@ -152,3 +153,88 @@ def stream(
 
 def tail(text: str, lines: int = 12) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def pipe_into(
+    argv: Sequence[str | os.PathLike[str]],
+    writer: Callable[[IO[bytes]], None],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    what: str | None = None,
+    code: Exit = Exit.SOFTWARE,
+    keep: int = 40,
+) -> str:
+    """Run a program and feed its stdin from ``writer`` (a tar stream into mksquashfs).
+
+    ``writer`` gets the program's binary stdin and writes to it; it must not close it.
+    Stdout and stderr are drained on threads (no pipe deadlock) and the last ``keep``
+    lines end up in the error message. Fails loudly: a non-zero exit, or the program
+    dying while we still write (broken pipe), raises ``NixsnakeError``; an exception in
+    ``writer`` kills the program and propagates (wrapped unless already a
+    ``NixsnakeError``). Returns the program's stdout.
+    """
+    import threading
+
+    args = [os.fspath(a) for a in argv]
+    try:
+        proc = subprocess.Popen(
+            args,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+        )
+    except FileNotFoundError as exc:
+        tool = Path(args[0]).name
+        raise ToolMissingError(tool, INSTALL_HINTS.get(tool, f"install {tool}")) from exc
+
+    log: deque[str] = deque(maxlen=keep)
+    out_chunks: list[bytes] = []
+
+    def pump_err() -> None:
+        assert proc.stderr is not None
+        for raw in proc.stderr:
+            log.append(raw.decode(errors="replace").rstrip("\n"))
+
+    def pump_out() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            out_chunks.append(raw)
+
+    threads = [threading.Thread(target=pump_err, daemon=True), threading.Thread(target=pump_out, daemon=True)]
+    for t in threads:
+        t.start()
+    name = what or " ".join(args[:2])
+    assert proc.stdin is not None
+    broken = False
+    try:
+        writer(proc.stdin)
+        proc.stdin.close()
+    except BrokenPipeError:
+        broken = True  # the program died early: report its exit status and log below
+    except BaseException as exc:
+        proc.kill()
+        proc.wait()
+        for t in threads:
+            t.join()
+        if isinstance(exc, NixsnakeError):
+            raise
+        if isinstance(exc, Exception):
+            raise NixsnakeError(f"{name}: feeding its input failed: {exc}", code) from exc
+        raise
+    finally:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+    rc = proc.wait()
+    for t in threads:
+        t.join()
+    if rc != 0 or broken:
+        raise NixsnakeError(
+            f"{name} failed (exit {rc}); last log lines:\n" + "\n".join(log),
+            code,
+        )
+    return b"".join(out_chunks).decode(errors="replace")
