@@ -101,6 +101,189 @@ def lock(
         out.print(f"{lock_path}: {'written' if changed else 'unchanged'}")
 
 
+class _LiveReporter:
+    """Per-env stage + nix log tail, shown in a rich Live table (or plain lines without a TTY)."""
+
+    def __init__(self, name: str, board: "dict[str, list[str]]", plain: bool):
+        self.name, self.board, self.plain = name, board, plain
+        board[name] = ["queued", ""]
+
+    def stage(self, message: str) -> None:
+        self.board[self.name][0] = message
+        if self.plain:
+            err.print(f"[{self.name}] {message}", markup=False)
+
+    def log(self, line: str) -> None:
+        self.board[self.name][1] = line[-120:]
+
+
+def _board_table(board: "dict[str, list[str]]"):
+    from rich.table import Table
+
+    t = Table(show_header=True, header_style="bold", box=None)
+    t.add_column("env")
+    t.add_column("stage")
+    t.add_column("nix log", style="dim", overflow="ellipsis", no_wrap=True)
+    for name, (stage, line) in board.items():
+        t.add_row(name, stage, line)
+    return t
+
+
+@app.command()
+def build(
+    specs: SpecArgs,
+    store: StoreOpt = None,
+    nixpkgs_source: SourceOpt = None,
+    compression: Annotated[Optional[str], typer.Option(help="zstd (default), gzip (old squashfuse/kernels), xz, lz4")] = None,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="images built in parallel")] = None,
+) -> None:
+    """Build the image of each env file into the store (locks first when there is no lock)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rich.live import Live
+
+    from .deploy import ensure_image
+
+    cfg = _config(store=store, nixpkgs_source=nixpkgs_source, compression=compression, jobs=jobs)
+    board: dict[str, list[str]] = {}
+    plain = not err.is_terminal
+    reporters = {p: _LiveReporter(str(p), board, plain) for p in specs}
+    results: dict[Path, Path] = {}
+    failures: list[NixsnakeError] = []
+
+    def one(p: Path) -> None:
+        try:
+            results[p] = ensure_image(p, cfg, reporter=reporters[p])
+            reporters[p].stage("done")
+        except NixsnakeError as exc:
+            reporters[p].stage("failed")
+            failures.append(exc)
+
+    if plain:
+        with ThreadPoolExecutor(max_workers=cfg.jobs) as pool:
+            list(pool.map(one, specs))
+    else:
+        with Live(_board_table(board), console=err, refresh_per_second=4, transient=True) as live:
+            with ThreadPoolExecutor(max_workers=cfg.jobs) as pool:
+                futs = [pool.submit(one, p) for p in specs]
+                while not all(f.done() for f in futs):
+                    live.update(_board_table(board))
+                    import time
+
+                    time.sleep(0.25)
+    for p in specs:
+        if p in results:
+            out.print(f"{p}: {results[p]}")
+    if failures:
+        worst = max(failures, key=lambda e: int(e.code))
+        for f in failures:
+            if f is not worst:
+                err.print(f"nixsnake: {f}", markup=False)
+        raise worst
+
+
+@app.command("ls")
+def list_images(
+    store: StoreOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """List the images in the store: id, size, env files, last use."""
+    import datetime as dt
+    import json
+
+    from rich.table import Table
+
+    from .store import Store
+
+    cfg = _config(store=store)
+    st = Store(cfg.store)
+    st.check()
+    entries = st.entries()
+    if as_json:
+        out.print_json(json.dumps([
+            {"id": e.id, "path": str(e.path), "size": e.size,
+             "last_used": dt.datetime.fromtimestamp(e.last_used, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+             "env_files": e.meta.get("env_files", []), "date": e.meta.get("date"),
+             "built_at": e.meta.get("built_at")} for e in entries]))
+        return
+    t = Table(title=f"images in {cfg.store}", box=None)
+    for col in ("id", "size", "last used", "date", "env files"):
+        t.add_column(col)
+    for e in entries:
+        t.add_row(e.id[:16], f"{e.size / 2**20:.1f} MiB",
+                  dt.datetime.fromtimestamp(e.last_used).strftime("%Y-%m-%d %H:%M"),
+                  str(e.meta.get("date", "?")), ", ".join(e.meta.get("env_files", [])))
+    out.print(t)
+
+
+@app.command()
+def gc(
+    store: StoreOpt = None,
+    older_than: Annotated[Optional[float], typer.Option("--older-than", help="remove images not used for this many days")] = None,
+    keep_workflow: Annotated[Optional[list[Path]], typer.Option("--keep-workflow", help="workflow dir whose env files' images are kept; others are removed (repeatable)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="only show what would be removed")] = False,
+) -> None:
+    """Remove unused images. Never removes one being built or used in the last hour."""
+    from .deploy import resolve
+    from .store import Store
+
+    if older_than is None and not keep_workflow:
+        raise NixsnakeError("nothing to select", Exit.DATAERR, "give --older-than DAYS and/or --keep-workflow DIR")
+    cfg = _config(store=store)
+    keep: set[str] | None = None
+    if keep_workflow:
+        keep = set()
+        for wf in keep_workflow:
+            for spec_path in sorted(wf.rglob("*.toml")):
+                if spec_path.name.endswith(".lock.toml") or not spec_path.with_name(spec_path.name[:-5] + ".lock.toml").exists():
+                    continue
+                keep.add(resolve(spec_path, cfg, auto_lock=False).image_id)
+    st = Store(cfg.store)
+    st.check()
+    removed = st.gc(older_than_days=older_than, keep_ids=keep, dry_run=dry_run)
+    for e in removed:
+        out.print(f"{'would remove' if dry_run else 'removed'} {e.path} ({e.size / 2**20:.1f} MiB)")
+    out.print(f"{len(removed)} image(s) {'selected' if dry_run else 'removed'}")
+
+
+@app.command()
+def inspect(
+    image: Annotated[Path, typer.Argument(help="a .sif image, or an env file (its image in the store)")],
+    store: StoreOpt = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show what is in an image (env file, lock, store paths), without starting it."""
+    import json
+
+    from .image.sif import read_sif
+
+    cfg = _config(store=store)
+    path = image
+    if image.suffix == ".toml":
+        from .deploy import resolve
+        from .store import Store
+
+        r = resolve(image, cfg, auto_lock=False)
+        path = Store(cfg.store).image_path(r.image_id)
+    if not path.exists():
+        raise NixsnakeError(f"{path}: no such image", Exit.NOINPUT, "build it with `nixsnake build ENV.toml`")
+    info = read_sif(path)
+    meta = info.metadata
+    if as_json:
+        out.print_json(json.dumps(meta))
+        return
+    out.print(f"[bold]{path}[/bold]")
+    out.print(f"  env file     {meta.get('env_file')}   date {meta.get('env', {}).get('date')}")
+    lock = meta.get("lock", {})
+    out.print(f"  nixpkgs      {lock.get('nixpkgs', {}).get('branch')} @ {lock.get('nixpkgs', {}).get('rev')}")
+    for w in lock.get("wheels", []):
+        out.print(f"  python       {w['name']}=={w['version']}")
+    for p in meta.get("env", {}).get("nixpkgs", {}).get("packages", []):
+        out.print(f"  nixpkgs pkg  {p}")
+    out.print(f"  store paths  {len(meta.get('store_paths', []))}; squashfs {info.partition_size / 2**20:.1f} MiB at offset {info.partition_offset}")
+    out.print(f"  built by     nixsnake {meta.get('nixsnake_version')} (image format {meta.get('image_format')})")
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         rc = app(args=argv, prog_name="nixsnake", standalone_mode=False)
