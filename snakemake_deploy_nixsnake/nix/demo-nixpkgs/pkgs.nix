@@ -1,0 +1,422 @@
+# The packages of the nixsnake demo package set (NOT nixpkgs; see default.nix).
+# `self` is the final package set (after overlays), so overlays can replace any package.
+{ host, lib, release, system, config }:
+self:
+let
+  inherit (builtins) attrNames concatStringsSep filter hasAttr listToAttrs map replaceStrings;
+
+  # "name path" lines for the builders (demo.py guarantees paths without whitespace)
+  fileLines = dir: files: concatStringsSep "\n" (map (f: "${dir}${f.name} ${f.path}") files);
+  # host file hashes go into the derivations, so a changed host file means a new store path
+  fingerprint = files: builtins.hashString "sha256" (concatStringsSep "," (map (f: f.sha256) files));
+
+  demoMeta = description: extra: {
+    inherit description;
+    longDescription = "nixsnake demo package set (not nixpkgs): ${description}";
+    platforms = [ host.system ];
+  } // extra;
+
+  # Every demo derivation is built by the store copy of busybox' sh with an explicit PATH,
+  # under `set -eu -o pipefail` (first line of each builder script): a failing step fails
+  # the build instead of leaving a broken output in the store.
+  mkDrv = { name, script, env ? { }, passthru ? { }, meta ? { } }:
+    let
+      drv = derivation ({
+        inherit name system;
+        builder = "${self.busybox}/bin/sh";
+        args = [ "-eu" script ];
+        PATH = "${self.busybox}/bin";
+        busybox = self.busybox;
+        patchelf = host.patchelf;
+        allowSubstitutes = false;
+        preferLocalBuild = true;
+      } // env);
+    in
+    drv // passthru // { inherit meta passthru; };
+
+  # nixpkgs refuses to evaluate unfree packages unless config.allowUnfree
+  checkLicense = pkg:
+    if (pkg.meta.license.free or true) || config.allowUnfree then pkg
+    else throw ''
+      Package ‘${pkg.name}’ in the nixsnake demo package set has an unfree license (‘${pkg.meta.license.shortName}’), refusing to evaluate.
+      a) To temporarily allow unfree packages, you can use an environment variable: NIXPKGS_ALLOW_UNFREE=1 (not read by the demo)
+      b) To allow unfree packages, set config.allowUnfree = true.'';
+
+  glibcLib = "${self.glibc}/lib";
+  loader = host.glibc.loader;
+  anyGcc = builtins.any (p: p.needsGccLib or false) (builtins.attrValues host.pythons);
+
+  busyboxTools = { pname, tools, required ? tools, aliases ? { }, description }:
+    mkDrv {
+      name = "${pname}-busybox-${host.busybox.version}";
+      script = ./builders/tools.sh;
+      env = {
+        tools = concatStringsSep " " tools;
+        required = concatStringsSep " " required;
+        aliases = concatStringsSep "\n" (map (a: "${a}=${aliases.${a}}") (attrNames aliases));
+      };
+      passthru = { inherit pname; version = host.busybox.version; };
+      meta = demoMeta description { license = lib.licenses.gpl2Plus; mainProgram = builtins.head tools; };
+    };
+
+  copyFiles = { name, files, rpath ? "", links ? "", patches ? "", check ? "", passthru ? { }, meta ? { } }:
+    mkDrv {
+      inherit name passthru meta;
+      script = ./builders/copyfiles.sh;
+      env = { inherit files rpath links patches check; };
+    };
+
+  mkPython = info:
+    let
+      pv = info.pythonVersion;
+      rpath = concatStringsSep ":" ([ glibcLib "${self.zlib}/lib" "${self.demoPythonDeps}/lib" ]
+        ++ lib.optional (info.needsGccLib or false) "${self.gccLib}/lib");
+      drv = mkDrv {
+        name = "python3-${info.version}";
+        script = ./builders/python.sh;
+        env = {
+          pythonVersion = pv;
+          pythonFullVersion = info.version;
+          hostPrefix = info.prefix;
+          hostExe = info.executable.path;
+          hostLibpython = if info.libpython != null then info.libpython.path else "";
+          libpythonName = if info.libpython != null then info.libpython.name else "";
+          hostFingerprint = fingerprint ([ info.executable ] ++ lib.optional (info.libpython != null) info.libpython);
+          glibc = self.glibc;
+          inherit loader rpath;
+          glibcCompat = "libpthread.so.0 libdl.so.2 librt.so.1 libutil.so.1";
+          skipTop = "site-packages dist-packages test idlelib tkinter turtledemo ensurepip __pycache__ __phello__";
+          skipGlobs = "config-*/libpython*.a config-*/python.o lib-dynload/_tkinter*.so lib-dynload/_test*.so lib-dynload/_xxtestfuzz*.so";
+          compileSkip = "(lib2to3/tests|/test/|/tests/data/)";
+          PYTHONHASHSEED = "0";
+        };
+        passthru = {
+          pname = "python3";
+          version = info.version;
+          pythonVersion = pv;
+          sitePackages = "lib/python${pv}/site-packages";
+          libPrefix = "python${pv}";
+          executable = "python${pv}";
+          interpreter = "${drv}/bin/python${pv}";
+          implementation = "cpython";
+          isPy3k = true;
+          pythonAtLeast = v: builtins.compareVersions pv v >= 0;
+          pythonOlder = v: builtins.compareVersions pv v < 0;
+          # nixpkgs-style; the demo has no python package set, so `ps.<name>` is a missing attribute
+          withPackages = f: self.buildEnv {
+            name = "python3-${info.version}-env";
+            paths = [ drv ] ++ f { };
+          };
+        };
+        meta = demoMeta "CPython ${info.version} (host interpreter re-linked onto the demo glibc)" {
+          license = lib.licenses.psfl; mainProgram = "python3";
+        };
+      };
+    in
+    drv;
+
+  pythonAttrs = listToAttrs (map
+    (pv: { name = "python" + replaceStrings [ "." ] [ "" ] pv; value = mkPython host.pythons.${pv}; })
+    (attrNames host.pythons));
+
+  # R package stand-ins: attribute name (nixpkgs style, "." -> "_") = R name
+  rPackageNames = [
+    "ggplot2" "data.table" "dplyr" "tidyr" "readr" "tibble" "stringr" "purrr" "magrittr" "Rcpp"
+    "jsonlite" "Matrix" "optparse" "BiocManager" "BiocGenerics" "S4Vectors" "IRanges"
+    "GenomicRanges" "SummarizedExperiment" "DESeq2" "edgeR" "limma" "pheatmap" "RColorBrewer"
+  ];
+  mkRPackage = rName:
+    let attr = replaceStrings [ "." ] [ "_" ] rName; in
+    mkDrv {
+      name = "r-${attr}-0.0.0-demo";
+      script = ./builders/r-package.sh;
+      env = { inherit rName; };
+      passthru = { pname = attr; inherit rName; version = "0.0.0-demo"; };
+      meta = demoMeta "stand-in for the R package ${rName} (NOT the real package)" { };
+    };
+
+  makeRWrapper = { packages ? [ ], ... }@args:
+    let
+      drv = mkDrv {
+        name = "R-0.0.0-demo-wrapper";
+        script = ./builders/r-wrapper.sh;
+        env = {
+          packagePaths = map toString packages;
+          packageNames = concatStringsSep " " (map (p: p.pname or p.name) packages);
+          shell = "${self.busybox}/bin/sh";
+        };
+        passthru = {
+          inherit packages;
+          recurseForDerivations = false;
+        };
+        meta = demoMeta "stand-in for R with packages (R cannot be built here; NOT R)" { mainProgram = "R"; };
+      };
+    in
+    drv // {
+      override = newArgs: makeRWrapper (args // (if builtins.isFunction newArgs then newArgs args else newArgs));
+    };
+
+  # stdenv subset: runCommand / mkDerivation run the generic builder under the demo bash
+  basePath = lib.makeBinPath [
+    self.coreutils self.findutils self.gnugrep self.gnused self.gawk self.gzip self.gnutar
+    self.bzip2 self.xz self.which self.bash self.unzip
+  ];
+  mkGeneric = { name, env, passthru ? { }, meta ? { } }:
+    let
+      inputs = (env.nativeBuildInputs or [ ]) ++ (env.buildInputs or [ ])
+        ++ (env.propagatedBuildInputs or [ ]) ++ (env.propagatedNativeBuildInputs or [ ]);
+      drv = derivation ((removeAttrs env [ "passthru" "meta" ]) // {
+        inherit name system;
+        builder = "${self.bash}/bin/bash";
+        args = [ "-eu" ./builders/generic-builder.sh ];
+        demoBasePath = basePath;
+        demoInputs = map toString (filter (x: x != null) inputs);
+        allowSubstitutes = env.allowSubstitutes or false;
+        preferLocalBuild = env.preferLocalBuild or true;
+      });
+    in
+    drv // passthru // { inherit meta passthru; };
+
+  writeTextFile = { name, text, executable ? false, destination ? "", checkPhase ? "", meta ? { }, ... }:
+    mkDrv {
+      inherit name meta;
+      script = ./builders/text.sh;
+      env = {
+        inherit text destination checkPhase;
+        executable = if executable then "1" else "";
+        passAsFile = [ "text" ];
+      };
+    };
+
+  buildEnv = { name, paths, pathsToLink ? [ "/" ], ignoreCollisions ? false, postBuild ? "", passthru ? { }, meta ? { }, ... }:
+    mkDrv {
+      inherit name passthru meta;
+      script = ./builders/build-env.sh;
+      env = {
+        paths = map toString (filter (x: x != null) paths);
+        inherit pathsToLink; # "/" becomes "" in the builder (sub=${sub%/})
+        ignoreCollisions = if ignoreCollisions then "1" else "";
+        inherit postBuild;
+      };
+    };
+in
+{
+  inherit lib config system;
+  demoRelease = release;
+  # nixpkgs exposes these; a caller may look at them
+  path = ./.;
+  pkgs = self;
+  buildPlatform = { inherit system; isLinux = true; };
+  hostPlatform = self.buildPlatform;
+
+  # ------------------------------------------------------------------ bootstrap
+  busybox = derivation {
+    name = "busybox-${host.busybox.version}";
+    inherit system;
+    builder = host.busybox.path; # the host's static busybox: "busybox sh" runs the script
+    args = [ "sh" "-eu" ./builders/busybox.sh ];
+    hostBusybox = host.busybox.path;
+    hostFingerprint = host.busybox.sha256;
+    allowSubstitutes = false;
+    preferLocalBuild = true;
+  } // {
+    pname = "busybox";
+    version = host.busybox.version;
+    meta = demoMeta "static busybox (copied from the host)" { license = lib.licenses.gpl2Plus; };
+  };
+
+  # ------------------------------------------------------------------ small tools
+  coreutils = busyboxTools {
+    pname = "coreutils";
+    description = "coreutils programs (busybox applets)";
+    tools = [
+      "[" "arch" "base64" "basename" "cat" "chgrp" "chmod" "chown" "chroot" "cksum" "comm" "cp"
+      "cut" "date" "dd" "df" "dirname" "du" "echo" "env" "expand" "expr" "factor" "false" "fold"
+      "groups" "head" "hostid" "id" "install" "link" "ln" "logname" "ls" "md5sum" "mkdir" "mkfifo"
+      "mknod" "mktemp" "mv" "nice" "nl" "nohup" "nproc" "od" "paste" "printenv" "printf" "pwd"
+      "readlink" "realpath" "rm" "rmdir" "seq" "sha1sum" "sha256sum" "sha512sum" "shred" "shuf"
+      "sleep" "sort" "split" "stat" "stty" "sum" "sync" "tac" "tail" "tee" "test" "timeout"
+      "touch" "tr" "true" "truncate" "tsort" "tty" "uname" "unexpand" "uniq" "unlink" "users"
+      "wc" "who" "whoami" "yes"
+    ];
+    required = [ "cat" "cp" "ls" "mkdir" "mv" "rm" "ln" "echo" "env" "head" "tail" "sort" "wc" "tr" "test" "true" "false" "chmod" "readlink" "dirname" "basename" "sleep" "date" "uname" "id" ];
+  };
+  findutils = busyboxTools { pname = "findutils"; tools = [ "find" "xargs" ]; description = "find and xargs (busybox applets)"; };
+  gnugrep = busyboxTools { pname = "gnugrep"; tools = [ "grep" "egrep" "fgrep" ]; required = [ "grep" ]; description = "grep (busybox applet)"; };
+  gnused = busyboxTools { pname = "gnused"; tools = [ "sed" ]; description = "sed (busybox applet)"; };
+  gawk = busyboxTools { pname = "gawk"; tools = [ "awk" ]; aliases = { gawk = "awk"; }; description = "awk (busybox applet; bin/gawk runs it)"; };
+  which = busyboxTools { pname = "which"; tools = [ "which" ]; description = "which (busybox applet)"; };
+  gzip = busyboxTools { pname = "gzip"; tools = [ "gzip" "gunzip" "zcat" ]; description = "gzip (busybox applets)"; };
+  gnutar = busyboxTools { pname = "gnutar"; tools = [ "tar" ]; description = "tar (busybox applet)"; };
+  bzip2 = busyboxTools { pname = "bzip2"; tools = [ "bzip2" "bunzip2" "bzcat" ]; description = "bzip2 (busybox applets)"; };
+  xz = busyboxTools { pname = "xz"; tools = [ "xz" "unxz" "xzcat" "lzma" "unlzma" "lzcat" ]; required = [ "xz" "unxz" ]; description = "xz (busybox applets)"; };
+  unzip = busyboxTools { pname = "unzip"; tools = [ "unzip" ]; description = "unzip (busybox applet)"; };
+  procps = busyboxTools { pname = "procps"; tools = [ "ps" "free" "top" "uptime" "watch" "pidof" "kill" ]; required = [ "ps" ]; description = "ps and friends (busybox applets)"; };
+
+  hello = mkDrv {
+    name = "hello-2.12.1-demo";
+    script = ./builders/hello.sh;
+    env = { shell = "${self.busybox}/bin/sh"; version = "2.12.1-demo"; };
+    passthru = { pname = "hello"; version = "2.12.1-demo"; };
+    meta = demoMeta "prints Hello, world! (GNU hello's behaviour, as a script)" { license = lib.licenses.gpl3Plus; mainProgram = "hello"; };
+  };
+
+  # ------------------------------------------------------------------ host libraries
+  glibc = copyFiles {
+    name = "glibc-host-demo";
+    files = fileLines "lib/" host.glibc.files;
+    # the loader must not find host libraries: see default.nix ("glibc and LD_LIBRARY_PATH")
+    patches = concatStringsSep "\n" (map (p: "lib/${loader} ${toString p.offset} ${p.old} ${p.new}") host.glibc.loaderPatches);
+    check = "\"$out/lib/${loader}\" --version > /dev/null";
+    passthru = { pname = "glibc"; hostFingerprint = fingerprint host.glibc.files; };
+    meta = demoMeta "the host's glibc (shared libraries and loader)" { license = lib.licenses.lgpl21Plus; };
+  };
+
+  zlib = copyFiles {
+    name = "zlib-host-demo";
+    files = fileLines "lib/" [ host.zlib ];
+    rpath = glibcLib;
+    links = "lib/libz.so libz.so.1";
+    passthru = { pname = "zlib"; hostFingerprint = host.zlib.sha256; };
+    meta = demoMeta "the host's zlib" { license = lib.licenses.zlib; };
+  };
+
+  # nixpkgs: stdenv.cc.cc.lib, gcc's runtime (libstdc++, libgcc_s, libgomp, ...)
+  gccLib = copyFiles {
+    name = "gcc-host-demo-lib";
+    files = fileLines "lib/" host.gccLib;
+    rpath = "@out@/lib:${glibcLib}";
+    passthru = { pname = "gcc-lib"; hostFingerprint = fingerprint host.gccLib; };
+    meta = demoMeta "gcc's runtime libraries (libstdc++, libgcc_s) from the host" { license = lib.licenses.gpl3Plus; };
+  };
+
+  # the libraries the host pythons' extension modules link (openssl, libffi, sqlite, ...)
+  demoPythonDeps = copyFiles {
+    name = "python-host-libs-demo";
+    files = fileLines "lib/" host.pythonDeps;
+    rpath = concatStringsSep ":" ([ "@out@/lib" glibcLib "${self.zlib}/lib" ] ++ lib.optional anyGcc "${self.gccLib}/lib");
+    passthru = { hostFingerprint = fingerprint host.pythonDeps; };
+    meta = demoMeta "libraries the host pythons need (openssl, libffi, sqlite, bzip2, xz, ncurses, ...)" { };
+  };
+
+  cacert = copyFiles {
+    name = "nss-cacert-host-demo";
+    files = "etc/ssl/certs/ca-bundle.crt ${host.cacert.path}";
+    check = "[ -s \"$out/etc/ssl/certs/ca-bundle.crt\" ]";
+    passthru = { pname = "nss-cacert"; hostFingerprint = host.cacert.sha256; };
+    meta = demoMeta "CA certificate bundle (copied from the host)" { license = lib.licenses.mpl20; };
+  };
+
+  bash = mkDrv {
+    name = "bash-host-demo";
+    script = ./builders/hostprog.sh;
+    env = {
+      hostExe = host.bash.path;
+      exeName = "bash";
+      deps = fileLines "" host.bash.deps;
+      links = "bin/sh bash";
+      glibc = self.glibc;
+      inherit loader;
+      hostFingerprint = fingerprint ([ host.bash ] ++ host.bash.deps);
+      check = ''[ "$("$out/bin/bash" -c 'x=$(echo ok | cat); cat <<EOF
+$x
+EOF')" = ok ]'';
+    };
+    passthru = { pname = "bash"; shellPath = "/bin/bash"; };
+    meta = demoMeta "the host's bash re-linked onto the demo glibc (bin/sh links to it)" { license = lib.licenses.gpl3Plus; mainProgram = "bash"; };
+  };
+  bashInteractive = self.bash;
+  runtimeShell = "${self.bash}/bin/bash";
+
+  # ------------------------------------------------------------------ stdenv and builders
+  stdenv = {
+    inherit system;
+    isLinux = true;
+    isDarwin = false;
+    shell = "${self.bash}/bin/bash";
+    hostPlatform = self.hostPlatform;
+    buildPlatform = self.buildPlatform;
+    cc = {
+      isGNU = true;
+      # nixpkgs' gcc-unwrapped; here only its runtime libraries exist, as `.lib`
+      cc = self.gccLib // { lib = self.gccLib; };
+    };
+    mkDerivation = args:
+      let
+        name = args.name or "${args.pname}-${args.version}";
+        passthru = (args.passthru or { }) // lib.optionalAttrs (args ? pname) { inherit (args) pname; }
+          // lib.optionalAttrs (args ? version) { inherit (args) version; };
+      in
+      checkLicense (mkGeneric { inherit name passthru; env = args; meta = args.meta or { }; });
+  };
+  stdenvNoCC = self.stdenv;
+
+  runCommand = name: env: buildCommand:
+    mkGeneric { inherit name; env = env // { inherit buildCommand; }; passthru = env.passthru or { }; };
+  runCommandLocal = self.runCommand;
+  runCommandNoCC = self.runCommand;
+  runCommandCC = self.runCommand;
+
+  inherit writeTextFile buildEnv;
+  writeText = name: text: writeTextFile { inherit name text; };
+  writeTextDir = path: text: writeTextFile { name = baseNameOf path; inherit text; destination = "/${path}"; };
+  writeScript = name: text: writeTextFile { inherit name text; executable = true; };
+  writeScriptBin = name: text: writeTextFile { inherit name text; executable = true; destination = "/bin/${name}"; };
+  writeShellScript = name: text: writeTextFile {
+    inherit name; executable = true;
+    text = "#!${self.runtimeShell}\n${text}";
+  };
+  writeShellScriptBin = name: text: writeTextFile {
+    inherit name; executable = true; destination = "/bin/${name}";
+    text = "#!${self.runtimeShell}\n${text}";
+  };
+  symlinkJoin = { name, paths, postBuild ? "", ... }@args:
+    buildEnv { inherit name paths postBuild; ignoreCollisions = true; passthru = args.passthru or { }; };
+
+  fetchurl = { url ? null, urls ? [ ], hash ? null, sha256 ? null, name ? null, executable ? false, ... }:
+    let
+      theUrl = if url != null then url else builtins.head urls;
+      h = if hash != null then { outputHash = hash; outputHashAlgo = null; }
+        else { outputHash = sha256; outputHashAlgo = "sha256"; };
+    in
+    # what <nix/fetchurl.nix> does (nix's builtin fetcher), without the <nix/...> lookup
+    derivation ({
+      name = if name != null then name else baseNameOf theUrl;
+      builder = "builtin:fetchurl";
+      system = "builtin";
+      url = theUrl;
+      urls = [ theUrl ];
+      outputHashMode = if executable then "recursive" else "flat";
+      inherit executable;
+      unpack = false;
+      preferLocalBuild = true;
+      impureEnvVars = [ "http_proxy" "https_proxy" "ftp_proxy" "all_proxy" "no_proxy" ];
+    } // (if h.outputHashAlgo == null then { inherit (h) outputHash; } else h));
+
+  # ------------------------------------------------------------------ python
+  python3 = self.python311 or (if pythonAttrs == { } then throw "nixsnake demo package set: no usable host python (3.10-3.13) was found"
+    else pythonAttrs.${lib.last (attrNames pythonAttrs)});
+  python3Minimal = self.python3;
+
+  # ------------------------------------------------------------------ R (stand-ins)
+  rPackages = listToAttrs (map (n: { name = replaceStrings [ "." ] [ "_" ] n; value = mkRPackage n; }) rPackageNames);
+  rWrapper = makeRWrapper { packages = [ ]; };
+  R = self.rWrapper;
+
+  # ------------------------------------------------------------------ CUDA (unfree stand-in)
+  cudaPackages = {
+    cudatoolkit = checkLicense (mkDrv {
+      name = "cudatoolkit-0.0.0-demo";
+      script = ./builders/text.sh;
+      env = {
+        text = "nixsnake demo stand-in for the (unfree) CUDA toolkit; it contains nothing else.\n";
+        passAsFile = [ "text" ];
+        destination = "/README";
+      };
+      passthru = { pname = "cudatoolkit"; version = "0.0.0-demo"; };
+      meta = demoMeta "unfree stand-in for the CUDA toolkit (only exists to exercise config.allowUnfree)" {
+        license = lib.licenses.unfree;
+      };
+    });
+  };
+} // pythonAttrs

@@ -1,0 +1,361 @@
+"""The embedded demo package set: real git repositories, real nix builds, no mocks.
+
+The nix tests build from the materialized repository the way nixsnake does (through
+``builtins.fetchGit`` at a revision, or a flake reference), run the results, and check
+their closures inside bubblewrap with nothing but /nix/store visible.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from snakemake_deploy_nixsnake import demo
+from snakemake_deploy_nixsnake.errors import Exit, NixsnakeError
+
+NIX_OPTS = ["--option", "substituters", "", "--option", "build-users-group", ""]
+FLAKE_OPTS = ["--extra-experimental-features", "nix-command flakes"]
+
+# numpy 1.26.2, cp311 manylinux wheel (what `uv pip compile --exclude-newer 2024-01-01` picks)
+NUMPY_URL = (
+    "https://files.pythonhosted.org/packages/b6/ab/5b893944b1602a366893559bfb227fdfb3ad7c7629b2a80d039bb5924367/"
+    "numpy-1.26.2-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+)
+NUMPY_SHA256 = "96ca5482c3dbdd051bcd1fce8034603d6ebfc125a7bd59f55b40d8f5d246832b"
+
+# User data reaches nix as --argstr values, never spliced into nix source.
+PKGS_EXPR = """
+{ url, rev, config ? "{}" }:
+let
+  src = builtins.fetchGit { inherit url rev; };
+  pkgs = import src { config = builtins.fromJSON config; };
+in pkgs // {
+  ccLib = pkgs.stdenv.cc.cc.lib;
+  rEnv = pkgs.rWrapper.override { packages = [ pkgs.rPackages.ggplot2 pkgs.rPackages.data_table ]; };
+  numpyWheel = pkgs.fetchurl { url = "@NUMPY_URL@"; sha256 = "@NUMPY_SHA256@"; };
+  numpySite = pkgs.runCommand "numpy-1.26.2-site" { nativeBuildInputs = [ pkgs.unzip ]; } ''
+    mkdir -p $out
+    unzip -q ${pkgs.fetchurl { url = "@NUMPY_URL@"; sha256 = "@NUMPY_SHA256@"; }} -d $out
+    test -f $out/numpy/__init__.py
+  '';
+}
+""".replace("@NUMPY_URL@", NUMPY_URL).replace("@NUMPY_SHA256@", NUMPY_SHA256)
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", repo, *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def nix_build(repo: Path, *attrs: str, rev: str | None = None, config: dict | None = None) -> list[str]:
+    rev = rev or git(repo, "rev-parse", "nixos-unstable")
+    argv = ["nix-build", *NIX_OPTS, "--no-out-link", "-E", PKGS_EXPR,
+            "--argstr", "url", f"file://{repo}", "--argstr", "rev", rev,
+            "--argstr", "config", json.dumps(config or {})]
+    for a in attrs:
+        argv += ["-A", a]
+    cp = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=600)
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    outs = cp.stdout.split()
+    assert len(outs) == len(attrs), cp.stdout
+    return outs
+
+
+def nix_eval(repo: Path, expr: str, rev: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    """Evaluate ``expr`` (a function of ``pkgsFor``: config -> package set) to JSON."""
+    rev = rev or git(repo, "rev-parse", "nixos-unstable")
+    full = (
+        "{ url, rev }: let src = builtins.fetchGit { inherit url rev; }; "
+        "pkgsFor = args: import src args; in " + expr
+    )
+    cp = subprocess.run(
+        ["nix-instantiate", *NIX_OPTS, "--eval", "--strict", "--json", "-E", full,
+         "--argstr", "url", f"file://{repo}", "--argstr", "rev", rev],
+        check=False, capture_output=True, text=True, timeout=300,
+    )
+    if check:
+        assert cp.returncode == 0, cp.stderr[-3000:]
+    return cp
+
+
+def bwrap(argv: list[str], env: dict[str, str] | None = None, binds: dict[str, str] | None = None,
+          stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``argv`` with only /nix/store (and ``binds``) visible: no host /usr, /lib, /bin."""
+    assert shutil.which("bwrap"), "bubblewrap is needed (apt-get install bubblewrap)"
+    cmd = ["bwrap", "--tmpfs", "/", "--ro-bind", "/nix/store", "/nix/store", "--proc", "/proc",
+           "--dev", "/dev", "--tmpfs", "/tmp", "--clearenv", "--setenv", "HOME", "/tmp"]
+    for src, dst in (binds or {}).items():
+        cmd += ["--ro-bind", src, dst]
+    for k, v in (env or {}).items():
+        cmd += ["--setenv", k, v]
+    return subprocess.run(cmd + argv, check=False, capture_output=True, text=True, input=stdin, timeout=120)
+
+
+def closure(*paths: str) -> list[str]:
+    out = subprocess.run(["nix-store", "-qR", *paths], check=True, capture_output=True, text=True).stdout
+    return out.split()
+
+
+def elf_files(root: str):
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            if os.path.islink(p):
+                continue
+            with open(p, "rb") as fh:
+                if fh.read(4) == b"\x7fELF":
+                    yield p
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    return demo.materialize_demo_nixpkgs(tmp_path_factory.mktemp("demo") / "nixpkgs")
+
+
+@pytest.fixture(scope="module")
+def built(repo) -> dict[str, str]:
+    names = ["hello", "bash", "coreutils", "findutils", "gnugrep", "gnused", "which", "gawk", "gzip",
+             "glibc", "zlib", "ccLib", "cacert", "python311", "python3", "rEnv"]
+    return dict(zip(names, nix_build(repo, *names)))
+
+
+# ------------------------------------------------------------------ the git repository
+
+
+def test_commit_dates_are_utc_and_sorted():
+    dates = demo.demo_commit_dates()
+    assert dates == sorted(dates) and len(dates) >= 4
+    assert all(d.tzinfo is not None and d.utcoffset() == dt.timedelta(0) for d in dates)
+    assert dt.datetime(2024, 1, 15, 12, tzinfo=dt.UTC) in dates
+    assert demo.DEMO_SOURCE == "demo" and demo.DEMO_BRANCHES[0] == "nixos-unstable"
+
+
+def test_materialize_is_deterministic_and_dated(tmp_path):
+    a = demo.materialize_demo_nixpkgs(tmp_path / "a")
+    b = demo.materialize_demo_nixpkgs(tmp_path / "sub" / "b")
+    assert a == tmp_path / "a"
+    for branch in demo.DEMO_BRANCHES:
+        assert git(a, "rev-parse", branch) == git(b, "rev-parse", branch)
+    assert git(a, "symbolic-ref", "--short", "HEAD") == "nixos-unstable"
+    assert git(a, "status", "--porcelain") == ""  # host.json and version.json are committed
+    assert json.loads((a / "host.json").read_text())["system"].endswith("-linux")
+
+    # every commit at one of the fixed dates, by the fixed author
+    log = git(a, "log", "--all", "--format=%an <%ae>|%cn|%aI|%cI")
+    stamps = {d.strftime("%Y-%m-%dT%H:%M:%S+00:00") for d in demo.demo_commit_dates()}
+    for line in log.splitlines():
+        who, committer, adate, cdate = line.split("|")
+        assert who == "nixsnake demo <demo@nixsnake.invalid>" and committer == "nixsnake demo"
+        assert adate == cdate and adate in stamps
+
+    # date locking as nixsnake does it on a nixpkgs clone
+    rev = git(a, "rev-list", "-1", "--first-parent", "--before=2024-03-01T00:00:00Z", "nixos-unstable")
+    assert json.loads(git(a, "show", f"{rev}:version.json"))["demoRelease"] == "24.01-demo"
+    tip_2405 = git(a, "show", "nixos-24.05:version.json")
+    assert json.loads(tip_2405)["demoRelease"] != json.loads(git(a, "show", "nixos-unstable:version.json"))["demoRelease"]
+    assert git(a, "merge-base", "nixos-unstable", "nixos-24.05") == rev
+
+    # idempotent: a second call reuses the complete repository
+    marker = a / ".git" / "nixsnake-demo.json"
+    before = marker.stat().st_mtime_ns
+    assert demo.materialize_demo_nixpkgs(a) == a
+    assert marker.stat().st_mtime_ns == before
+    assert demo.demo_revs(a) == {br: git(a, "rev-parse", br) for br in demo.DEMO_BRANCHES}
+
+
+def test_materialize_concurrently(tmp_path):
+    dest = tmp_path / "shared"
+    code = "import sys; from pathlib import Path; from snakemake_deploy_nixsnake import demo; " \
+           "demo.materialize_demo_nixpkgs(Path(sys.argv[1])); print(demo.demo_revs(Path(sys.argv[1])))"
+    procs = [subprocess.Popen([sys.executable, "-c", code, dest], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(3)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), results
+    assert len({out for out, _ in results}) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared"]  # no temp dirs or locks left
+    assert git(dest, "status", "--porcelain") == ""
+
+
+def test_materialize_refuses_foreign_dir_and_replaces_stale(tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "x").write_text("mine")
+    with pytest.raises(NixsnakeError) as err:
+        demo.materialize_demo_nixpkgs(foreign)
+    assert err.value.code == Exit.DATAERR and (foreign / "x").read_text() == "mine"
+
+    dest = demo.materialize_demo_nixpkgs(tmp_path / "d")
+    good = demo.demo_revs(dest)
+    marker = dest / ".git" / "nixsnake-demo.json"
+    marker.write_text(json.dumps({"fingerprint": "from another nixsnake version", "revs": {}}))
+    (dest / "default.nix").write_text("stale")
+    assert demo.materialize_demo_nixpkgs(dest) == dest
+    assert demo.demo_revs(dest) == good and "stale" not in (dest / "default.nix").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "foreign"]
+
+
+# ------------------------------------------------------------------ nix builds
+
+
+@pytest.mark.nix
+def test_hello_r_and_python_from_fetchgit(repo, built):
+    hello = subprocess.run([f"{built['hello']}/bin/hello"], capture_output=True, text=True, check=True)
+    assert hello.stdout == "Hello, world!\n"
+
+    for prog in ("R", "Rscript"):
+        r = subprocess.run([f"{built['rEnv']}/bin/{prog}", "-e", "library(ggplot2)"], check=False,
+                           capture_output=True, text=True)
+        assert r.returncode == 0 and r.stdout == "demo R stand-in; packages: ggplot2 data_table\n"
+    assert {p.name for p in Path(built["rEnv"], "library").iterdir()} == {"ggplot2", "data.table"}
+    assert any("r-ggplot2" in p for p in closure(built["rEnv"]))
+
+    py = built["python311"]
+    assert built["python3"] == py
+    assert {"python", "python3", "python3.11"} <= {p.name for p in Path(py, "bin").iterdir()}
+    assert Path(py, "lib/python3.11/site-packages").is_dir()
+    assert not Path(py, "lib/python3.11/test").exists() and not Path(py, "lib/python3.11/tkinter").exists()
+    code = ("import sys, ssl, sqlite3, ctypes, zlib, bz2, lzma, hashlib, json, readline, uuid, decimal; "
+            "print(sys.version.split()[0], sys.prefix); print(sqlite3.connect(':memory:').execute('select 41+1').fetchone()[0])")
+    res = bwrap([f"{py}/bin/python3", "-c", code])
+    assert res.returncode == 0, res.stderr
+    version, prefix = res.stdout.splitlines()[0].split()
+    assert version.startswith("3.11.") and prefix == py and res.stdout.splitlines()[1] == "42"
+
+    # running it as root on the host must not write __pycache__ into the store
+    subprocess.run([f"{py}/bin/python3", "-c", "import json, email.mime.text, asyncio, http.client"], check=True)
+    subprocess.run(["nix-store", "--verify-path", py], check=True)
+
+
+@pytest.mark.nix
+def test_small_tools_run_without_host(built):
+    bash = f"{built['bash']}/bin/bash"
+    path = ":".join(f"{built[p]}/bin" for p in ("coreutils", "findutils", "gnugrep", "gnused", "which", "gawk", "gzip"))
+    script = "set -eu\ntrue && echo abc | tr a-z A-Z\ncat <<EOF\nheredoc $((6 * 7))\nEOF\n" \
+             "printf 'x\\ny\\n' | grep y | sed s/y/z/ | gawk '{print $1 \"!\"}'\n" \
+             "echo hi | gzip | gzip -d\nfind /nix/store -maxdepth 0\nwhich ls\nsh -c 'echo from-sh'\n"
+    res = bwrap([bash, "-c", script], env={"PATH": f"{built['bash']}/bin:{path}"})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == ["ABC", "heredoc 42", "z!", "hi", "/nix/store",
+                                       f"{built['coreutils']}/bin/ls", "from-sh"]
+    assert os.readlink(f"{built['bash']}/bin/sh") == "bash"
+
+
+@pytest.mark.nix
+def test_library_packages_layout(built):
+    glibc = Path(built["glibc"], "lib")
+    assert {"libc.so.6", "libm.so.6", "libpthread.so.0", "ld-linux-x86-64.so.2"} <= {p.name for p in glibc.iterdir()}
+    loader = (glibc / "ld-linux-x86-64.so.2").read_bytes()  # patched: no host cache, no host /lib
+    assert b"\0/etc/ld.so.cache\0" not in loader and b"\0/usr/lib/\0" not in loader and b"\0/~~~/\0" in loader
+    assert Path(built["zlib"], "lib/libz.so.1").is_file()
+    assert Path(built["ccLib"], "lib/libstdc++.so.6").is_file() and Path(built["ccLib"], "lib/libgcc_s.so.1").is_file()
+    bundle = Path(built["cacert"], "etc/ssl/certs/ca-bundle.crt").read_text()
+    assert "-----BEGIN CERTIFICATE-----" in bundle
+
+
+@pytest.mark.nix
+def test_closures_are_store_only(built):
+    paths = closure(*built.values())
+    assert all(p.startswith("/nix/store/") for p in paths)
+    checked = 0
+    for root in paths:
+        for f in elf_files(root):
+            interp = subprocess.run(["patchelf", "--print-interpreter", f], check=False, capture_output=True, text=True)
+            if interp.returncode == 0 and not f.startswith(f"{built['glibc']}/lib/lib"):
+                # (glibc's libc.so.6 & co keep the host PT_INTERP: used only when run as a program)
+                assert interp.stdout.strip().startswith("/nix/store/"), (f, interp.stdout)
+            # (static busybox has no dynamic section: patchelf fails and prints nothing)
+            rpath = subprocess.run(["patchelf", "--print-rpath", f], check=False, capture_output=True,
+                                   text=True).stdout.strip()
+            assert all(d.startswith("/nix/store/") for d in rpath.split(":") if d), (f, rpath)
+            checked += 1
+    assert checked > 50
+    # every binary in the closures starts with nothing but the store visible
+    for prog, args in (("bash", ["-c", "echo ok"]), ("hello", []), ("python311", ["-c", "print('ok')"])):
+        exe = f"{built[prog]}/bin/{'python3' if prog.startswith('python') else prog}"
+        res = bwrap([exe, *args])
+        assert res.returncode == 0 and res.stdout.strip() in ("ok", "Hello, world!"), (prog, res.stderr)
+
+
+@pytest.mark.nix
+def test_nixpkgs_like_interface(repo):
+    old_2405 = git(repo, "rev-list", "-1", "--first-parent", "--before=2024-07-01T00:00:00Z", "nixos-24.05")
+    got = json.loads(nix_eval(repo, """
+      let p = pkgsFor { };
+          q = pkgsFor { config = { allowUnfree = true; cudaSupport = true; }; system = "x86_64-linux";
+                        overlays = [ (final: prev: { greeting = prev.hello.name; hello2 = final.hello; }) ]; };
+      in {
+        config = p.config; config2 = q.config; release = p.demoRelease;
+        overlay = q.greeting; overlayFinal = q.hello2.name;
+        pythonVersion = p.python3.pythonVersion; sitePackages = p.python3.sitePackages;
+        interpreter = p.python311.interpreter; python311 = p.python311.outPath;
+        unfree = q.cudaPackages.cudatoolkit.name;
+        rHas = builtins.hasAttr "data_table" p.rPackages;
+        libPath = p.lib.makeLibraryPath [ p.stdenv.cc.cc.lib p.zlib ];
+        pythons = builtins.filter (n: builtins.match "python3[0-9]+" n != null) (builtins.attrNames p);
+      }""").stdout)
+    assert got["config"] == {"allowUnfree": False, "cudaSupport": False}
+    assert got["config2"] == {"allowUnfree": True, "cudaSupport": True}
+    assert got["release"] == "25.03-demo"
+    assert got["overlay"].startswith("hello-") and got["overlayFinal"] == got["overlay"]
+    assert got["pythonVersion"] == "3.11" and got["sitePackages"] == "lib/python3.11/site-packages"
+    assert got["interpreter"] == got["python311"] + "/bin/python3.11"
+    assert got["unfree"].startswith("cudatoolkit") and got["rHas"]
+    assert got["libPath"].count("/nix/store/") == 2 and got["libPath"].endswith("/lib")
+    assert "python311" in got["pythons"]
+
+    assert json.loads(nix_eval(repo, "(pkgsFor {}).demoRelease", rev=old_2405).stdout) == "24.05-demo"
+    missing = nix_eval(repo, "(pkgsFor {}).rPackages.notAnRPackage.name", check=False)
+    assert missing.returncode != 0 and "attribute 'notAnRPackage' missing" in missing.stderr
+    unfree = nix_eval(repo, "(pkgsFor {}).cudaPackages.cudatoolkit.name", check=False)
+    assert unfree.returncode != 0 and "unfree license" in unfree.stderr and "allowUnfree" in unfree.stderr
+
+
+@pytest.mark.nix
+def test_every_host_python(repo):
+    host = json.loads((repo / "host.json").read_text())
+    attrs = ["python" + v.replace(".", "") for v in host["pythons"]]
+    assert "python311" in attrs
+    for attr, out in zip(attrs, nix_build(repo, *attrs)):
+        minor = attr[len("python3"):]
+        res = bwrap([f"{out}/bin/python3.{minor}", "-c",
+                     "import sys, ssl, sqlite3, ctypes, zlib, lzma; print('%d.%d' % sys.version_info[:2])"])
+        assert res.returncode == 0 and res.stdout.strip() == f"3.{minor}", (attr, res.stderr)
+
+
+@pytest.mark.nix
+@pytest.mark.network
+def test_manylinux_numpy_needs_exactly_cclib_and_zlib(repo, built):
+    (site,) = nix_build(repo, "numpySite")
+    ld_path = f"{built['ccLib']}/lib:{built['zlib']}/lib"
+    code = "import numpy; print(numpy.__version__, int((numpy.ones((40, 40)) @ numpy.ones((40, 40)))[0, 0]))"
+    ok = bwrap([f"{built['python311']}/bin/python3", "-c", code],
+               env={"PYTHONPATH": site, "LD_LIBRARY_PATH": ld_path})
+    assert ok.returncode == 0 and ok.stdout.split() == ["1.26.2", "40"], ok.stderr
+    # like nixpkgs: without the runtime libraries on LD_LIBRARY_PATH the wheel cannot load,
+    # on the host as well (the demo loader does not search the host's /lib or ld.so.cache)
+    for run in (bwrap, None):
+        if run is None:
+            bad = subprocess.run([f"{built['python311']}/bin/python3", "-c", code], check=False, capture_output=True, text=True,
+                                 env={"PYTHONPATH": site, "PATH": "/nonexistent"})
+        else:
+            bad = run([f"{built['python311']}/bin/python3", "-c", code], env={"PYTHONPATH": site})
+        assert bad.returncode != 0 and "libgcc_s.so.1: cannot open shared object file" in bad.stderr
+
+
+@pytest.mark.nix
+def test_flake_reference(repo):
+    rev = git(repo, "rev-parse", "nixos-24.05")
+    host = json.loads((repo / "host.json").read_text())
+    ref = f"git+file://{repo}?rev={rev}#legacyPackages.{host['system']}.hello"
+    cp = subprocess.run(["nix", *FLAKE_OPTS, "build", *NIX_OPTS, "--no-link", "--json", ref],
+                        check=False, capture_output=True, text=True, timeout=300)
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    out = json.loads(cp.stdout)[0]["outputs"]["out"]
+    hello = subprocess.run([f"{out}/bin/hello"], check=True, capture_output=True, text=True)
+    assert hello.stdout == "Hello, world!\n"
