@@ -1,0 +1,495 @@
+#!/bin/sh
+# bwrap-exec.sh: run a command inside a nixsnake SIF image without apptainer.
+#
+#   sh bwrap-exec.sh [OPTIONS] IMAGE -- CMD [ARG...]
+#
+# Mounts the image's squashfs partition with squashfuse (a private mount for this
+# invocation, unmounted on exit), builds the container's root with bubblewrap and runs
+# CMD there, the way `apptainer exec --cleanenv` would. CMD's exit status is this
+# script's exit status. POSIX sh, no Python: it runs once per Snakemake job.
+#
+# Options (each may be given as `--opt VALUE` or `--opt=VALUE`):
+#   --bind SRC[:DST[:ro|rw]]  bind a host path (repeatable; apptainer's spec without
+#                             ',' lists; paths must be absolute, without ':' ',' newline)
+#   --pwd DIR                 working directory inside (default: the current directory,
+#                             bound like apptainer binds it)
+#   --pass NAME[=SOURCE]      set NAME inside to the value of NAME (or of SOURCE) in this
+#                             script's environment, after 99-base.sh (like
+#                             APPTAINERENV_NAME); unset stays unset. Values never appear
+#                             on any command line.
+#   --nv                      NVIDIA GPUs: bind the host driver libraries (found with
+#                             `ldconfig -p`) into /.singularity.d/libs and nvidia-smi & co.
+#                             into /usr/bin; best effort, like apptainer --nv
+#   --no-home                 do not bind $HOME
+#   --contain                 like apptainer --contain: no $HOME, no current directory,
+#                             private /tmp and /var/tmp, minimal /dev
+#
+# What the container gets, mimicking apptainer's defaults with --cleanenv:
+#   - the image's tree read-only (top-level entries bound one by one, symlinks recreated;
+#     a directory that must hold a missing mount point is rebuilt as an "underlay": an
+#     empty directory with the image's entries bound into it), root read-only afterwards;
+#   - host /proc, /sys (ro), /dev, /tmp, /var/tmp, $HOME, the current directory, host
+#     /etc/resolv.conf, /etc/hosts, /etc/localtime; the caller's passwd/group entry is
+#     appended to the image's files when it is missing (non-root callers);
+#   - environment: LANG=C, HOME, a default PATH, TERM and proxy variables, APPTAINER_NAME
+#     & co.; then /.singularity.d/env/*.sh are sourced in order, and the --pass variables
+#     are set right after 99-base.sh (or at once if the image has no env directory) --
+#     exactly where apptainer injects APPTAINERENV_* values.
+#
+# Exit status: CMD's own status; otherwise 64 usage error, 66 image missing,
+# 69 squashfuse/bwrap/FUSE unavailable, 70 not a squashfs/SIF image.
+#
+# Known limits: if this script is killed with SIGKILL the squashfuse mount under
+# ${TMPDIR:-/tmp}/nixsnake-bwrap.* is left behind (harmless, read-only; `fusermount3 -u`
+# removes it). A SIGTERM sent to this script alone (not to its process group) does not
+# stop CMD: it is noted and the script exits once CMD ends.
+
+# The squashfs partition of a nixsnake SIF always starts here
+# (snakemake_deploy_nixsnake.image.sif.PARTITION_OFFSET). Plain squashfs files (offset 0)
+# are accepted too.
+_nx_sif_offset=32768
+_nx_default_path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+_nx_nl='
+'
+
+_nx_die() { # _nx_die CODE MESSAGE [HINT]
+    printf 'nixsnake bwrap-exec: error: %s\n' "$2" >&2
+    [ -z "${3-}" ] || printf 'nixsnake bwrap-exec: hint: %s\n' "$3" >&2
+    exit "$1"
+}
+_nx_warn() { printf 'nixsnake bwrap-exec: warning: %s\n' "$1" >&2; }
+
+_nx_q() { # _nx_q VALUE: set _nx_r to VALUE as one single-quoted shell word
+    _nx_s=$1
+    _nx_r=
+    while :; do
+        case $_nx_s in
+        *\'*)
+            _nx_r=$_nx_r${_nx_s%%\'*}\'\\\'\'
+            _nx_s=${_nx_s#*\'}
+            ;;
+        *)
+            _nx_r=\'$_nx_r$_nx_s\'
+            return 0
+            ;;
+        esac
+    done
+}
+
+_nx_abs() { # _nx_abs WHAT PATH: reject what apptainer's --bind grammar cannot carry
+    case $2 in
+    /*) ;;
+    *) _nx_die 64 "$1 must be an absolute path: '$2'" ;;
+    esac
+    case $2 in
+    *[:,]* | *"$_nx_nl"*) _nx_die 64 "$1 must not contain ':', ',' or a newline: '$2'" ;;
+    esac
+}
+
+_nx_binds=      # lines "src:dst:mode"
+_nx_pwd=
+_nx_nv=
+_nx_home=1
+_nx_contain=
+_nx_post=       # shell code setting the --pass variables (sourced inside, after 99-base.sh)
+_nx_image=
+
+while [ "$#" -gt 0 ]; do
+    _nx_opt=$1
+    _nx_val=
+    _nx_has=
+    case $_nx_opt in
+    --*=*)
+        _nx_val=${_nx_opt#*=}
+        _nx_opt=${_nx_opt%%=*}
+        _nx_has=1
+        ;;
+    esac
+    case $_nx_opt in
+    --bind | --pwd | --pass)
+        if [ -z "$_nx_has" ]; then
+            [ "$#" -ge 2 ] || _nx_die 64 "option $_nx_opt needs a value"
+            _nx_val=$2
+            shift
+        fi
+        shift
+        ;;
+    --nv | --no-home | --contain | --help | -h)
+        [ -z "$_nx_has" ] || _nx_die 64 "option $_nx_opt takes no value"
+        shift
+        ;;
+    --)
+        _nx_die 64 "missing IMAGE before '--'"
+        ;;
+    -*)
+        _nx_die 64 "unknown option: $_nx_opt"
+        ;;
+    *)
+        _nx_image=$1
+        shift
+        break
+        ;;
+    esac
+    case $_nx_opt in
+    --bind)
+        _nx_src=${_nx_val%%:*}
+        case $_nx_val in *:*) _nx_rest=${_nx_val#*:} ;; *) _nx_rest= ;; esac
+        _nx_dst=${_nx_rest%%:*}
+        case $_nx_rest in *:*) _nx_mode=${_nx_rest#*:} ;; *) _nx_mode=rw ;; esac
+        [ -n "$_nx_dst" ] || _nx_dst=$_nx_src
+        case $_nx_mode in
+        ro | rw) ;;
+        *) _nx_die 64 "bind '$_nx_val': options must be 'ro' or 'rw', got '$_nx_mode'" ;;
+        esac
+        _nx_abs "bind source" "$_nx_src"
+        _nx_abs "bind destination" "$_nx_dst"
+        _nx_binds=$_nx_binds$_nx_src:$_nx_dst:$_nx_mode$_nx_nl
+        ;;
+    --pwd)
+        case $_nx_val in
+        /*) ;;
+        *) _nx_die 64 "--pwd must be an absolute path: '$_nx_val'" ;;
+        esac
+        _nx_pwd=$_nx_val
+        ;;
+    --pass)
+        _nx_name=${_nx_val%%=*}
+        _nx_from=${_nx_val#*=}
+        for _nx_v in "$_nx_name" "$_nx_from"; do
+            case $_nx_v in
+            '' | [0-9]* | *[!A-Za-z0-9_]*) _nx_die 64 "--pass: not a variable name: '$_nx_v'" ;;
+            esac
+        done
+        case $_nx_name in
+        _nx_* | PATH | HOME | LD_LIBRARY_PATH | IFS | PWD | OLDPWD | OPTIND | OPTARG | PPID | \
+            PS1 | PS2 | PS4 | ENV | UID | EUID | GID | LINENO | SHELLOPTS | BASHOPTS | BASH_ENV | \
+            CDPATH | APPTAINER* | SINGULARITY*)
+            _nx_die 64 "--pass: variable '$_nx_name' cannot be passed into the container"
+            ;;
+        esac
+        case $_nx_from in _nx_*) _nx_die 64 "--pass: cannot read '$_nx_from'" ;; esac
+        eval "_nx_isset=\${$_nx_from+x}"
+        if [ -n "$_nx_isset" ]; then
+            eval "_nx_q \"\$$_nx_from\""
+            _nx_post="$_nx_post$_nx_name=$_nx_r; export $_nx_name$_nx_nl"
+        fi
+        ;;
+    --nv) _nx_nv=1 ;;
+    --no-home) _nx_home= ;;
+    --contain) _nx_contain=1 ;;
+    --help | -h)
+        sed -n '2,/^$/s/^# \{0,1\}//p' "$0"
+        exit 0
+        ;;
+    esac
+done
+
+[ -n "$_nx_image" ] || _nx_die 64 "usage: bwrap-exec.sh [OPTIONS] IMAGE -- CMD [ARG...]"
+[ "${1-}" = -- ] || _nx_die 64 "expected '--' after IMAGE, got '${1-}'"
+shift
+[ "$#" -gt 0 ] || _nx_die 64 "no command given after '--'"
+
+case $_nx_image in
+/*) ;;
+*) _nx_image=${PWD:-$(pwd)}/$_nx_image ;;
+esac
+[ -f "$_nx_image" ] || _nx_die 66 "image not found: $_nx_image"
+
+# --- tools ----------------------------------------------------------------------------
+command -v bwrap >/dev/null 2>&1 ||
+    _nx_die 69 "required tool 'bwrap' not found" \
+        "install bubblewrap (Debian: apt-get install bubblewrap), or use the apptainer runtime"
+if command -v squashfuse_ll >/dev/null 2>&1; then
+    _nx_fuse=squashfuse_ll
+elif command -v squashfuse >/dev/null 2>&1; then
+    _nx_fuse=squashfuse
+else
+    _nx_die 69 "required tool 'squashfuse' not found" \
+        "install squashfuse (Debian: apt-get install squashfuse fuse3), or use the apptainer runtime"
+fi
+
+# --- image ----------------------------------------------------------------------------
+_nx_magic=$(dd if="$_nx_image" bs=4 skip=$((_nx_sif_offset / 4)) count=1 2>/dev/null)
+if [ "$_nx_magic" = hsqs ]; then
+    _nx_offset=$_nx_sif_offset
+elif [ "$(dd if="$_nx_image" bs=4 count=1 2>/dev/null)" = hsqs ]; then
+    _nx_offset=0
+else
+    _nx_die 70 "$_nx_image: not a nixsnake image (no squashfs at byte $_nx_sif_offset)" \
+        "rebuild it with 'nixsnake build'"
+fi
+
+# --- signals and cleanup ----------------------------------------------------------------
+_nx_run=
+_nx_mnt=
+_nx_mounted=
+_nx_sig=
+_nx_cleanup() {
+    if [ -n "$_nx_mounted" ]; then
+        if fusermount3 -u "$_nx_mnt" 2>/dev/null || fusermount -u "$_nx_mnt" 2>/dev/null ||
+            umount "$_nx_mnt" 2>/dev/null || fusermount3 -uz "$_nx_mnt" 2>/dev/null ||
+            fusermount -uz "$_nx_mnt" 2>/dev/null; then
+            _nx_mounted=
+        else
+            _nx_warn "could not unmount $_nx_mnt; leaving it in place"
+            _nx_run=
+        fi
+    fi
+    # never rm -r while the image may still be mounted below it
+    if [ -n "$_nx_run" ] && [ -z "$_nx_mounted" ]; then
+        rm -rf "$_nx_run"
+        _nx_run=
+    fi
+}
+trap '_nx_cleanup' EXIT
+# Note the signal and carry on: CMD (in the same process group) gets it too, and we
+# exit with CMD's status once it ends. Caught (not ignored) signals are reset to their
+# default in CMD, so Ctrl-C still stops CMD and an interactive shell still ignores it.
+trap '_nx_sig=130' INT
+trap '_nx_sig=129' HUP
+trap '_nx_sig=143' TERM
+
+_nx_run=$(mktemp -d "${TMPDIR:-/tmp}/nixsnake-bwrap.XXXXXX") ||
+    _nx_die 70 "cannot create a temporary directory under ${TMPDIR:-/tmp}"
+_nx_mnt=$_nx_run/root
+mkdir "$_nx_mnt" || _nx_die 70 "cannot create $_nx_mnt"
+if ! _nx_err=$("$_nx_fuse" -o "offset=$_nx_offset" "$_nx_image" "$_nx_mnt" 2>&1); then
+    _nx_die 69 "mounting $_nx_image with $_nx_fuse failed: $_nx_err" \
+        "FUSE must work on this node (/dev/fuse and a setuid fusermount3); apt-get install fuse3"
+fi
+_nx_mounted=1
+
+# --- mounts after the image, in order: "kind<TAB>src<TAB>dst" lines ------------------------
+_nx_tab='	'
+_nx_extra=
+_nx_add() { _nx_extra=$_nx_extra$1$_nx_tab$2$_nx_tab$3$_nx_nl; }
+
+_nx_add bind /proc /proc
+_nx_add ro-bind /sys /sys
+if [ -n "$_nx_contain" ]; then
+    _nx_add dev - /dev
+    _nx_add tmpfs - /tmp
+    _nx_add tmpfs - /var/tmp
+    _nx_home=
+else
+    _nx_add dev-bind /dev /dev
+    [ ! -d /tmp ] || _nx_add bind /tmp /tmp
+    [ ! -d /var/tmp ] || _nx_add bind /var/tmp /var/tmp
+fi
+_nx_homedir=${HOME:-/}
+if [ -n "$_nx_home" ] && [ "$_nx_homedir" != / ] && [ -d "$_nx_homedir" ]; then
+    case $_nx_homedir in
+    *"$_nx_nl"*) ;;
+    *) _nx_add bind "$_nx_homedir" "$_nx_homedir" ;;
+    esac
+fi
+for _nx_f in /etc/resolv.conf /etc/hosts /etc/localtime; do
+    [ ! -e "$_nx_f" ] || _nx_add ro-bind "$_nx_f" "$_nx_f"
+done
+_nx_uid=
+while read -r _nx_a _nx_b _nx_rest; do # real uid, without a fork
+    [ "$_nx_a" != Uid: ] || { _nx_uid=$_nx_b && break; }
+done </proc/self/status
+[ -n "$_nx_uid" ] || _nx_uid=$(id -u)
+if [ "$_nx_uid" != 0 ]; then
+    # apptainer appends the caller's entry to the image's passwd/group ("config passwd")
+    for _nx_db in passwd group; do
+        [ -f "$_nx_mnt/etc/$_nx_db" ] || continue
+        if [ "$_nx_db" = passwd ]; then _nx_id=$_nx_uid; else _nx_id=$(id -g); fi
+        _nx_line=$(getent "$_nx_db" "$_nx_id" 2>/dev/null) || continue
+        _nx_have=
+        while IFS=: read -r _nx_a _nx_b _nx_c _nx_rest; do
+            [ "$_nx_c" != "$_nx_id" ] || _nx_have=1
+        done <"$_nx_mnt/etc/$_nx_db"
+        [ -z "$_nx_have" ] || continue
+        { cat "$_nx_mnt/etc/$_nx_db" && printf '%s\n' "$_nx_line"; } >"$_nx_run/$_nx_db" &&
+            _nx_add ro-bind "$_nx_run/$_nx_db" "/etc/$_nx_db"
+    done
+fi
+_nx_chdir=$_nx_pwd
+if [ -z "$_nx_pwd" ] && [ -z "$_nx_contain" ]; then
+    # apptainer binds the current directory unless it is / or a system directory
+    _nx_cwd=${PWD:-$(pwd)}
+    case $_nx_cwd in
+    / | /proc | /proc/* | /sys | /sys/* | /dev | /dev/* | /nix | /nix/* | /etc | /etc/* | /usr | /usr/* | \
+        /bin | /bin/* | /sbin | /sbin/* | /lib | /lib/* | /lib64 | /lib64/* | /.singularity.d | \
+        /.singularity.d/* | /.nixsnake | /.nixsnake/* | *"$_nx_nl"*) ;;
+    *)
+        _nx_add bind "$_nx_cwd" "$_nx_cwd"
+        _nx_chdir=$_nx_cwd
+        ;;
+    esac
+fi
+if [ -n "$_nx_nv" ]; then
+    _nx_found=
+    if [ -n "$_nx_contain" ]; then
+        for _nx_f in /dev/nvidia*; do
+            [ ! -e "$_nx_f" ] || _nx_add dev-bind "$_nx_f" "$_nx_f"
+        done
+    fi
+    # the libraries apptainer's nvliblist.conf names, 64-bit entries of the host's ld cache
+    _nx_ldc=
+    for _nx_f in ldconfig /sbin/ldconfig /usr/sbin/ldconfig; do
+        if command -v "$_nx_f" >/dev/null 2>&1; then
+            _nx_ldc=$("$_nx_f" -p 2>/dev/null) && break
+        fi
+    done
+    _nx_seen=$_nx_nl
+    _nx_oldifs=$IFS
+    IFS=$_nx_nl
+    set -f
+    for _nx_line in $_nx_ldc; do
+        IFS=$_nx_oldifs
+        case $_nx_line in
+        *x86-64*" => /"* | *AArch64*" => /"* | *64bit*" => /"* | *ppc64*" => /"*) ;;
+        *) continue ;;
+        esac
+        _nx_name=${_nx_line#"${_nx_line%%[! $_nx_tab]*}"}
+        _nx_name=${_nx_name%% *}
+        _nx_path=${_nx_line##* => }
+        case $_nx_name in
+        libcuda.so* | libcudadebugger.so* | libnvidia-*.so* | libnvcuvid.so* | libnvoptix.so* | \
+            libEGL_nvidia.so* | libGLESv1_CM_nvidia.so* | libGLESv2_nvidia.so* | libGLX_nvidia.so* | \
+            libvdpau_nvidia.so*) ;;
+        *) continue ;;
+        esac
+        case $_nx_seen in *"$_nx_nl$_nx_name$_nx_nl"*) continue ;; esac
+        [ -e "$_nx_path" ] || continue
+        _nx_seen=$_nx_seen$_nx_name$_nx_nl
+        _nx_add ro-bind "$_nx_path" "/.singularity.d/libs/$_nx_name"
+        _nx_found=1
+    done
+    set +f
+    IFS=$_nx_oldifs
+    for _nx_f in nvidia-smi nvidia-debugdump nvidia-persistenced nvidia-cuda-mps-control \
+        nvidia-cuda-mps-server; do
+        _nx_path=$(command -v "$_nx_f" 2>/dev/null) || continue
+        case $_nx_path in /*) _nx_add ro-bind "$_nx_path" "/usr/bin/$_nx_f" ;; esac
+    done
+    [ -n "$_nx_found" ] || _nx_warn "--nv: no NVIDIA driver libraries found in the host's ldconfig cache"
+fi
+_nx_oldifs=$IFS
+IFS=$_nx_nl
+set -f
+for _nx_b in $_nx_binds; do
+    _nx_src=${_nx_b%%:*}
+    _nx_rest=${_nx_b#*:}
+    _nx_dst=${_nx_rest%:*}
+    if [ "${_nx_rest##*:}" = ro ]; then _nx_add ro-bind "$_nx_src" "$_nx_dst"; else _nx_add bind "$_nx_src" "$_nx_dst"; fi
+done
+set +f
+IFS=$_nx_oldifs
+
+# mount points the image lacks: their parent directories get an underlay
+_nx_missing=
+_nx_oldifs=$IFS
+IFS=$_nx_nl
+set -f
+for _nx_l in $_nx_extra; do
+    _nx_dst=${_nx_l##*"$_nx_tab"}
+    [ -e "$_nx_mnt$_nx_dst" ] || [ -L "$_nx_mnt$_nx_dst" ] || _nx_missing=$_nx_missing$_nx_dst$_nx_nl
+done
+set +f
+IFS=$_nx_oldifs
+
+_nx_needs_underlay() { # is a missing mount point strictly below $1?
+    _nx_r=1
+    _nx_oldifs=$IFS
+    IFS=$_nx_nl
+    set -f
+    for _nx_d in $_nx_missing; do
+        case $_nx_d in "$1"/*) _nx_r=0 && break ;; esac
+    done
+    set +f
+    IFS=$_nx_oldifs
+    return $_nx_r
+}
+
+# bwrap's arguments go NUL-separated into a file (read with --args): no quoting, no eval.
+_nx_arg() { printf '%s\0' "$@" >&4; }
+
+_nx_lay() { # _nx_lay DIR: mount the image's entries of DIR ("" = the root)
+    set -- "$_nx_mnt$1"/* "$_nx_mnt$1"/.[!.]* "$_nx_mnt$1"/..?*
+    for _nx_e do
+        [ -e "$_nx_e" ] || [ -L "$_nx_e" ] || continue
+        _nx_t=${_nx_e#"$_nx_mnt"}
+        case $_nx_t in /proc | /sys | /dev) continue ;; esac
+        if [ -L "$_nx_e" ]; then
+            _nx_arg --symlink "$(readlink "$_nx_e")" "$_nx_t"
+        elif [ -d "$_nx_e" ] && _nx_needs_underlay "$_nx_t"; then
+            _nx_arg --dir "$_nx_t"
+            _nx_lay "$_nx_t"
+        else
+            _nx_arg --ro-bind "$_nx_e" "$_nx_t"
+        fi
+    done
+}
+{ # fd 4 is the args file only inside these braces (the caller's fd 4 reaches CMD)
+_nx_lay ""
+
+_nx_oldifs=$IFS
+IFS=$_nx_nl
+set -f
+for _nx_l in $_nx_extra; do
+    _nx_kind=${_nx_l%%"$_nx_tab"*}
+    _nx_rest=${_nx_l#*"$_nx_tab"}
+    _nx_src=${_nx_rest%%"$_nx_tab"*}
+    _nx_dst=${_nx_rest#*"$_nx_tab"}
+    case $_nx_kind in
+    dev | tmpfs) _nx_arg "--$_nx_kind" "$_nx_dst" ;;
+    *) _nx_arg "--$_nx_kind" "$_nx_src" "$_nx_dst" ;;
+    esac
+done
+set +f
+IFS=$_nx_oldifs
+_nx_arg --remount-ro /
+[ -z "$_nx_chdir" ] || _nx_arg --chdir "$_nx_chdir"
+} 4>"$_nx_run/args" || _nx_die 70 "cannot write $_nx_run/args"
+
+# --- environment --------------------------------------------------------------------------
+# Before the image's env scripts: what apptainer --cleanenv starts from.
+_nx_q "$_nx_homedir"
+_nx_pre="HOME=$_nx_r; export HOME$_nx_nl"
+_nx_pre="${_nx_pre}LANG=C; export LANG$_nx_nl"
+_nx_pre="${_nx_pre}PATH=$_nx_default_path; export PATH$_nx_nl"
+_nx_pre="${_nx_pre}LD_LIBRARY_PATH=/.singularity.d/libs; export LD_LIBRARY_PATH$_nx_nl"
+for _nx_v in TERM http_proxy HTTP_PROXY https_proxy HTTPS_PROXY no_proxy NO_PROXY all_proxy \
+    ALL_PROXY ftp_proxy FTP_PROXY; do
+    eval "_nx_isset=\${$_nx_v+x}"
+    [ -n "$_nx_isset" ] || continue
+    eval "_nx_q \"\$$_nx_v\""
+    _nx_pre="$_nx_pre$_nx_v=$_nx_r; export $_nx_v$_nx_nl"
+done
+_nx_q "$_nx_image"
+_nx_pre="${_nx_pre}APPTAINER_CONTAINER=$_nx_r; SINGULARITY_CONTAINER=$_nx_r$_nx_nl"
+_nx_q "${_nx_image##*/}"
+_nx_pre="${_nx_pre}APPTAINER_NAME=$_nx_r; SINGULARITY_NAME=$_nx_r$_nx_nl"
+_nx_pre="${_nx_pre}export APPTAINER_CONTAINER SINGULARITY_CONTAINER APPTAINER_NAME SINGULARITY_NAME$_nx_nl"
+
+# Runs inside as /bin/sh: fd 8 holds the starting environment, fd 9 the --pass values.
+_nx_inner='exec 3<&-
+. /proc/self/fd/8
+exec 8<&-
+if [ -d /.singularity.d/env ]; then
+    for _nx_f in /.singularity.d/env/*.sh; do
+        [ -f "$_nx_f" ] || continue
+        . "$_nx_f"
+        [ "$_nx_f" != /.singularity.d/env/99-base.sh ] || . /proc/self/fd/9
+    done
+else
+    . /proc/self/fd/9
+fi
+exec 9<&-
+unset _nx_f
+exec "$@"'
+
+[ -z "$_nx_sig" ] || exit "$_nx_sig"
+bwrap --args 3 --die-with-parent --clearenv /bin/sh -c "$_nx_inner" nixsnake-exec "$@" \
+    3<"$_nx_run/args" 8<<_NX_PRE_ 9<<_NX_POST_
+$_nx_pre
+_NX_PRE_
+$_nx_post
+_NX_POST_
+_nx_rc=$?
+_nx_cleanup
+exit "$_nx_rc"

@@ -1,0 +1,359 @@
+"""How a job's command runs inside its image: apptainer, singularity, or bwrap.
+
+Pure functions that build command lines; nothing here starts a process or touches the
+file system. Three callers:
+
+* :func:`shell_command` -- the one shell string Snakemake's ``decorate_shellcmd`` returns.
+  Snakemake runs it with bash on the compute node; no Python starts per job.
+* :func:`exec_argv` -- ``nixsnake run ENV -- CMD...`` (an argv list, no shell string).
+* :func:`shell_argv` -- ``nixsnake shell ENV`` (an interactive shell in the image).
+
+Choices, each one deliberate:
+
+* ``--cleanenv``: host ``PATH``/``LD_LIBRARY_PATH``/``PYTHONPATH`` & co. never reach the
+  job; the image's ``/.singularity.d/env/*.sh`` set ``PATH`` etc. Apptainer still passes
+  ``TERM`` and the proxy variables, sets ``LANG=C`` and ``HOME``.
+* Variables named in ``envvars`` (Snakemake's ``envvars:``, often secrets) travel as
+  ``APPTAINERENV_NAME`` in the environment (also ``SINGULARITYENV_NAME`` for singularity,
+  which SingularityCE needs and apptainer's ``singularity`` accepts), exported only when
+  ``NAME`` is set, so their values never appear on a command line (``ps``) and an unset
+  variable stays unset. Apptainer sets them right after the image's ``99-base.sh``.
+* ``$HOME`` is bound (apptainer's default; HPC users expect it). Python's user site in
+  ``~/.local`` is then visible unless the image sets ``PYTHONNOUSERSITE``.
+* The work directory is bound read-write and used as ``--pwd``; the caller adds
+  Snakemake's temp dir and other mount points as :class:`Bind`. ``TMPDIR`` is not passed
+  (``--cleanenv``); to keep it, list it in ``envvars`` *and* bind its directory.
+* GPUs: ``gpu="always"`` adds ``--nv``; ``"never"`` does not; ``"auto"`` decides when the
+  job starts, with :func:`gpu_probe_snippet` (``/dev/nvidiactl`` or ``/dev/nvidia0``
+  exists, SLURM gave GPUs, ``CUDA_VISIBLE_DEVICES`` names devices, or ``nvidia-smi -L``
+  works). ``--nv`` on a node without GPUs only makes apptainer warn.
+* The user's command goes in as ``<shell> -c '<cmd>'`` so ``a && b``, pipes and heredocs
+  run wholly inside the image; ``exec`` everywhere, so the job's exit status is the
+  command's own.
+* ``bwrap``: ``/bin/sh bwrap-exec.sh`` (shipped next to this module) mounts the image
+  with squashfuse and runs the command under bubblewrap, mimicking
+  ``apptainer exec --cleanenv``.
+
+Apptainer's ``--bind`` grammar splits on ``,`` and ``:`` and has no escapes, so paths
+holding either (or a newline) are refused with a clear error instead of being mangled.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+from .errors import Exit, NixsnakeError
+
+Runtime = Literal["apptainer", "singularity", "bwrap"]
+Gpu = Literal["auto", "always", "never"]
+BindMode = Literal["rw", "ro"]
+
+RUNTIMES: tuple[str, ...] = get_args(Runtime)
+GPU_MODES: tuple[str, ...] = get_args(Gpu)
+
+#: The squashfs partition of every nixsnake SIF starts at this byte
+#: (``image.sif.PARTITION_OFFSET``); ``bwrap-exec.sh`` hard-codes the same number.
+PARTITION_OFFSET = 32768
+
+#: ``bwrap-exec.sh``, shipped as package data.
+BWRAP_EXEC: Path = Path(__file__).resolve().parent / "data" / "bwrap-exec.sh"
+
+#: The shell variable :func:`gpu_probe_snippet` sets to ``--nv`` or to nothing.
+GPU_VAR = "nixsnake_nv"
+
+#: POSIX sh tests, any of which means "this node has NVIDIA GPUs" (cheapest first).
+GPU_SIGNALS: tuple[str, ...] = (
+    "[ -e /dev/nvidiactl ]",
+    "[ -e /dev/nvidia0 ]",
+    '[ -n "${SLURM_JOB_GPUS:-}" ]',
+    '[ -n "${SLURM_STEP_GPUS:-}" ]',
+    '{ [ -n "${CUDA_VISIBLE_DEVICES:-}" ] && [ "${CUDA_VISIBLE_DEVICES:-}" != NoDevFiles ]; }',
+    "nvidia-smi -L >/dev/null 2>&1",
+)
+
+#: Env-var prefixes apptainer / singularity read to set variables inside the container.
+ENV_PREFIXES: dict[str, tuple[str, ...]] = {
+    "apptainer": ("APPTAINERENV_",),
+    "singularity": ("APPTAINERENV_", "SINGULARITYENV_"),
+}
+
+#: Names that cannot be passed through: apptainer refuses ``PATH``/``HOME`` overrides,
+#: ``LD_LIBRARY_PATH`` would break the image, the rest are shell-internal.
+RESERVED_ENVVARS = frozenset(
+    {
+        "PATH", "HOME", "LD_LIBRARY_PATH", "IFS", "PWD", "OLDPWD", "OPTIND", "OPTARG", "PPID",
+        "PS1", "PS2", "PS4", "ENV", "UID", "EUID", "GID", "LINENO", "SHELLOPTS", "BASHOPTS",
+        "BASH_ENV", "CDPATH",
+    }
+)  # fmt: skip
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_SHELL_NAME = re.compile(r"[A-Za-z0-9_.+-]+\Z")
+_BAD_PATH_CHARS = (":", ",", "\n", "\r", "\x00")
+
+
+def _check_path(what: str, value: str) -> str:
+    if not value.startswith("/"):
+        raise NixsnakeError(
+            f"{what} must be an absolute path, got {value!r}", Exit.DATAERR, hint="use a path starting with '/'"
+        )
+    bad = [c for c in _BAD_PATH_CHARS if c in value]
+    if bad:
+        shown = ", ".join(repr(c) for c in bad)
+        raise NixsnakeError(
+            f"{what} {value!r} contains {shown}, which apptainer's --bind cannot express",
+            Exit.DATAERR,
+            hint="move or symlink the directory to a path without ':' ',' or line breaks",
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Bind:
+    """A host path mounted into the container: ``src`` on ``dst``, read-write or read-only."""
+
+    src: str
+    dst: str
+    mode: BindMode = "rw"
+
+    def __post_init__(self) -> None:
+        _check_path("bind source", self.src)
+        _check_path("bind destination", self.dst)
+        if self.mode not in ("rw", "ro"):
+            raise NixsnakeError(f"bind mode must be 'rw' or 'ro', got {self.mode!r}", Exit.DATAERR)
+
+    @property
+    def spec(self) -> str:
+        """Apptainer's ``--bind`` spec: ``src:dst`` or ``src:dst:ro``."""
+        return f"{self.src}:{self.dst}" + (":ro" if self.mode == "ro" else "")
+
+
+def parse_bind(spec: str) -> Bind:
+    """Parse ``src[:dst[:ro|rw]]`` (apptainer's ``--bind`` spec, one path pair, no lists)."""
+    if not isinstance(spec, str) or not spec:
+        raise NixsnakeError(f"empty bind spec {spec!r}", Exit.DATAERR, hint="write SRC[:DST[:ro|rw]]")
+    for c in ("\n", "\r", "\x00", ","):
+        if c in spec:
+            raise NixsnakeError(
+                f"bind spec {spec!r} contains {c!r}",
+                Exit.DATAERR,
+                hint="give one bind per option (SRC[:DST[:ro|rw]]); paths cannot contain ',' or line breaks",
+            )
+    parts = spec.split(":")
+    if len(parts) > 3:
+        raise NixsnakeError(
+            f"bind spec {spec!r} has too many ':' fields",
+            Exit.DATAERR,
+            hint="write SRC[:DST[:ro|rw]]; paths cannot contain ':'",
+        )
+    src = parts[0]
+    dst = parts[1] if len(parts) > 1 and parts[1] else src
+    mode = parts[2] if len(parts) > 2 else "rw"
+    if mode not in ("rw", "ro"):
+        raise NixsnakeError(
+            f"bind spec {spec!r}: mode must be 'ro' or 'rw', got {mode!r}", Exit.DATAERR, hint="write SRC[:DST[:ro|rw]]"
+        )
+    return Bind(src, dst, mode)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything needed to run something in one image."""
+
+    image: Path
+    runtime: Runtime = "apptainer"
+    gpu: Gpu = "auto"
+    binds: tuple[Bind, ...] = ()
+    workdir: Path | None = None  # bound read-write and used as --pwd
+    envvars: tuple[str, ...] = ()  # host variables passed through by name
+    shell: str = "bash"  # the rule's shell inside the image
+    bwrap_exec: Path = BWRAP_EXEC
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise NixsnakeError(
+                f"unknown runtime {self.runtime!r}", Exit.DATAERR, hint=f"use one of: {', '.join(RUNTIMES)}"
+            )
+        if self.gpu not in GPU_MODES:
+            raise NixsnakeError(
+                f"unknown gpu mode {self.gpu!r}", Exit.DATAERR, hint=f"use one of: {', '.join(GPU_MODES)}"
+            )
+        image = str(self.image)
+        if not image.startswith("/") or "\n" in image or "\x00" in image or "://" in image:
+            raise NixsnakeError(f"image path must be an absolute file path, got {image!r}", Exit.SOFTWARE)
+        for name in ("image", "workdir", "bwrap_exec"):  # accept str, store Path
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, Path(value))
+        object.__setattr__(self, "binds", tuple(self.binds))
+        object.__setattr__(self, "envvars", tuple(self.envvars))
+        if not str(self.bwrap_exec).startswith("/"):
+            raise NixsnakeError(f"bwrap_exec must be an absolute path, got {self.bwrap_exec!r}", Exit.SOFTWARE)
+        if self.workdir is not None:
+            _check_path("work directory", str(self.workdir))
+        for b in self.binds:
+            if not isinstance(b, Bind):
+                raise NixsnakeError(f"binds must be Bind objects, got {b!r}", Exit.SOFTWARE)
+        for name in self.envvars:
+            check_envvar(name)
+        sh = self.shell
+        if not (_SHELL_NAME.match(sh) or (sh.startswith("/") and "\n" not in sh and "\x00" not in sh)):
+            raise NixsnakeError(
+                f"shell must be a command name or an absolute path, got {sh!r}", Exit.DATAERR, hint="e.g. 'bash'"
+            )
+
+    @property
+    def all_binds(self) -> tuple[Bind, ...]:
+        """The work directory (first) and then the caller's binds."""
+        wd = (Bind(str(self.workdir), str(self.workdir)),) if self.workdir is not None else ()
+        return wd + tuple(self.binds)
+
+
+def check_envvar(name: str) -> str:
+    """Validate a pass-through variable name (raises ``NixsnakeError(DATAERR)``)."""
+    if not isinstance(name, str) or not _ENV_NAME.match(name):
+        raise NixsnakeError(
+            f"environment variable name {name!r} is not valid",
+            Exit.DATAERR,
+            hint="use letters, digits and '_', not starting with a digit",
+        )
+    if name in RESERVED_ENVVARS or name.startswith(("APPTAINER", "SINGULARITY", "_nx_")):
+        raise NixsnakeError(
+            f"environment variable {name!r} cannot be passed into the container",
+            Exit.DATAERR,
+            hint="PATH, HOME, LD_LIBRARY_PATH, shell-internal and APPTAINER*/SINGULARITY* variables are set by "
+            "the image or the runtime; set what you need in the env file's [env] table",
+        )
+    return name
+
+
+def gpu_probe_snippet() -> str:
+    """POSIX sh that sets ``nixsnake_nv`` to ``--nv`` when the node has NVIDIA GPUs.
+
+    Decided when the job starts, on the node that runs it: a device node
+    (``/dev/nvidiactl``, ``/dev/nvidia0``), GPUs allocated by SLURM
+    (``SLURM_JOB_GPUS``/``SLURM_STEP_GPUS``; SLURM does not always set them, hence the
+    device check first), ``CUDA_VISIBLE_DEVICES`` naming devices (not empty, not
+    ``NoDevFiles``), and last -- it is slow -- a working ``nvidia-smi -L``. Safe under
+    ``set -eu``. Ends with ``; `` so a command can follow directly.
+    """
+    cond = " || ".join(GPU_SIGNALS)
+    return f"{GPU_VAR}=; if {cond}; then {GPU_VAR}=--nv; fi; "
+
+
+# --- command construction ---------------------------------------------------------------
+# A command is a list of words: str (quoted when rendered) or _Raw shell text.
+
+
+@dataclass(frozen=True)
+class _Raw:
+    text: str
+
+
+_NV = _Raw("$" + GPU_VAR)  # unquoted on purpose: "no GPU" expands to no word at all
+_ARGS = _Raw('"$@"')
+Word = str | _Raw
+
+
+def _nv_words(req: RunRequest) -> list[Word]:
+    if req.gpu == "always":
+        return ["--nv"]
+    if req.gpu == "auto":
+        return [_NV]
+    return []
+
+
+def _launcher(req: RunRequest, action: Literal["exec", "shell"], inner: list[Word]) -> list[Word]:
+    """The runtime's argv, up to and including ``inner`` (the command in the image)."""
+    if req.runtime == "bwrap":
+        words: list[Word] = ["/bin/sh", str(req.bwrap_exec), *_nv_words(req)]
+        for name in req.envvars:
+            words += ["--pass", name]
+        for b in req.all_binds:
+            words += ["--bind", b.spec]
+        if req.workdir is not None:
+            words += ["--pwd", str(req.workdir)]
+        return [*words, str(req.image), "--", *inner]
+    words = [req.runtime, action, "--cleanenv", *_nv_words(req)]
+    for b in req.all_binds:
+        words += ["--bind", b.spec]
+    if req.workdir is not None:
+        words += ["--pwd", str(req.workdir)]
+    return [*words, str(req.image), *inner]
+
+
+def _env_exports(req: RunRequest) -> str:
+    """``[ -z "${A+x}" ] || export APPTAINERENV_A="$A"; `` for each pass-through variable."""
+    if req.runtime == "bwrap":
+        return ""  # bwrap-exec.sh reads them itself (--pass NAME)
+    out = []
+    for name in req.envvars:
+        sets = " ".join(f'{p}{name}="${name}"' for p in ENV_PREFIXES[req.runtime])
+        out.append(f'[ -z "${{{name}+x}}" ] || export {sets}; ')
+    return "".join(out)
+
+
+def _render(words: Iterable[Word]) -> str:
+    return " ".join(w.text if isinstance(w, _Raw) else shlex.quote(w) for w in words)
+
+
+def _script(req: RunRequest, words: list[Word]) -> str:
+    probe = gpu_probe_snippet() if req.gpu == "auto" else ""
+    return probe + _env_exports(req) + "exec " + _render(words)
+
+
+def shell_command(req: RunRequest, cmd: str) -> str:
+    """One POSIX sh string that runs ``cmd`` with the rule's shell inside the image.
+
+    For Snakemake's ``decorate_shellcmd``: the whole of ``cmd`` (``&&``, pipes,
+    heredocs, quotes) runs inside, and the string ends in ``exec`` so the job's exit
+    status passes through unchanged.
+    """
+    if not isinstance(cmd, str) or "\x00" in cmd:
+        raise NixsnakeError("the job's command must be a string without NUL bytes", Exit.SOFTWARE)
+    return _script(req, _launcher(req, "exec", [req.shell, "-c", cmd]))
+
+
+def _wrap(req: RunRequest, words: list[Word], argv: list[str]) -> list[str]:
+    """An argv list: plain when nothing must be decided at run time, else ``/bin/sh -c``."""
+    if req.gpu != "auto" and not _env_exports(req):
+        return [w for w in words if isinstance(w, str)] + list(argv)
+    return ["/bin/sh", "-c", _script(req, [*words, _ARGS] if argv else words), "nixsnake", *argv]
+
+
+def exec_argv(req: RunRequest, argv: list[str]) -> list[str]:
+    """The argv that runs ``argv`` (a program and its arguments, no shell) in the image.
+
+    Plain ``apptainer exec ...`` when possible; with ``gpu="auto"`` or pass-through
+    variables (apptainer/singularity) a ``/bin/sh -c SCRIPT nixsnake ARGV...`` that
+    decides and exports at run time, then ``exec``s the same command.
+    """
+    argv = [str(a) for a in argv]
+    if not argv:
+        raise NixsnakeError("no command given to run in the image", Exit.DATAERR, hint="nixsnake run ENV -- CMD [ARGS]")
+    if any("\x00" in a for a in argv):
+        raise NixsnakeError("command arguments cannot contain NUL bytes", Exit.DATAERR)
+    return _wrap(req, _launcher(req, "exec", []), argv)
+
+
+def shell_argv(req: RunRequest) -> list[str]:
+    """The argv of an interactive shell in the image (``nixsnake shell ENV``).
+
+    apptainer/singularity: ``apptainer shell`` (``/bin/bash --norc`` in the image, or
+    ``--shell /bin/<shell>`` for another shell); bwrap: the same shell via bwrap-exec.sh.
+    """
+    if req.runtime == "bwrap":
+        sh = req.shell if req.shell.startswith("/") else f"/bin/{req.shell}"
+        inner: list[Word] = [sh, "--norc"] if Path(sh).name == "bash" else [sh]
+        return _wrap(req, _launcher(req, "shell", inner), [])
+    words = _launcher(req, "shell", [])
+    if Path(req.shell).name != "bash":
+        sh = req.shell if req.shell.startswith("/") else f"/bin/{req.shell}"
+        i = words.index("--cleanenv") + 1
+        words[i:i] = ["--shell", sh]
+    return _wrap(req, words, [])

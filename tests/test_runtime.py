@@ -1,0 +1,789 @@
+"""The runtime layer: exact command strings, and real runs through squashfuse + bwrap.
+
+Unit tests pin the full strings ``shell_command`` & co. produce. "Fidelity" tests run
+those strings with bash and dash against a recorder that stands where apptainer would,
+to check the exact argv and environment that arrive. End-to-end tests build a small real
+SIF (tests/_image_fixtures.py) and run jobs through the apptainer TEST STAND-IN
+(tests/standin/apptainer, first on PATH) and through the bwrap runtime; they skip only
+when squashfuse, bwrap, mksquashfs, /dev/fuse or a static busybox are missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import _image_fixtures as fx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from snakemake_deploy_nixsnake import runtime as rt
+from snakemake_deploy_nixsnake.errors import Exit, NixsnakeError
+from snakemake_deploy_nixsnake.runtime import (
+    Bind,
+    RunRequest,
+    exec_argv,
+    gpu_probe_snippet,
+    parse_bind,
+    shell_argv,
+    shell_command,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+STANDIN = REPO / "tests" / "standin"
+BWRAP_EXEC = REPO / "snakemake_deploy_nixsnake" / "data" / "bwrap-exec.sh"
+
+IMG = Path("/img/env.sif")
+WD = Path("/work/wd")
+BX = Path("/pkg/bwrap-exec.sh")
+
+PROBE = (
+    "nixsnake_nv=; if [ -e /dev/nvidiactl ] || [ -e /dev/nvidia0 ] "
+    '|| [ -n "${SLURM_JOB_GPUS:-}" ] || [ -n "${SLURM_STEP_GPUS:-}" ] '
+    '|| { [ -n "${CUDA_VISIBLE_DEVICES:-}" ] && [ "${CUDA_VISIBLE_DEVICES:-}" != NoDevFiles ]; } '
+    "|| nvidia-smi -L >/dev/null 2>&1; then nixsnake_nv=--nv; fi; "
+)
+
+
+def req(**kw) -> RunRequest:
+    kw.setdefault("image", IMG)
+    kw.setdefault("gpu", "never")
+    kw.setdefault("bwrap_exec", BX)
+    return RunRequest(**kw)
+
+
+# --- pinned strings ----------------------------------------------------------------------
+
+
+def test_package_data_path_and_offset():
+    assert rt.BWRAP_EXEC == BWRAP_EXEC
+    assert rt.BWRAP_EXEC.is_file()
+    assert RunRequest(IMG).bwrap_exec == rt.BWRAP_EXEC
+    from snakemake_deploy_nixsnake.image import sif
+
+    assert rt.PARTITION_OFFSET == sif.PARTITION_OFFSET == 32768
+    assert "_nx_sif_offset=32768" in BWRAP_EXEC.read_text()
+
+
+def test_plain():
+    assert shell_command(req(workdir=WD), "echo hi") == (
+        "exec apptainer exec --cleanenv --bind /work/wd:/work/wd --pwd /work/wd /img/env.sif bash -c 'echo hi'"
+    )
+
+
+def test_no_workdir_no_binds():
+    assert shell_command(req(), "true") == "exec apptainer exec --cleanenv /img/env.sif bash -c true"
+
+
+def test_gpu_always():
+    assert shell_command(req(gpu="always", workdir=WD), "nvidia-smi") == (
+        "exec apptainer exec --cleanenv --nv --bind /work/wd:/work/wd --pwd /work/wd /img/env.sif "
+        "bash -c nvidia-smi"
+    )
+
+
+def test_gpu_never_has_no_probe_and_no_flag():
+    s = shell_command(req(gpu="never", workdir=WD), "echo hi")
+    assert "--nv" not in s and "nvidia" not in s
+    assert s.startswith("exec apptainer exec --cleanenv --bind ")
+
+
+def test_gpu_auto():
+    assert gpu_probe_snippet() == PROBE
+    assert shell_command(req(gpu="auto", workdir=WD), "echo hi") == (
+        PROBE + "exec apptainer exec --cleanenv $nixsnake_nv --bind /work/wd:/work/wd --pwd /work/wd "
+        "/img/env.sif bash -c 'echo hi'"
+    )
+
+
+def test_default_gpu_is_auto():
+    assert RunRequest(IMG).gpu == "auto"
+    assert shell_command(RunRequest(IMG), "x").startswith(PROBE)
+
+
+def test_extra_binds():
+    r = req(workdir=WD, binds=(Bind("/data/ref", "/ref", "ro"), parse_bind("/scratch/tmp:/tmp/snk")))
+    assert shell_command(r, "ls /ref") == (
+        "exec apptainer exec --cleanenv --bind /work/wd:/work/wd --bind /data/ref:/ref:ro "
+        "--bind /scratch/tmp:/tmp/snk --pwd /work/wd /img/env.sif bash -c 'ls /ref'"
+    )
+
+
+def test_paths_with_spaces_and_quotes():
+    r = req(image=Path("/images/my env's.sif"), workdir=Path("/work/my dir/it's"), binds=(Bind("/a b", "/c d", "ro"),))
+    assert shell_command(r, "pwd") == (
+        "exec apptainer exec --cleanenv "
+        "--bind '/work/my dir/it'\"'\"'s:/work/my dir/it'\"'\"'s' "
+        "--bind '/a b:/c d:ro' "
+        "--pwd '/work/my dir/it'\"'\"'s' "
+        "'/images/my env'\"'\"'s.sif' bash -c pwd"
+    )
+
+
+def test_and_list_pipe_and_heredoc_stay_one_word():
+    assert shell_command(req(), "a && b || c; d | e > 'f g'") == (
+        "exec apptainer exec --cleanenv /img/env.sif bash -c 'a && b || c; d | e > '\"'\"'f g'\"'\"''"
+    )
+    assert shell_command(req(), "cat <<EOF\nhi $USER\nEOF") == (
+        "exec apptainer exec --cleanenv /img/env.sif bash -c 'cat <<EOF\nhi $USER\nEOF'"
+    )
+
+
+def test_envvars_pass_through_by_name():
+    assert shell_command(req(workdir=WD, envvars=("API_TOKEN", "B_2")), "x") == (
+        '[ -z "${API_TOKEN+x}" ] || export APPTAINERENV_API_TOKEN="$API_TOKEN"; '
+        '[ -z "${B_2+x}" ] || export APPTAINERENV_B_2="$B_2"; '
+        "exec apptainer exec --cleanenv --bind /work/wd:/work/wd --pwd /work/wd /img/env.sif bash -c x"
+    )
+
+
+def test_singularity_both_prefixes():
+    assert shell_command(req(runtime="singularity", gpu="auto", envvars=("TOKEN",)), "x") == (
+        PROBE + '[ -z "${TOKEN+x}" ] || export APPTAINERENV_TOKEN="$TOKEN" SINGULARITYENV_TOKEN="$TOKEN"; '
+        "exec singularity exec --cleanenv $nixsnake_nv /img/env.sif bash -c x"
+    )
+
+
+def test_bwrap_runtime():
+    r = req(runtime="bwrap", gpu="auto", workdir=WD, envvars=("TOKEN",), binds=(Bind("/d", "/d", "ro"),))
+    assert shell_command(r, "a && b") == (
+        PROBE + "exec /bin/sh /pkg/bwrap-exec.sh $nixsnake_nv --pass TOKEN --bind /work/wd:/work/wd "
+        "--bind /d:/d:ro --pwd /work/wd /img/env.sif -- bash -c 'a && b'"
+    )
+    assert shell_command(req(runtime="bwrap", gpu="always"), "x") == (
+        "exec /bin/sh /pkg/bwrap-exec.sh --nv /img/env.sif -- bash -c x"
+    )
+
+
+def test_other_shell():
+    assert shell_command(req(shell="zsh"), "x") == "exec apptainer exec --cleanenv /img/env.sif zsh -c x"
+
+
+def test_exec_argv():
+    assert exec_argv(req(workdir=WD), ["ls", "-l", "a b"]) == [
+        "apptainer", "exec", "--cleanenv", "--bind", "/work/wd:/work/wd", "--pwd", "/work/wd", "/img/env.sif",
+        "ls", "-l", "a b",
+    ]  # fmt: skip
+    assert exec_argv(req(gpu="auto", envvars=("A",)), ["ls"]) == [
+        "/bin/sh",
+        "-c",
+        PROBE + '[ -z "${A+x}" ] || export APPTAINERENV_A="$A"; exec apptainer exec --cleanenv $nixsnake_nv '
+        '/img/env.sif "$@"',
+        "nixsnake",
+        "ls",
+    ]
+    assert exec_argv(req(runtime="bwrap", envvars=("A",)), ["ls"]) == [
+        "/bin/sh", "/pkg/bwrap-exec.sh", "--pass", "A", "/img/env.sif", "--", "ls",
+    ]  # fmt: skip
+    with pytest.raises(NixsnakeError) as e:
+        exec_argv(req(), [])
+    assert e.value.code == Exit.DATAERR
+
+
+def test_shell_argv():
+    assert shell_argv(req(workdir=WD)) == [
+        "apptainer", "shell", "--cleanenv", "--bind", "/work/wd:/work/wd", "--pwd", "/work/wd", "/img/env.sif",
+    ]  # fmt: skip
+    assert shell_argv(req(shell="zsh", gpu="always")) == [
+        "apptainer", "shell", "--cleanenv", "--shell", "/bin/zsh", "--nv", "/img/env.sif",
+    ]  # fmt: skip
+    assert shell_argv(req(runtime="bwrap")) == ["/bin/sh", "/pkg/bwrap-exec.sh", "/img/env.sif", "--", "/bin/bash", "--norc"]
+    assert shell_argv(req(runtime="singularity", gpu="auto")) == [
+        "/bin/sh", "-c", PROBE + "exec singularity shell --cleanenv $nixsnake_nv /img/env.sif", "nixsnake",
+    ]  # fmt: skip
+
+
+# --- validation --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "bind"),
+    [
+        ("/data", Bind("/data", "/data", "rw")),
+        ("/data:/in", Bind("/data", "/in", "rw")),
+        ("/data:/in:ro", Bind("/data", "/in", "ro")),
+        ("/data::ro", Bind("/data", "/data", "ro")),
+        ("/my data/x y:/in put", Bind("/my data/x y", "/in put", "rw")),
+    ],
+)
+def test_parse_bind(spec, bind):
+    assert parse_bind(spec) == bind
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["", "data", "/a:b", "/a:/b:rx", "/a:/b:ro:x", "/a,/b", "/a\n:/b", "/a:/b\n", "/a\x00", "/a:/b:", "~/x"],
+)
+def test_parse_bind_rejects(spec):
+    with pytest.raises(NixsnakeError) as e:
+        parse_bind(spec)
+    assert e.value.code == Exit.DATAERR
+
+
+@pytest.mark.parametrize("path", ["/a:b", "/a,b", "/a\nb", "rel/dir"])
+def test_bad_paths_are_refused(path):
+    for make in (lambda: Bind(path, "/x"), lambda: Bind("/x", path), lambda: RunRequest(IMG, workdir=Path(path))):
+        with pytest.raises(NixsnakeError) as e:
+            make()
+        assert e.value.code == Exit.DATAERR
+        assert "hint" in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["", "1A", "A-B", "A B", "PATH", "HOME", "LD_LIBRARY_PATH", "IFS", "APPTAINER_BIND", "SINGULARITYENV_X", "_nx_x"])
+def test_bad_envvar_names(name):
+    with pytest.raises(NixsnakeError) as e:
+        RunRequest(IMG, envvars=(name,))
+    assert e.value.code == Exit.DATAERR
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"runtime": "docker"},
+        {"gpu": "yes"},
+        {"image": Path("relative.sif")},
+        {"image": "/a://b.sif"},
+        {"shell": "bash -x"},
+        {"shell": "a;b"},
+    ],
+)
+def test_bad_requests(kw):
+    with pytest.raises(NixsnakeError):
+        RunRequest(**{"image": IMG, **kw})
+
+
+def test_nul_in_command_refused():
+    with pytest.raises(NixsnakeError):
+        shell_command(req(), "a\x00b")
+
+
+# --- fidelity: what bash and dash really pass to the runtime --------------------------------
+
+RECORDER = f"""#!{sys.executable}
+import json, os, sys
+with open(os.environ["NIXSNAKE_TEST_RECORD"], "a") as f:
+    f.write(json.dumps({{
+        "argv": [os.path.basename(sys.argv[0])] + sys.argv[1:],
+        "env": {{k: v for k, v in os.environ.items() if k.startswith(("APPTAINERENV_", "SINGULARITYENV_"))}},
+    }}) + "\\n")
+"""
+
+SHELLS = [s for s in ("bash", "dash") if shutil.which(s)]
+
+
+@pytest.fixture(scope="module")
+def recorder(tmp_path_factory):
+    d = tmp_path_factory.mktemp("recorder")
+    for name in ("apptainer", "singularity", "bwrap-exec.sh"):
+        p = d / name
+        p.write_text(RECORDER if name != "bwrap-exec.sh" else f'exec {d / "apptainer"} "$@"\n')
+        p.chmod(0o755)
+    return d
+
+
+def record(recorder: Path, tmp_path: Path, shell: str, script: str | list[str], env: dict[str, str] | None = None):
+    out = tmp_path / f"rec-{os.urandom(4).hex()}.jsonl"
+    full_env = {"PATH": f"{recorder}:/usr/bin:/bin", "NIXSNAKE_TEST_RECORD": str(out), **(env or {})}
+    argv = [shell, "-c", script] if isinstance(script, str) else script
+    cp = subprocess.run(argv, env=full_env, capture_output=True, text=True, timeout=30, check=False)
+    assert cp.returncode == 0, cp.stderr
+    (line,) = out.read_text().splitlines()
+    return json.loads(line)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("runtime", ["apptainer", "singularity", "bwrap"])
+def test_fidelity_argv_and_env(recorder, tmp_path, shell, runtime):
+    tricky = "it's \"quoted\" $(not run) `nor this` \\ and\na newline"
+    r = req(
+        runtime=runtime, gpu="always", workdir=Path("/w d/it's"), envvars=("TOKEN", "UNSET_ONE"),
+        binds=(Bind("/a b", "/c", "ro"),), bwrap_exec=recorder / "bwrap-exec.sh",
+    )  # fmt: skip
+    cmd = "set -e; a && b | c <<'EOF'\nx $y\nEOF\necho \"done\""
+    got = record(recorder, tmp_path, shell, shell_command(r, cmd), {"TOKEN": tricky})
+    if runtime == "bwrap":
+        assert got["argv"] == [
+            "apptainer",  # the recorder stands in for bwrap-exec.sh here
+            "--nv", "--pass", "TOKEN", "--pass", "UNSET_ONE", "--bind", "/w d/it's:/w d/it's", "--bind", "/a b:/c:ro",
+            "--pwd", "/w d/it's", "/img/env.sif", "--", "bash", "-c", cmd,
+        ]  # fmt: skip
+        assert got["env"] == {}
+    else:
+        assert got["argv"] == [
+            runtime, "exec", "--cleanenv", "--nv", "--bind", "/w d/it's:/w d/it's", "--bind", "/a b:/c:ro",
+            "--pwd", "/w d/it's", "/img/env.sif", "bash", "-c", cmd,
+        ]  # fmt: skip
+        want = {"APPTAINERENV_TOKEN": tricky}
+        if runtime == "singularity":
+            want["SINGULARITYENV_TOKEN"] = tricky
+        assert got["env"] == want  # UNSET_ONE stays unset
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cmd=st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40))
+def test_fidelity_any_command(recorder, tmp_path, cmd):
+    got = record(recorder, tmp_path, "bash", shell_command(req(workdir=WD), cmd))
+    assert got["argv"][-3:] == ["bash", "-c", cmd]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_fidelity_exec_argv(recorder, tmp_path, shell):
+    r = req(gpu="auto", envvars=("TOKEN",))
+    argv = exec_argv(r, ["printf", "%s|", "a b", "it's", ""])
+    argv[0] = shutil.which(shell)  # run the wrapper with each shell
+    got = record(recorder, tmp_path, shell, argv, {"TOKEN": "v"})
+    assert got["argv"][-6:] == ["/img/env.sif", "printf", "%s|", "a b", "it's", ""]
+    assert got["env"] == {"APPTAINERENV_TOKEN": "v"}
+
+
+def _probe(env: dict[str, str], devices: list[str] = ()) -> str:
+    """Run the probe in a sandbox whose /dev holds only ``devices`` (no host state touched)."""
+    binds = []
+    for d in devices:
+        binds += ["--ro-bind", "/dev/null", d]
+    script = "set -eu; " + gpu_probe_snippet() + 'printf %s "$nixsnake_nv"'
+    cp = subprocess.run(
+        ["bwrap", "--dev-bind", "/", "/", "--dev", "/dev", *binds, "/usr/bin/env", "-i", "PATH=/nonexistent", *[f"{k}={v}" for k, v in env.items()], "/bin/bash", "-c", script],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert cp.returncode == 0, cp.stderr
+    return cp.stdout
+
+
+@pytest.mark.skipif(not shutil.which("bwrap"), reason="bwrap is not installed (apt-get install bubblewrap)")
+@pytest.mark.parametrize(
+    ("env", "devices", "want"),
+    [
+        ({}, [], ""),
+        ({}, ["/dev/nvidia0"], "--nv"),
+        ({}, ["/dev/nvidiactl"], "--nv"),
+        ({}, ["/dev/nvidia1"], ""),  # only nvidia0/nvidiactl count (SLURM's rig has both)
+        ({"SLURM_JOB_GPUS": "0"}, [], "--nv"),
+        ({"SLURM_STEP_GPUS": "1,2"}, [], "--nv"),
+        ({"SLURM_JOB_GPUS": ""}, [], ""),
+        ({"CUDA_VISIBLE_DEVICES": "0"}, [], "--nv"),
+        ({"CUDA_VISIBLE_DEVICES": "NoDevFiles"}, [], ""),
+        ({"CUDA_VISIBLE_DEVICES": ""}, [], ""),
+    ],
+)
+def test_gpu_probe(env, devices, want):
+    assert _probe(env, devices) == want
+
+
+# --- end to end: real image, squashfuse + bwrap ------------------------------------------
+
+_missing = fx.missing_requirements()
+e2e = pytest.mark.skipif(_missing is not None, reason=f"end-to-end runtime tests need: {_missing}")
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory) -> Path:
+    if _missing:
+        pytest.skip(_missing)
+    return fx.build_image(tmp_path_factory.mktemp("runtime-image"))
+
+
+@pytest.fixture
+def job_env(tmp_path) -> dict[str, str]:
+    """The environment a Snakemake job would have on the node, plus host values that must not leak."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    return {
+        **os.environ,
+        "PATH": f"{STANDIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "LD_LIBRARY_PATH": "/host/lib",
+        "PYTHONPATH": "/host/python",
+        "NIXSNAKE_STANDIN_LOG": str(tmp_path / "standin.log"),
+        "TMPDIR": str(tmpdir),
+    }
+
+
+def run_job(r: RunRequest, cmd: str, env: dict[str, str], cwd: Path | None = None, stdin: str | None = None):
+    return subprocess.run(
+        ["bash", "-c", shell_command(r, cmd)],
+        env=env, cwd=cwd, input=stdin, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def standin_log(env: dict[str, str]) -> list[list[str]]:
+    p = Path(env["NIXSNAKE_STANDIN_LOG"])
+    return [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []
+
+
+RUNTIMES = ["apptainer", "singularity", "bwrap"]
+
+
+@e2e
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_e2e_job_semantics(image, job_env, tmp_path, runtime):
+    r = RunRequest(image, runtime=runtime, gpu="never", workdir=tmp_path)
+    # both sides of && run inside (the host has no /.nixsnake)
+    cp = run_job(r, "true && test -e /.nixsnake/metadata.json && echo in", job_env)
+    assert (cp.returncode, cp.stdout) == (0, "in\n"), cp.stderr
+    # the job's exit status passes through unchanged
+    cp = run_job(r, "echo before; exit 3", job_env)
+    assert (cp.returncode, cp.stdout) == (3, "before\n"), cp.stderr
+    # a pipe: both ends inside
+    cp = run_job(r, "cat /.nixsnake/metadata.json | tr a-z A-Z", job_env)
+    assert (cp.returncode, cp.stdout) == (0, '{"NAME": "RUNTIME-TEST"}\n'), cp.stderr
+    # a heredoc, expanded inside with the image's variable
+    cp = run_job(r, "cat <<EOF\nhi $NIXSNAKE_TEST_IMAGE_VAR\nEOF", job_env)
+    assert (cp.returncode, cp.stdout) == (0, f"hi {fx.IMAGE_VAR_VALUE}\n"), cp.stderr
+    # host PATH / LD_LIBRARY_PATH / PYTHONPATH do not leak; apptainer's --cleanenv LANG=C
+    cp = run_job(r, 'echo "$PATH|$LD_LIBRARY_PATH|${PYTHONPATH-unset}|$LANG"', job_env)
+    assert cp.stdout == f"{fx.IMAGE_PATH_VAR}|{fx.IMAGE_LD_LIBRARY_PATH}|unset|C\n", cp.stderr
+    # the image is read-only, like apptainer's
+    cp = run_job(r, "touch /nixsnake-newfile 2>/dev/null || echo read-only", job_env)
+    assert cp.stdout == "read-only\n", cp.stderr
+    if runtime != "bwrap":
+        log = standin_log(job_env)
+        assert log and all(entry[:3] == [runtime, "exec", "--cleanenv"] for entry in log)
+    assert not list(Path(job_env["TMPDIR"]).iterdir()), "bwrap-exec.sh left its mount directory behind"
+
+
+@e2e
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_e2e_workdir_with_spaces_and_quotes(image, job_env, tmp_path, runtime):
+    wd = tmp_path / "work dir" / "it's here"
+    wd.mkdir(parents=True)
+    (wd / "input.txt").write_text("data\n")
+    r = RunRequest(image, runtime=runtime, gpu="never", workdir=wd)
+    cp = run_job(r, 'cat input.txt && pwd && echo done > "out put.txt"', job_env, cwd=tmp_path)
+    assert (cp.returncode, cp.stdout) == (0, f"data\n{wd}\n"), cp.stderr
+    assert (wd / "out put.txt").read_text() == "done\n"
+
+
+@e2e
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_e2e_envvars(image, job_env, tmp_path, runtime):
+    tricky = "it's \"q\" $(id) `x` \\ end\nsecond line"
+    env = {**job_env, "NIXSNAKE_SECRET": tricky, "NIXSNAKE_EMPTY": ""}
+    env.pop("NIXSNAKE_UNSET", None)
+    r = RunRequest(
+        image, runtime=runtime, gpu="never", workdir=tmp_path,
+        envvars=("NIXSNAKE_SECRET", "NIXSNAKE_EMPTY", "NIXSNAKE_UNSET"),
+    )  # fmt: skip
+    cp = run_job(r, 'printf "%s|" "$NIXSNAKE_SECRET" "${NIXSNAKE_EMPTY-unset}" "${NIXSNAKE_UNSET-unset}"', env)
+    assert (cp.returncode, cp.stdout) == (0, f"{tricky}||unset|"), cp.stderr
+    if runtime != "bwrap":
+        for entry in standin_log(env):
+            assert not any(tricky in a for a in entry), "a secret value reached a command line"
+
+
+@e2e
+def test_e2e_singularity_standin_reads_only_singularityenv(image, job_env, tmp_path):
+    """As `singularity` the stand-in acts like SingularityCE: APPTAINERENV_ alone is not enough."""
+    script = f"APPTAINERENV_ONLY_A=a SINGULARITYENV_ONLY_S=s singularity exec --cleanenv {image} sh -c 'echo ${{ONLY_A-unset}} ${{ONLY_S-unset}}'"
+    cp = subprocess.run(["bash", "-c", script], env=job_env, capture_output=True, text=True, timeout=60, check=False)
+    assert cp.stdout == "unset s\n", cp.stderr
+    script = script.replace("singularity exec", "apptainer exec")
+    cp = subprocess.run(["bash", "-c", script], env=job_env, capture_output=True, text=True, timeout=60, check=False)
+    assert cp.stdout == "a s\n", cp.stderr
+
+
+@e2e
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_e2e_binds_and_underlay(image, job_env, tmp_path, runtime):
+    src = tmp_path / "src data"
+    src.mkdir()
+    (src / "f").write_text("payload\n")
+    r = RunRequest(
+        image, runtime=runtime, gpu="never", workdir=tmp_path,
+        binds=(
+            Bind(str(src), "/data/in", "ro"),  # top-level /data is not in the image
+            Bind(str(src), "/home/nixsnake-user/data"),  # /home exists in the image, empty
+            Bind(str(src), "/etc/nixsnake-extra", "ro"),  # /etc exists and is full: an underlay
+        ),
+    )  # fmt: skip
+    cmd = (
+        "cat /data/in/f /home/nixsnake-user/data/f /etc/nixsnake-extra/f && grep -c root /etc/passwd && "
+        "(touch /data/in/x 2>/dev/null && echo writable || echo ro) && "
+        "touch /home/nixsnake-user/data/rw && echo rw-ok"
+    )
+    cp = run_job(r, cmd, job_env)
+    assert (cp.returncode, cp.stdout) == (0, "payload\n" * 3 + "1\nro\nrw-ok\n"), cp.stderr
+    assert (src / "rw").exists()
+
+
+@e2e
+@pytest.mark.parametrize("runtime", ["apptainer", "singularity"])
+def test_e2e_nv_flag_in_standin_log(image, job_env, tmp_path, runtime):
+    for gpu, want in (("always", True), ("never", False)):
+        Path(job_env["NIXSNAKE_STANDIN_LOG"]).unlink(missing_ok=True)
+        cp = run_job(RunRequest(image, runtime=runtime, gpu=gpu), "echo ok", job_env, cwd=tmp_path)
+        assert (cp.returncode, cp.stdout) == (0, "ok\n"), cp.stderr
+        (entry,) = standin_log(job_env)
+        assert ("--nv" in entry) is want, (gpu, entry)
+
+
+@pytest.fixture
+def nvidia0():
+    """/dev/nvidia0 present (the SLURM GPU rig touches it); created for the test if absent."""
+    dev = Path("/dev/nvidia0")
+    if dev.exists():
+        yield dev
+        return
+    if os.geteuid() != 0:
+        pytest.skip("needs /dev/nvidia0 or root to create a placeholder")
+    dev.touch()
+    try:
+        yield dev
+    finally:
+        dev.unlink(missing_ok=True)
+
+
+@e2e
+@pytest.mark.parametrize("runtime", ["apptainer", "bwrap"])
+def test_e2e_gpu_auto_with_device(image, job_env, tmp_path, nvidia0, runtime):
+    r = RunRequest(image, runtime=runtime, gpu="auto", workdir=tmp_path)
+    cp = run_job(r, "test -e /dev/nvidia0 && echo gpu-visible", job_env)
+    assert (cp.returncode, cp.stdout) == (0, "gpu-visible\n"), cp.stderr
+    if runtime == "apptainer":
+        (entry,) = standin_log(job_env)
+        assert "--nv" in entry
+
+
+@e2e
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_e2e_exec_argv_and_shell_argv(image, job_env, tmp_path, runtime):
+    r = RunRequest(image, runtime=runtime, gpu="auto", workdir=tmp_path, envvars=("NIXSNAKE_V",))
+    env = {**job_env, "NIXSNAKE_V": "v 1"}
+    cp = subprocess.run(
+        exec_argv(r, ["sh", "-c", 'printf "%s|" "$@" "$NIXSNAKE_V"; exit 5', "sh", "a b", "it's"]),
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert (cp.returncode, cp.stdout) == (5, "a b|it's|v 1|"), cp.stderr
+    cp = subprocess.run(
+        shell_argv(r), env=env, input='echo "prompt=$PS1 v=$NIXSNAKE_V"; exit 4\n',
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert (cp.returncode, cp.stdout) == (4, "prompt=Apptainer>  v=v 1\n"), cp.stderr
+
+
+# --- the stand-in's grammar ----------------------------------------------------------------
+
+
+def standin(args: list[str], env: dict[str, str], name: str = "apptainer"):
+    return subprocess.run([str(STANDIN / name), *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_standin_version_and_log(job_env):
+    cp = standin(["--version"], job_env)
+    assert (cp.returncode, cp.stdout) == (0, "apptainer version 1.3.6\n")
+    cp = standin(["--version"], job_env, "singularity")
+    assert (cp.returncode, cp.stdout) == (0, "singularity-ce version 4.1.5\n")
+    assert standin_log(job_env) == [["apptainer", "--version"], ["singularity", "--version"]]
+
+
+@pytest.mark.parametrize(
+    ("args", "rc", "err"),
+    [
+        (["exec", "--xyz", "/i.sif", "true"], 1, 'Error for command "exec": unknown flag: --xyz'),
+        (["exec", "-eX", "/i.sif", "true"], 1, "unknown shorthand flag: 'X' in -eX"),
+        (["exec", "--cleanenv", "--bind"], 1, "flag needs an argument: --bind"),
+        (["exec", "--cleanenv", "/i.sif"], 1, "requires at least 2 arg(s), only received 1"),
+        (["exec", "--nv=maybe", "/i.sif", "true"], 1, 'invalid argument "maybe" for "--nv" flag'),
+        (["shell", "--cleanenv", "--shel", "/bin/sh", "/i.sif"], 1, "unknown flag: --shel"),
+        (["--bogus", "exec"], 1, 'Error for command "apptainer": unknown flag: --bogus'),
+        (["exec", "--cleanenv", "--fakeroot", "/i.sif", "true"], 255, "TEST STAND-IN: flag --fakeroot"),
+        (["exec", "/i.sif", "true"], 255, "TEST STAND-IN: exec without --cleanenv"),
+        (["run", "/i.sif"], 255, "TEST STAND-IN: subcommand 'run'"),
+        (["exec", "--cleanenv", "/nonexistent.sif", "true"], 255, "FATAL:   could not open image /nonexistent.sif"),
+        (["frobnicate"], 1, 'unknown command "frobnicate"'),
+    ],
+)
+def test_standin_rejects(job_env, args, rc, err):
+    cp = standin(args, job_env)
+    assert cp.returncode == rc, cp.stderr
+    assert err in cp.stderr
+
+
+@e2e
+def test_standin_flag_spellings(image, job_env, tmp_path):
+    (tmp_path / "f").write_text("x\n")
+    for flags in (
+        ["-e", "-B", f"{tmp_path}:/d:ro", "--pwd=/d"],
+        ["--cleanenv=true", f"-B{tmp_path}:/d", "--cwd", "/d"],
+        ["-eC", f"--bind={tmp_path}:/d,{tmp_path}:/e", "--pwd", "/d", "--env", "A=1,B=2"],
+        ["--quiet", "--cleanenv", f"-B={tmp_path}:/d", "--no-home", "--pwd", "/d"],
+    ):
+        args = ["exec", *flags, str(image), "sh", "-c", "cat f && echo ${A-}${B-}"]
+        if flags[0] == "--quiet":
+            args = ["--quiet", "exec", *flags[1:], str(image), "sh", "-c", "cat f && echo ${A-}${B-}"]
+        cp = standin(args, job_env)
+        assert cp.returncode == 0 and cp.stdout.startswith("x\n"), (flags, cp.stderr)
+    # flags stop at the image: what follows belongs to the command, even '--nv'
+    cp = standin(["exec", "--cleanenv", str(image), "echo", "--nv", "--xyz"], job_env)
+    assert (cp.returncode, cp.stdout) == (0, "--nv --xyz\n"), cp.stderr
+
+
+@e2e
+def test_standin_env_precedence(image, job_env):
+    env = {**job_env, "APPTAINERENV_X": "a", "SINGULARITYENV_X": "s", "APPTAINERENV_HOME": "/nope", "APPTAINERENV_LANG": "en_US.UTF-8"}
+    cp = standin(["exec", "--cleanenv", "--env", "Y=e", str(image), "sh", "-c", 'echo "$X $Y $HOME $LANG"'], env)
+    assert cp.stdout == f"a e {os.environ.get('HOME', '/')} en_US.UTF-8\n", cp.stderr
+    assert "Overriding HOME environment variable with APPTAINERENV_HOME is not permitted" in cp.stderr
+    cp = standin(["exec", "--cleanenv", "--env", "X=e", str(image), "sh", "-c", 'echo "$X"'], env)
+    assert cp.stdout == "e\n", cp.stderr
+
+
+# --- bwrap-exec.sh itself ------------------------------------------------------------------
+
+
+def bwrap_exec(args: list[str], env: dict[str, str], cwd: Path | None = None):
+    return subprocess.run(["/bin/sh", str(BWRAP_EXEC), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+
+
+@e2e
+def test_bwrap_exec_errors(image, job_env, tmp_path):
+    cp = bwrap_exec([str(tmp_path / "missing.sif"), "--", "true"], job_env)
+    assert cp.returncode == 66 and "image not found" in cp.stderr
+    junk = tmp_path / "junk.sif"
+    junk.write_bytes(b"\0" * 40000)
+    cp = bwrap_exec([str(junk), "--", "true"], job_env)
+    assert cp.returncode == 70 and "not a nixsnake image" in cp.stderr
+    cp = bwrap_exec([str(image), "--", "true"], {**job_env, "PATH": "/nonexistent"})
+    assert cp.returncode == 69 and "'bwrap' not found" in cp.stderr and "hint:" in cp.stderr
+    for bad in (["--frob", str(image), "--", "true"], ["--bind", "/a,/b", str(image), "--", "true"],
+                ["--bind", "rel", str(image), "--", "true"], ["--pass", "PATH", str(image), "--", "true"],
+                [str(image), "true"], [str(image), "--"]):  # fmt: skip
+        cp = bwrap_exec(bad, job_env)
+        assert cp.returncode == 64, (bad, cp.stderr)
+    cp = bwrap_exec(["--help"], job_env)
+    assert cp.returncode == 0 and "bwrap-exec.sh [OPTIONS] IMAGE -- CMD" in cp.stdout
+
+
+@e2e
+def test_bwrap_exec_plain_squashfs_and_relative_image(image, job_env):
+    sqfs = image.parent / "env.sqfs"
+    cp = bwrap_exec([sqfs.name, "--", "cat", "/.nixsnake/metadata.json"], job_env, cwd=image.parent)
+    assert (cp.returncode, cp.stdout) == (0, '{"name": "runtime-test"}\n'), cp.stderr
+
+
+@e2e
+def test_bwrap_exec_default_cwd_home_and_env(image, job_env, tmp_path):
+    """Without --pwd the current directory is bound and used, like apptainer; $HOME is bound."""
+    home = tmp_path / "home dir"
+    home.mkdir()
+    (home / ".marker").write_text("home\n")
+    env = {**job_env, "HOME": str(home), "TERM": "xterm-test", "http_proxy": "http://proxy:3128"}
+    cp = bwrap_exec(
+        [str(image), "--", "sh", "-c", 'pwd; cat "$HOME/.marker"; echo "$TERM $http_proxy $APPTAINER_NAME"'],
+        env, cwd=tmp_path,
+    )  # fmt: skip
+    assert cp.stdout == f"{tmp_path}\nhome\nxterm-test http://proxy:3128 {image.name}\n", cp.stderr
+    # $HOME is a mount point of its own, unless --no-home (tmp_path is visible anyway via /tmp)
+    home2 = tmp_path / "home2"
+    home2.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    check = ["sh", "-c", 'grep -q " $HOME " /proc/self/mountinfo && echo bound || echo not-bound']
+    for opts, want in (([], "bound\n"), (["--no-home"], "not-bound\n"), (["--contain"], "not-bound\n")):
+        cp = bwrap_exec([*opts, str(image), "--", *check], {**env, "HOME": str(home2)}, cwd=elsewhere)
+        assert cp.stdout == want, (opts, cp.stderr)
+    cp = bwrap_exec(["--contain", str(image), "--", "sh", "-c", "pwd; ls /tmp | wc -l"], env, cwd=tmp_path)
+    assert cp.returncode == 0 and cp.stdout.split()[-1] == "0", cp.stderr
+
+
+@e2e
+def test_bwrap_exec_env_injected_after_99_base(image, job_env):
+    """--pass values are set after 99-base.sh: they override what the image's scripts set."""
+    env = {**job_env, "NIXSNAKE_TEST_IMAGE_VAR": "from host", "SRC": "via source"}
+    cp = bwrap_exec(
+        ["--pass", "NIXSNAKE_TEST_IMAGE_VAR", "--pass", "OTHER=SRC", str(image), "--", "sh", "-c", 'echo "$NIXSNAKE_TEST_IMAGE_VAR|$OTHER"'],
+        env,
+    )  # fmt: skip
+    assert cp.stdout == "from host|via source\n", cp.stderr
+
+
+@e2e
+def test_bwrap_exec_nv_binds_driver_libs_and_tools(image, job_env, tmp_path):
+    """--nv: host driver libraries from `ldconfig -p` land in /.singularity.d/libs (hence in
+    /run/opengl-driver/lib), nvidia-smi in /usr/bin; the image's own /usr/bin/env survives."""
+    fake = tmp_path / "fakebin"
+    (fake / "lib").mkdir(parents=True)
+    (fake / "lib32").mkdir()
+    for name in ("libcuda.so.1", "libnvidia-ml.so.1"):
+        (fake / "lib" / name).write_text(f"64-bit {name}\n")
+    (fake / "lib32" / "libcuda.so.1").write_text("32-bit\n")
+    (fake / "ldconfig").write_text(
+        "#!/bin/sh\n[ \"$1\" = -p ] || exit 1\ncat <<'EOF'\n4 libs found in cache `/etc/ld.so.cache'\n"
+        f"\tlibcuda.so.1 (libc6,x86-64) => {fake}/lib/libcuda.so.1\n"
+        f"\tlibcuda.so.1 (libc6) => {fake}/lib32/libcuda.so.1\n"
+        f"\tlibnvidia-ml.so.1 (libc6,x86-64) => {fake}/lib/libnvidia-ml.so.1\n"
+        "\tlibz.so.1 (libc6,x86-64) => /lib/x86_64-linux-gnu/libz.so.1\n"
+        "EOF\n"
+    )
+    (fake / "nvidia-smi").write_text("#!/bin/sh\necho fake-nvidia-smi\n")
+    for p in (fake / "ldconfig", fake / "nvidia-smi"):
+        p.chmod(0o755)
+    env = {**job_env, "PATH": f"{fake}:{job_env['PATH']}"}
+    cmd = "ls /.singularity.d/libs; cat /run/opengl-driver/lib/libcuda.so.1; readlink /usr/bin/env; nvidia-smi"
+    cp = bwrap_exec(["--nv", str(image), "--", "sh", "-c", cmd], env, cwd=tmp_path)
+    assert cp.stdout == (
+        f"libcuda.so.1\nlibnvidia-ml.so.1\n64-bit libcuda.so.1\n{fx.STORE_PATH}/bin/env\nfake-nvidia-smi\n"
+    ), cp.stderr
+    cp = bwrap_exec([str(image), "--", "sh", "-c", "ls /.singularity.d/libs | wc -l"], env, cwd=tmp_path)
+    assert cp.stdout.strip() == "0", cp.stderr
+
+
+FAKE_SQUASHFUSE = """#!/bin/sh
+# TEST FAKE of squashfuse_ll for a non-root caller on a machine where /dev/fuse is
+# root-only: "mounting" extracts the partition (same offset, same tree) instead.
+off=${2#offset=}
+rmdir "$4" && exec unsquashfs -q -n -no-xattrs -o "$off" -d "$4" "$3" >/dev/null
+"""
+FAKE_FUSERMOUNT = """#!/bin/sh
+# TEST FAKE of fusermount3 -u: removes the extracted tree, leaves the empty mount point.
+[ "$1" = -u ] || exit 1
+chmod -R u+w "$2" && rm -rf "$2" && mkdir "$2"
+"""
+
+
+@e2e
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv") or not shutil.which("unsquashfs"),
+                    reason="needs root (to switch to 'nobody'), setpriv and unsquashfs")  # fmt: skip
+def test_bwrap_exec_as_non_root(image, tmp_path):
+    """A non-root caller: unprivileged bwrap; its passwd/group entries appended like apptainer's.
+
+    Only the FUSE mount is faked (extracted with unsquashfs) because /dev/fuse may be root-only
+    on test machines; everything else is the real script and the real bwrap."""
+    import tempfile
+
+    # run as 'daemon' (uid 1 on Debian): a user the host knows and the image's passwd does not
+    pw = subprocess.run(["getent", "passwd", "1"], capture_output=True, text=True, check=False).stdout.strip()
+    gr = subprocess.run(["getent", "group", "1"], capture_output=True, text=True, check=False).stdout.strip()
+    if not pw or not gr:
+        pytest.skip("the host has no user/group with id 1")
+    as_user = ["setpriv", "--reuid", "1", "--regid", "1", "--clear-groups"]
+    if subprocess.run([*as_user, "bwrap", "--ro-bind", "/", "/", "true"], capture_output=True, check=False).returncode != 0:
+        pytest.skip("unprivileged user namespaces are not available for bwrap")
+    base = Path(tempfile.mkdtemp(prefix="nixsnake-nonroot-", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        (base / "bin").mkdir(mode=0o755)
+        (base / "bin" / "squashfuse_ll").write_text(FAKE_SQUASHFUSE)
+        (base / "bin" / "fusermount3").write_text(FAKE_FUSERMOUNT)
+        for p in (base / "bin").iterdir():
+            p.chmod(0o755)
+        work = base / "work"
+        work.mkdir()
+        work.chmod(0o1777)
+        img = base / "env.sif"
+        shutil.copy(image, img)
+        img.chmod(0o644)
+        env = {"PATH": f"{base / 'bin'}:/usr/bin:/bin", "HOME": "/nonexistent", "TMPDIR": str(work)}
+        cp = subprocess.run(
+            [*as_user, "/bin/sh", str(BWRAP_EXEC), str(img), "--", "sh", "-c",
+             "id -u; pwd; head -n 1 /etc/passwd; tail -n 1 /etc/passwd; tail -n 1 /etc/group"],
+            env=env, cwd=work, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert cp.stdout == f"1\n{work}\nroot:x:0:0:root:/root:/bin/bash\n{pw}\n{gr}\n", cp.stderr
+        assert list(work.iterdir()) == []
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
