@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import json
+import logging
 import os
 import socket
 import stat
@@ -34,6 +35,9 @@ from flufl.lock import Lock as FluflLock
 from flufl.lock import TimeOutError
 
 from .errors import Exit, NixsnakeError
+
+# flufl.lock logs every 2 s wait as an ERROR; waiting is normal here, we report it ourselves.
+logging.getLogger("flufl.lock").setLevel(logging.CRITICAL)
 
 #: How long a lock stays valid without refresh. The holder refreshes it every
 #: LOCK_LIFETIME/4; a holder that died on another host is detected after this.
@@ -175,7 +179,7 @@ class Store:
             host, pid, claim = lock.details
         except Exception:
             return
-        if host == HOST and not _pid_alive(pid):
+        if host == lock.hostname and not _pid_alive(pid):
             for f in (lockfile, claim):
                 try:
                     os.unlink(f)

@@ -39,3 +39,64 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "nix" in item.keywords:
                 item.add_marker(skip)
+
+
+#: nix settings for machines without the binary cache, and builders that may read the
+#: host files the demo package set copies (Debian's nix builds as nixbld users otherwise).
+DEMO_NIX_OPTIONS = "substituters=;build-users-group="
+
+PY_ENV = """date = 2024-06-01
+[nixpkgs]
+packages = ["hello"]
+[python]
+version = "3.11"
+packages = ["numpy"]
+[env]
+GREETING = "it's $HOME"
+"""
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch) -> Path:
+    """A project directory using the embedded demo package set and a private store."""
+    ws = tmp_path / "ws"
+    (ws / "envs").mkdir(parents=True)
+    (ws / "nixsnake.toml").write_text(
+        '[nixsnake]\nstore = "store"\nnixpkgs_source = "demo"\n'
+        'nix_options = { substituters = "", build-users-group = "" }\n'
+    )
+    monkeypatch.chdir(ws)
+    return ws
+
+
+def write_env(ws: Path, name: str, body: str) -> Path:
+    p = ws / "envs" / f"{name}.toml"
+    p.write_text(body)
+    return p
+
+
+@pytest.fixture
+def mount_image():
+    """Mount a SIF's squashfs partition (squashfuse -o offset) for inspection; unmounts after."""
+    mounted: list[Path] = []
+
+    def _mount(image: Path, where: Path) -> Path:
+        where.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["squashfuse", "-o", "offset=32768", str(image), str(where)], check=True)
+        mounted.append(where)
+        return where
+
+    yield _mount
+    for m in mounted:
+        subprocess.run(["fusermount3", "-u", str(m)], check=False)
+        subprocess.run(["fusermount", "-u", str(m)], check=False, stderr=subprocess.DEVNULL)
+
+
+def run_in_mounted_image(root: Path, script: str) -> subprocess.CompletedProcess:
+    """Run ``script`` with only the image visible: no host /nix, /usr or /lib."""
+    return subprocess.run(
+        ["bwrap", "--ro-bind", str(root), "/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+         "--clearenv", "--setenv", "HOME", "/root", "/bin/sh", "-c",
+         'for f in /.singularity.d/env/*.sh; do . "$f"; done; ' + script],
+        capture_output=True, text=True,
+    )

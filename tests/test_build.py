@@ -1,0 +1,213 @@
+"""Building images: real nix (demo package set), real mksquashfs, real SIF, real store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import PY_ENV, run_in_mounted_image, write_env
+from snakemake_deploy_nixsnake.build import image_id
+from snakemake_deploy_nixsnake.config import Config
+from snakemake_deploy_nixsnake.deploy import ensure_image, resolve
+from snakemake_deploy_nixsnake.errors import Exit, NixsnakeError
+from snakemake_deploy_nixsnake.lock import parse_lock
+from snakemake_deploy_nixsnake.spec import parse_spec
+
+pytestmark = [pytest.mark.nix]
+
+
+def sha256(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+@pytest.mark.network
+def test_same_env_two_empty_stores_byte_identical(workspace, run_cli, mount_image, tmp_path):
+    env = write_env(workspace, "py", PY_ENV)
+    r1 = run_cli("build", str(env), "--store", str(tmp_path / "s1"))
+    assert r1.returncode == 0, r1.stderr
+    r2 = run_cli("build", str(env), "--store", str(tmp_path / "s2"))
+    assert r2.returncode == 0, r2.stderr
+    [a] = (tmp_path / "s1" / "images").glob("*.sif")
+    [b] = (tmp_path / "s2" / "images").glob("*.sif")
+    assert a.name == b.name
+    assert sha256(a) == sha256(b)
+    assert stat.S_IMODE(a.stat().st_mode) == 0o644
+
+    listing = subprocess.run(["siftool", "list", str(a)], capture_output=True, text=True, check=True).stdout
+    assert listing.count("Squashfs/*System/amd64") == 1
+
+    root = mount_image(a, tmp_path / "mnt")
+    r = run_in_mounted_image(root, "bash -c 'python -c \"import numpy, sys; print(numpy.__version__, sys.executable)\"'; "
+                                   "ls /usr/lib /lib 2>&1; test -e /nix/var && echo HOSTNIX; echo \"$GREETING\"")
+    assert r.returncode == 0 or "No such file" in r.stdout, r.stderr
+    assert "1.26.4 /nix/store/" in r.stdout, r.stdout + r.stderr
+    assert "HOSTNIX" not in r.stdout
+    assert "it's $HOME" in r.stdout
+    assert "/usr/lib: No such file" in r.stdout  # host /usr is not there
+
+
+def test_unchanged_env_does_no_nix_work(workspace, run_cli, tmp_path):
+    env = write_env(workspace, "tools", 'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n')
+    assert run_cli("build", str(env)).returncode == 0
+    shim = _counting_nix_build(tmp_path)
+    r = run_cli("build", str(env), env={"PATH": f"{shim.parent}:{os.environ['PATH']}"})
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "nix-build-calls").exists()
+
+
+def _counting_nix_build(tmp_path: Path) -> Path:
+    """A nix-build on PATH that records each call, then runs the real one."""
+    real = subprocess.run(["which", "nix-build"], capture_output=True, text=True, check=True).stdout.strip()
+    shim = tmp_path / "shim" / "nix-build"
+    shim.parent.mkdir(exist_ok=True)
+    shim.write_text(f'#!/bin/sh\necho "$$" >> {tmp_path}/nix-build-calls\nexec {real} "$@"\n')
+    shim.chmod(0o755)
+    return shim
+
+
+def test_eight_concurrent_builds_one_nix_build(workspace, tmp_path):
+    # a fresh env (unique [env] value -> unique image) so nothing is cached in the store
+    env = write_env(workspace, "conc", f'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n[env]\nRUN = "{time.time_ns()}"\n')
+    shim = _counting_nix_build(tmp_path)
+    environ = {**os.environ, "PATH": f"{shim.parent}:{os.environ['PATH']}"}
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "snakemake_deploy_nixsnake.cli", "build", str(env)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ)
+        for _ in range(8)
+    ]
+    results = [p.communicate(timeout=600) + (p.returncode,) for p in procs]
+    assert all(rc == 0 for _, _, rc in results), [e for _, e, _ in results]
+    assert len((tmp_path / "nix-build-calls").read_text().split()) == 1
+    images = list((workspace / "store" / "images").glob("*.sif"))
+    assert len(images) == 1
+    assert {out.strip().split(": ")[1] for out, _, _ in results} == {str(images[0])}
+    assert list((workspace / "store" / "tmp").iterdir()) == []
+    assert not any(p.name.endswith(".lock") for p in (workspace / "store" / "locks").iterdir())
+
+
+def test_kill_9_mid_build_then_rebuild_leaves_no_debris(workspace, tmp_path):
+    env = write_env(workspace, "killed", f'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n[env]\nRUN = "{time.time_ns()}"\n')
+    p = subprocess.Popen([sys.executable, "-m", "snakemake_deploy_nixsnake.cli", "build", str(env)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    locks = workspace / "store" / "locks"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (locks.exists() and any(f.suffix == ".lock" for f in locks.iterdir())):
+        time.sleep(0.005)
+    assert locks.exists() and any(f.suffix == ".lock" for f in locks.iterdir()), "builder never took the lock"
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    # the crash left a held lock (dead holder); also plant the partial image such a crash
+    # leaves when it happens while the SIF is written (same host, dead pid)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    import socket
+
+    debris = workspace / "store" / "tmp" / f"{'0' * 40}.{socket.gethostname()}.{dead.pid}.part"
+    debris.write_bytes(b"partial")
+    assert not list((workspace / "store" / "images").glob("*.sif"))
+
+    t0 = time.monotonic()
+    image = ensure_image(env, _cfg(workspace))
+    assert time.monotonic() - t0 < 120  # the dead holder's lock was taken over, not waited out
+    assert image.exists()
+    assert list((workspace / "store" / "tmp").iterdir()) == []
+    assert not any(f.suffix == ".lock" for f in locks.iterdir())
+
+
+def _cfg(ws: Path) -> Config:
+    from snakemake_deploy_nixsnake.config import load_config
+
+    return load_config(ws)
+
+
+def test_world_writable_store_is_refused(workspace, run_cli):
+    env = write_env(workspace, "tools", 'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n')
+    store = workspace / "store"
+    store.mkdir()
+    store.chmod(0o777)
+    r = run_cli("build", str(env))
+    assert r.returncode == 77, r.stderr
+    assert "world-writable" in r.stderr and "chmod o-w" in r.stderr
+    store.chmod(0o1777)  # sticky like /tmp: allowed (others cannot replace our files)
+    assert run_cli("build", str(env)).returncode == 0
+
+
+def test_foreign_writable_image_is_refused(workspace, run_cli):
+    env = write_env(workspace, "tools", 'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n')
+    assert run_cli("build", str(env)).returncode == 0
+    [img] = (workspace / "store" / "images").glob("*.sif")
+    img.chmod(0o666)
+    r = run_cli("build", str(env))
+    assert r.returncode == 77 and "writable by others" in r.stderr and str(img) in r.stderr
+    img.chmod(0o644)
+    os.chown(img, 4242, 4242)  # planted by another user
+    r = run_cli("build", str(env))
+    assert r.returncode == 77 and "owned by uid 4242" in r.stderr
+
+
+def test_image_id_covers_everything_and_cannot_be_spliced():
+    """Ids hash canonical JSON of (format, env, lock, compression): every field changes
+    the id, and moving text between fields cannot produce the same id (JSON framing)."""
+    lock_text = (
+        'lock_version = 1\nspec_sha256 = "x"\ndate = "2024-01-01"\n[nixpkgs]\nbranch = "b"\n'
+        f'rev = "{"a" * 40}"\ncommit_time = "t"\npinned = false\n'
+    )
+    lock = parse_lock(lock_text, "l")
+    a = parse_spec(b'date = 2024-01-01\n[nixpkgs]\npackages = ["ab", "c"]\n', "a")
+    b = parse_spec(b'date = 2024-01-01\n[nixpkgs]\npackages = ["a", "bc"]\n', "b")
+    c = parse_spec(b'date = 2024-01-01\n[env]\nX = "1"\n', "c")
+    d = parse_spec(b'date = 2024-01-01\n[env]\nX1 = ""\n', "d")
+    ids = {image_id(s, lock, "zstd") for s in (a, b, c, d)}
+    assert len(ids) == 4
+    assert image_id(a, lock, "zstd") != image_id(a, lock, "gzip")
+    lock2 = parse_lock(lock_text.replace("a" * 40, "b" * 40), "l")
+    assert image_id(a, lock, "zstd") != image_id(a, lock2, "zstd")
+
+
+def test_gzip_compression_and_inspect(workspace, run_cli, mount_image, tmp_path):
+    env = write_env(workspace, "tools", 'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n')
+    r = run_cli("build", str(env), "--compression", "gzip")
+    assert r.returncode == 0, r.stderr
+    img = Path(r.stdout.strip().split(": ")[1])
+    root = mount_image(img, tmp_path / "m")
+    assert run_in_mounted_image(root, "hello").stdout.strip() == "Hello, world!"
+    info = run_cli("inspect", str(img), "--json")
+    meta = json.loads(info.stdout)
+    assert meta["compression"] == "gzip" and "hello" in meta["executables"]
+    ls = json.loads(run_cli("ls", "--json").stdout)
+    assert [e["path"] for e in ls] == [str(img)]
+
+
+def test_unknown_attribute_fails_clearly_and_leaves_nothing(workspace, run_cli):
+    env = write_env(workspace, "bad", 'date = 2024-06-01\n[nixpkgs]\npackages = ["no-such-tool"]\n')
+    r = run_cli("build", str(env))
+    assert r.returncode == 70, r.stderr
+    assert "no attribute 'no-such-tool'" in r.stderr
+    assert not list((workspace / "store" / "images").glob("*"))
+    assert list((workspace / "store" / "tmp").iterdir()) == []
+
+
+def test_gc_keeps_referenced_and_recent(workspace, run_cli):
+    env = write_env(workspace, "tools", 'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n')
+    assert run_cli("build", str(env)).returncode == 0
+    [img] = (workspace / "store" / "images").glob("*.sif")
+    # recent: never removed
+    r = run_cli("gc", "--older-than", "0")
+    assert r.returncode == 0 and img.exists()
+    old = time.time() - 40 * 86400
+    meta = workspace / "store" / "meta" / f"{img.stem}.json"
+    os.utime(meta, (old, old))
+    # referenced by the workflow: kept
+    r = run_cli("gc", "--keep-workflow", str(workspace))
+    assert img.exists(), r.stdout
+    r = run_cli("gc", "--older-than", "30")
+    assert r.returncode == 0 and not img.exists() and "removed" in r.stdout
