@@ -36,6 +36,8 @@ class Config:
     nixpkgs_source: str = "github:NixOS/nixpkgs"
     compression: str = "zstd"
     runtime: str = "apptainer"
+    #: apptainer/singularity executable (name or absolute path); default: the runtime's name
+    runtime_bin: str | None = None
     gpu: str = "auto"
     binds: tuple[str, ...] = ()
     #: Extra ``nix --option NAME VALUE`` pairs (a site without a binary cache sets

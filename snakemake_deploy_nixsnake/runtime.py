@@ -173,6 +173,10 @@ class RunRequest:
     envvars: tuple[str, ...] = ()  # host variables passed through by name
     shell: str = "bash"  # the rule's shell inside the image
     bwrap_exec: Path = BWRAP_EXEC
+    #: The apptainer/singularity executable: a name looked up on the node's PATH
+    #: (default: the runtime's name) or an absolute path, for sites where it lives
+    #: outside the login PATH (e.g. only after ``module load``).
+    runtime_bin: str | None = None
 
     def __post_init__(self) -> None:
         if self.runtime not in RUNTIMES:
@@ -279,7 +283,7 @@ def _launcher(req: RunRequest, action: Literal["exec", "shell"], inner: list[Wor
         if req.workdir is not None:
             words += ["--pwd", str(req.workdir)]
         return [*words, str(req.image), "--", *inner]
-    words = [req.runtime, action, "--cleanenv", *_nv_words(req)]
+    words = [req.runtime_bin or req.runtime, action, "--cleanenv", *_nv_words(req)]
     for b in req.all_binds:
         words += ["--bind", b.spec]
     if req.workdir is not None:

@@ -1,0 +1,335 @@
+"""The Snakemake software-deployment plugin: ``software: nixsnake(spec="envs/x.toml")``.
+
+Works with interface 0.18.6 (what snakemake's plugin branch needs) and 0.21.x: the
+``envvars`` attribute and the ``deployment_prefix`` property are read defensively.
+
+Where things happen:
+- DAG time (head node, dry runs, and again in every spawned job): read two small TOML
+  files; never call nix or apptainer.
+- ``deploy()`` (head node, before jobs): build the image into the shared store, then
+  point ``deployment_path`` at it (snakemake only checks that path exists).
+- ``decorate_shellcmd`` (every job): one shell string; no Python starts per job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from snakemake_interface_common.exceptions import WorkflowError
+from snakemake_interface_common.software import SoftwareReport
+from snakemake_interface_software_deployment_plugins import (
+    DeployableEnvBase,
+    EnvSpecBase,
+    EnvSpecSourceFile,
+    PinnableEnvBase,
+)
+from snakemake_interface_software_deployment_plugins.settings import (
+    CommonSettings,
+    SoftwareDeploymentSettingsBase,
+)
+
+from .build import image_id
+from .config import COMPRESSIONS, GPU_MODES, RUNTIMES, Config, load_config
+from .errors import NixsnakeError
+from .lock import parse_lock
+from .spec import EnvFile, lock_path_for, parse_spec
+
+common_settings = CommonSettings(provides="nixsnake")
+
+
+def _help(text: str, env_var: bool = True) -> dict[str, Any]:
+    return {"help": text, "env_var": env_var}
+
+
+@dataclass
+class Settings(SoftwareDeploymentSettingsBase):
+    """``--sdm-nixsnake-*``; unset values fall back to nixsnake.toml / NIXSNAKE_* / defaults."""
+
+    store: Optional[Path] = field(default=None, metadata=_help(
+        "Image store directory (shared storage on a cluster). Default: nixsnake.toml's "
+        "store, else ~/.cache/nixsnake/images."))
+    runtime: Optional[str] = field(default=None, metadata={**_help(
+        "Container runtime on compute nodes: apptainer (default), singularity or bwrap."), "choices": RUNTIMES})
+    gpu: Optional[str] = field(default=None, metadata={**_help(
+        "GPU passthrough (--nv): auto (decide on the node at run time, default), always, never."), "choices": GPU_MODES})
+    runtime_bin: Optional[str] = field(default=None, metadata=_help(
+        "apptainer/singularity executable, a name on the node's PATH or an absolute path."))
+    binds: Optional[str] = field(default=None, metadata=_help(
+        "Extra binds for every job, comma separated SRC[:DST[:ro]]."))
+    nixpkgs_source: Optional[str] = field(default=None, metadata=_help(
+        "Where nixpkgs comes from: github (default), a git mirror path/URL, or demo."))
+    compression: Optional[str] = field(default=None, metadata={**_help(
+        "Image compression: zstd (default) or gzip for old squashfuse/kernels."), "choices": COMPRESSIONS})
+    nix_options: Optional[str] = field(default=None, metadata=_help(
+        "Extra nix options, 'name=value;name=value' (e.g. 'substituters=' without a binary cache)."))
+
+
+def _config(settings: Any) -> Config:
+    cfg = load_config()
+    if settings is None:
+        return cfg
+    overrides: dict[str, Any] = {}
+    for name in ("store", "runtime", "runtime_bin", "gpu", "nixpkgs_source", "compression"):
+        value = getattr(settings, name, None)
+        if value is not None:
+            overrides[name] = Path(value) if name == "store" else str(value)
+    binds = getattr(settings, "binds", None)
+    if binds:
+        overrides["binds"] = tuple(b for b in str(binds).split(",") if b)
+    opts = getattr(settings, "nix_options", None)
+    if opts is not None:
+        from .config import _from_mapping
+
+        cfg = _from_mapping(cfg, {"nix_options": opts}, "--sdm-nixsnake-nix-options", None)
+    return cfg.with_overrides(**overrides)
+
+
+@dataclass(eq=False)
+class EnvSpec(EnvSpecBase):
+    spec: Optional[EnvSpecSourceFile] = None
+    lock: Optional[EnvSpecSourceFile] = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.spec, (str, Path)):
+            self.spec = EnvSpecSourceFile(self.spec)
+        if self.spec is not None and self.lock is None:
+            self.lock = self.spec.replace_suffix([".toml"], ".lock.toml")
+
+    @classmethod
+    def identity_attributes(cls) -> Iterable[str]:
+        yield "spec"
+
+    @classmethod
+    def source_path_attributes(cls) -> Iterable[str]:
+        yield "spec"
+        yield "lock"
+
+    def __str__(self) -> str:
+        return f"nixsnake({self.spec.path_or_uri if self.spec else None})"
+
+
+def _source_bytes(f: EnvSpecSourceFile, what: str, fix: str) -> bytes:
+    path = f.cached if f.cached is not None else Path(str(f.path_or_uri))
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise WorkflowError(f"nixsnake: {what} {f.path_or_uri} not found; fix: {fix}") from None
+    except OSError as exc:
+        raise WorkflowError(f"nixsnake: cannot read {what} {f.path_or_uri}: {exc.strerror}") from None
+
+
+class Env(DeployableEnvBase, PinnableEnvBase):
+    spec: EnvSpec
+
+    def __post_init__(self) -> None:
+        if self.spec.spec is None:
+            raise WorkflowError("nixsnake: give the env file: software: nixsnake(spec=\"envs/x.toml\")")
+        self.config = _config(self.settings)
+        self.spec_name = str(self.spec.spec.path_or_uri)
+        self._parsed: EnvFile | None = None
+        self._image: Path | None = None
+        self._cmd_cache: dict[str, str] = {}
+
+    # --- reading the env file and its lock (cheap, no tools) ---------------------------
+
+    def env_file(self) -> EnvFile:
+        if self._parsed is None:
+            data = _source_bytes(self.spec.spec, "env file", "check the path given to nixsnake(spec=...)")
+            try:
+                self._parsed = parse_spec(data, self.spec_name)
+            except NixsnakeError as exc:
+                raise WorkflowError(f"nixsnake: {exc}") from None
+        return self._parsed
+
+    def lock_bytes(self) -> bytes | None:
+        """The lock beside a local env file (where `pin`/`nixsnake lock` write it), else
+        snakemake's cached copy (env files given as URLs)."""
+        candidates = [lock_path_for(Path(self.spec_name))]
+        if self.spec.lock is not None and self.spec.lock.cached is not None:
+            candidates.append(Path(self.spec.lock.cached))
+        for path in candidates:
+            if path.is_file():
+                return path.read_bytes()
+        return None
+
+    def resolved(self):
+        from .deploy import Resolved
+
+        spec = self.env_file()
+        raw = self.lock_bytes()
+        lock_name = str(lock_path_for(Path(self.spec_name)))
+        if raw is None:
+            raise WorkflowError(
+                f"nixsnake: {lock_name} is missing for env file {self.spec_name}; fix: run "
+                f"`nixsnake lock {self.spec_name}` (or `snakemake --pin-software`) and commit the lock"
+            )
+        try:
+            lock = parse_lock(raw.decode("utf-8", "replace"), lock_name)
+        except NixsnakeError as exc:
+            raise WorkflowError(f"nixsnake: {exc}") from None
+        if lock.spec_sha256 != spec.spec_hash():
+            raise WorkflowError(
+                f"nixsnake: {lock_name} is stale ({self.spec_name} changed since it was locked); "
+                f"fix: run `nixsnake lock {self.spec_name}`"
+            )
+        return Resolved(Path(self.spec_name), spec, lock, image_id(spec, lock, self.config.compression))
+
+    def image_path(self) -> Path:
+        if self._image is None:
+            from .store import Store
+
+            self._image = Store(self.config.store).image_path(self.resolved().image_id)
+        return self._image
+
+    # --- EnvBase ------------------------------------------------------------------------
+
+    def record_hash(self, hash_object) -> None:
+        spec = self.env_file()
+        hash_object.update(b"nixsnake-env\0" + spec.spec_hash().encode())
+        raw = self.lock_bytes()
+        if raw is not None:
+            try:
+                lock = parse_lock(raw.decode("utf-8", "replace"), "lock")
+                hash_object.update(b"\0lock\0" + image_id(spec, lock, self.config.compression).encode())
+            except NixsnakeError:
+                hash_object.update(b"\0invalid-lock")
+
+    def decorate_shellcmd(self, cmd: str) -> str:
+        from .runtime import RunRequest, parse_bind, shell_command
+
+        binds = [parse_bind(b) for b in (*self.config.binds, *self.env_file().run.binds)]
+        workdir = Path.cwd()
+        for mp in [workdir, Path(self.tempdir), *self.mountpoints]:
+            if Path(mp).exists():  # like snakemake's own apptainer support: skip absent paths
+                binds.append(parse_bind(str(Path(mp).absolute())))
+        seen: set[str] = set()
+        uniq = []
+        for b in binds:
+            if b.dst not in seen:
+                seen.add(b.dst)
+                uniq.append(b)
+        cuda = self.env_file().gpu.cuda
+        gpu = "always" if cuda is True else ("never" if cuda is False else self.config.gpu)
+        req = RunRequest(
+            image=self.image_path(),
+            runtime=self.config.runtime,  # type: ignore[arg-type]
+            gpu=gpu,  # type: ignore[arg-type]
+            binds=tuple(uniq),
+            workdir=workdir,
+            envvars=tuple(sorted(getattr(self, "envvars", set()) or ())),
+            shell=Path(self.shell_executable.executable).name or "bash",
+            runtime_bin=self.config.runtime_bin,
+        )
+        image = shlex.quote(str(req.image))
+        missing = shlex.quote(
+            f"nixsnake: image {req.image} for {self.spec_name} is missing on this node; images are built on "
+            f"the head node: run snakemake there (it deploys before submitting) or `nixsnake build {self.spec_name}`"
+        )
+        # fail fast (exit 69) instead of an obscure runtime error when deploy did not happen
+        return f"if [ ! -f {image} ]; then echo {missing} >&2; exit 69; fi; " + shell_command(req, cmd)
+
+    def contains_executable(self, executable: str) -> bool:
+        path = self.image_path()
+        if path.exists():
+            from .image.sif import read_sif
+
+            try:
+                return executable in read_sif(path).metadata.get("executables", [])
+            except NixsnakeError:
+                return False
+        spec = self.env_file()
+        if executable in ("python", "python3"):
+            return spec.python is not None
+        return executable in ("bash", "sh", "env") or executable in {p.rsplit(".", 1)[-1] for p in spec.nixpkgs.packages}
+
+    def report_software(self) -> Iterable[SoftwareReport]:
+        spec = self.env_file()
+        reports = []
+        raw = self.lock_bytes()
+        lock = None
+        if raw is not None:
+            try:
+                lock = parse_lock(raw.decode("utf-8", "replace"), "lock")
+            except NixsnakeError:
+                lock = None
+        rev = lock.nixpkgs.rev[:12] if lock else "unlocked"
+        for attr in spec.nixpkgs.packages:
+            reports.append(SoftwareReport(name=attr, version=f"nixpkgs {spec.nixpkgs.branch}@{rev}"))
+        if lock:
+            for name, version in lock.software():
+                reports.append(SoftwareReport(name=name, version=version))
+        elif spec.python:
+            for req in spec.python.packages:
+                reports.append(SoftwareReport(name=req, version=None))
+        if spec.r:
+            for name in spec.r.packages:
+                reports.append(SoftwareReport(name=f"R:{name}", version=f"nixpkgs@{rev}"))
+        return reports
+
+    # --- PinnableEnvBase ------------------------------------------------------------------
+
+    @classmethod
+    def pinfile_extension(cls) -> str:
+        return ".lock.toml"
+
+    async def pin(self) -> None:
+        """Write the lock beside the env file (what users commit) and into the pinfile."""
+        from .lock import lock_file
+
+        spec_path = Path(self.spec_name)
+        if not spec_path.exists():
+            raise WorkflowError(f"nixsnake: can only lock a local env file; {self.spec_name} is not one")
+        try:
+            await asyncio.to_thread(lock_file, spec_path, self.config)
+        except NixsnakeError as exc:
+            raise WorkflowError(f"nixsnake: {exc}") from None
+        self._image = None
+        self.clear_hashes()
+        self.pinfile.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(lock_path_for(spec_path), self.pinfile)
+
+    # --- DeployableEnvBase ----------------------------------------------------------------
+
+    def is_deployment_path_portable(self) -> bool:
+        return True  # images are position independent
+
+    async def deploy(self) -> None:
+        from .deploy import ensure_resolved
+
+        r = self.resolved()
+        try:
+            image = await asyncio.to_thread(ensure_resolved, r, self.config, reporter=_LogReporter())
+        except NixsnakeError as exc:
+            raise WorkflowError(f"nixsnake: {exc}") from None
+        self._image = image
+        target = self.deployment_path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(image)
+        os.replace(tmp, target)
+
+    def remove(self) -> None:
+        """Forget this workflow's pointer; the shared image is removed by `nixsnake gc`."""
+        p = self.deployment_path
+        if p.is_symlink() or p.exists():
+            p.unlink()
+
+
+class _LogReporter:
+    def __init__(self) -> None:
+        import logging
+
+        self.logger = logging.getLogger("snakemake.logging")
+
+    def stage(self, message: str) -> None:
+        self.logger.info(f"nixsnake: {message}")
+
+    def log(self, line: str) -> None:
+        pass

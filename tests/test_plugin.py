@@ -1,0 +1,162 @@
+"""The Snakemake plugin: the interface's own conformance suite with real nix builds and
+the apptainer stand-in, plus the failure modes a user meets."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from snakemake_interface_common.exceptions import WorkflowError
+from snakemake_interface_software_deployment_plugins import EnvSpecSourceFile, ShellExecutable
+from snakemake_interface_software_deployment_plugins.tests import TestSoftwareDeploymentBase
+
+from snakemake_deploy_nixsnake.plugin import Env, EnvSpec, Settings
+
+STANDIN = Path(__file__).parent / "standin"
+WORKDIR = Path(os.environ.get("NIXSNAKE_TEST_WORKDIR", "/tmp/nixsnake-conformance"))
+
+ENV_TEXT = """date = 2024-06-01
+[nixpkgs]
+packages = ["hello"]
+[python]
+version = "3.11"
+packages = ["six"]
+"""
+
+
+@pytest.fixture(autouse=True)
+def _standin_on_path(monkeypatch):
+    monkeypatch.setenv("PATH", f"{STANDIN}:{os.environ['PATH']}")
+
+
+def _settings(store: Path) -> Settings:
+    # absolute path: the conformance suite runs commands with `bash -l`, whose profile resets PATH
+    return Settings(store=store, runtime="apptainer", runtime_bin=str(STANDIN / "apptainer"), gpu="never",
+                    nixpkgs_source="demo", nix_options="substituters=;build-users-group=")
+
+
+@pytest.mark.nix
+class TestConformance(TestSoftwareDeploymentBase):
+    __test__ = True
+
+    def get_env_spec(self):
+        spec = WORKDIR / "envs" / "conformance.toml"
+        spec.parent.mkdir(parents=True, exist_ok=True)
+        if not spec.exists() or spec.read_text() != ENV_TEXT:
+            spec.write_text(ENV_TEXT)
+        return EnvSpec(spec=EnvSpecSourceFile(str(spec)))
+
+    def get_env_cls(self):
+        return Env
+
+    def get_settings(self):
+        return _settings(WORKDIR / "store")
+
+    def get_settings_cls(self):
+        return Settings
+
+    def get_test_cmd(self):
+        # runs wholly inside the image: both sides of && and the pipe
+        return ('python -c "import six, sys; assert sys.prefix.startswith(\'/nix/store/\')" && '
+                "test -e /.nixsnake/metadata.json && hello | grep -q 'Hello, world!'")
+
+    def get_contained_executable(self):
+        return "python"
+
+
+def _env(tmp_path: Path, text: str | None = ENV_TEXT, lock: bool = False, **settings) -> Env:
+    spec = tmp_path / "envs" / "e.toml"
+    spec.parent.mkdir(parents=True, exist_ok=True)
+    if text is not None:
+        spec.write_text(text)
+    es = EnvSpec(spec=EnvSpecSourceFile(str(spec)))
+    es.spec.cached = spec
+    (tmp_path / "p").mkdir(exist_ok=True)
+    env = Env(spec=es, within=None, settings=_settings(tmp_path / "store") if not settings else Settings(**settings),
+              shell_executable=ShellExecutable("bash", command_arg="-c"), mountpoints=[], envvars=set(),
+              tempdir=tmp_path / "t", cache_prefix=tmp_path / "p", deployment_prefix=tmp_path / "p",
+              pinfile_prefix=tmp_path / "p")
+    if lock:
+        asyncio.run(env.pin())
+    return env
+
+
+def test_missing_env_file_names_it(tmp_path):
+    env = _env(tmp_path, text=None)
+    with pytest.raises(WorkflowError, match=r"env file .*e\.toml not found"):
+        env.decorate_shellcmd("true")
+
+
+def test_missing_lock_says_how_to_fix(tmp_path):
+    env = _env(tmp_path)
+    with pytest.raises(WorkflowError, match=r"e\.lock\.toml is missing .*`nixsnake lock .*e\.toml`"):
+        env.decorate_shellcmd("true")
+
+
+@pytest.mark.nix
+def test_stale_lock_is_refused(tmp_path):
+    env = _env(tmp_path, lock=True)
+    spec = tmp_path / "envs" / "e.toml"
+    spec.write_text(ENV_TEXT.replace('"six"', '"six", "packaging"'))
+    fresh = _env(tmp_path, text=None)
+    with pytest.raises(WorkflowError, match="stale"):
+        fresh.decorate_shellcmd("true")
+
+
+@pytest.mark.nix
+def test_record_hash_follows_the_lock_not_the_path(tmp_path):
+    a = _env(tmp_path / "a", lock=True)
+    b = _env(tmp_path / "b", lock=True)  # same content elsewhere: same software, same hash
+    assert a.hash() == b.hash()
+    c = _env(tmp_path / "c", text=ENV_TEXT.replace("2024-06-01", "2024-01-20"), lock=True)
+    assert c.hash() != a.hash()
+
+
+@pytest.mark.nix
+def test_exit_code_passes_through_and_missing_image_fails_fast(tmp_path, monkeypatch):
+    env = _env(tmp_path, lock=True)
+    cmd = env.decorate_shellcmd("echo inside; exit 3")
+    # not deployed: the job fails at once, saying where to build
+    r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True)
+    assert r.returncode == 69
+    assert "head node" in r.stderr and "nixsnake build" in r.stderr
+    asyncio.run(env.deploy())
+    r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True)
+    assert r.returncode == 3 and r.stdout.strip() == "inside", r.stderr
+
+
+@pytest.mark.nix
+def test_deploy_inside_slurm_job_refuses_to_build(tmp_path, monkeypatch):
+    env = _env(tmp_path, lock=True)
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setenv("SLURMD_NODENAME", "node1")
+    with pytest.raises(WorkflowError, match="head node"):
+        asyncio.run(env.deploy())
+
+
+@pytest.mark.nix
+def test_report_software_is_from_the_lock(tmp_path):
+    env = _env(tmp_path, lock=True)
+    rep = {(s.name, s.version) for s in env.report_software()}
+    assert ("six", "1.16.0") in rep
+    assert any(name == "hello" and version.startswith("nixpkgs nixos-unstable@") for name, version in rep)
+
+
+@pytest.mark.nix
+def test_contains_executable_from_image_metadata(tmp_path):
+    env = _env(tmp_path, lock=True)
+    asyncio.run(env.deploy())
+    assert env.contains_executable("hello") and env.contains_executable("python")
+    assert not env.contains_executable("R")
+
+
+def test_settings_are_all_optional_with_help():
+    import dataclasses
+
+    for f in dataclasses.fields(Settings):
+        assert f.default is None and f.metadata.get("help")
