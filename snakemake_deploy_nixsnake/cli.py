@@ -284,6 +284,102 @@ def inspect(
     out.print(f"  built by     nixsnake {meta.get('nixsnake_version')} (image format {meta.get('image_format')})")
 
 
+RuntimeOpt = Annotated[Optional[str], typer.Option("--runtime", help="apptainer (default), singularity or bwrap")]
+GpuOpt = Annotated[Optional[str], typer.Option("--gpu", help="auto (default), always, never")]
+BindOpt = Annotated[Optional[list[str]], typer.Option("--bind", "-B", help="extra bind SRC[:DST[:ro]] (repeatable)")]
+
+
+def _run_request(spec_path: Path, cfg: Config, binds: list[str] | None, *, build: bool = True):
+    from .deploy import ensure_image, resolve
+    from .runtime import RunRequest, parse_bind
+    from .store import Store
+
+    if build:
+        image = ensure_image(spec_path, cfg, reporter=_LiveReporter(str(spec_path), {}, True))
+    else:
+        image = Store(cfg.store).image_path(resolve(spec_path, cfg, auto_lock=False).image_id)
+    spec_env = __import__("snakemake_deploy_nixsnake.spec", fromlist=["load_spec"]).load_spec(spec_path)
+    cuda = spec_env.gpu.cuda
+    gpu = "always" if cuda is True else ("never" if cuda is False else cfg.gpu)
+    all_binds = [parse_bind(b) for b in (*cfg.binds, *spec_env.run.binds, *(binds or []))]
+    cwd = Path.cwd().absolute()
+    if all(b.dst != str(cwd) for b in all_binds):
+        all_binds.append(parse_bind(str(cwd)))
+    return RunRequest(image=image, runtime=cfg.runtime, gpu=gpu, binds=tuple(all_binds), workdir=cwd,  # type: ignore[arg-type]
+                      runtime_bin=cfg.runtime_bin)
+
+
+def _exec(argv: list[str]) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvp(argv[0], argv)
+    except FileNotFoundError:
+        from .proc import INSTALL_HINTS
+
+        raise NixsnakeError(f"required tool '{argv[0]}' not found", Exit.UNAVAILABLE,
+                            INSTALL_HINTS.get(Path(argv[0]).name, "install it, or use --runtime bwrap")) from None
+
+
+@app.command(context_settings={"allow_interspersed_args": False})
+def run(
+    spec: Annotated[Path, typer.Argument(help="env file")],
+    command: Annotated[list[str], typer.Argument(help="command and arguments (after --)")],
+    store: StoreOpt = None,
+    runtime: RuntimeOpt = None,
+    gpu: GpuOpt = None,
+    bind: BindOpt = None,
+) -> None:
+    """Run a command inside the env's image (built first if needed): nixsnake run ENV -- CMD..."""
+    from .runtime import exec_argv
+
+    cfg = _config(store=store, runtime=runtime, gpu=gpu)
+    _exec(exec_argv(_run_request(spec, cfg, bind), command))
+
+
+@app.command()
+def shell(
+    spec: Annotated[Path, typer.Argument(help="env file")],
+    store: StoreOpt = None,
+    runtime: RuntimeOpt = None,
+    gpu: GpuOpt = None,
+    bind: BindOpt = None,
+) -> None:
+    """Start an interactive shell inside the env's image (built first if needed)."""
+    from .runtime import shell_argv
+
+    cfg = _config(store=store, runtime=runtime, gpu=gpu)
+    _exec(shell_argv(_run_request(spec, cfg, bind)))
+
+
+@app.command()
+def doctor(
+    store: StoreOpt = None,
+    runtime: RuntimeOpt = None,
+    slurm_partition: Annotated[Optional[str], typer.Option("--slurm-partition", help="also run a short job there to check the compute nodes")] = None,
+) -> None:
+    """Check this site: nix, store, runtime, squashfuse, SLURM/GPU partitions, glibc."""
+    from rich.table import Table
+
+    from .doctor import run_checks
+
+    cfg = _config(store=store, runtime=runtime)
+    checks = run_checks(cfg, slurm_partition)
+    t = Table(box=None, show_header=True, header_style="bold")
+    t.add_column("check")
+    t.add_column("status")
+    t.add_column("detail", overflow="fold")
+    colour = {"ok": "green", "warn": "yellow", "fail": "red"}
+    for c in checks:
+        t.add_row(c.name, f"[{colour[c.status]}]{c.status}[/]", c.detail)
+    out.print(t)
+    failed = [c for c in checks if c.status == "fail"]
+    if failed:
+        out.print(f"{len(failed)} check(s) failed")
+        raise typer.Exit(int(Exit.UNAVAILABLE))
+    out.print("all needed checks passed")
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         rc = app(args=argv, prog_name="nixsnake", standalone_mode=False)

@@ -1,0 +1,190 @@
+"""``nixsnake doctor``: check a site end to end before users hit the problems in jobs.
+
+Each check returns one row (name, status, detail). Status is ``ok``, ``warn`` (works,
+but something is worth knowing) or ``fail`` (nixsnake cannot work this way); doctor
+exits 0 only when nothing failed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import proc
+from .config import Config
+from .errors import NixsnakeError
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # "ok" | "warn" | "fail"
+    detail: str
+
+
+def _version(argv: list[str]) -> str | None:
+    try:
+        r = proc.run(argv, check=False, timeout=30)
+    except NixsnakeError:
+        return None
+    if r.returncode != 0:
+        return None
+    return (r.stdout or r.stderr).strip().splitlines()[0] if (r.stdout or r.stderr).strip() else ""
+
+
+def check_nix() -> list[Check]:
+    v = _version(["nix-build", "--version"])
+    if v is None:
+        return [Check("nix (head node)", "fail", "nix-build not found: builds need nix on the node that runs snakemake "
+                      "(Debian: apt-get install nix-bin)")]
+    out = [Check("nix (head node)", "ok", v)]
+    out.append(Check("nix flakes", "ok", "not needed: nixsnake builds a pinned non-flake expression (nix 2.x works)"))
+    for tool in ("nix-store",):
+        if proc.which(tool) is None:
+            out.append(Check(tool, "fail", "missing: install nix completely"))
+    return out
+
+
+def check_image_tools() -> list[Check]:
+    v = _version(["mksquashfs", "-version"])
+    if v is None:
+        return [Check("mksquashfs", "fail", "missing: apt-get install squashfs-tools (needed to build images)")]
+    return [Check("mksquashfs", "ok", v)]
+
+
+def check_store(cfg: Config) -> list[Check]:
+    from .store import Store
+
+    st = Store(cfg.store)
+    try:
+        st.ensure()
+    except NixsnakeError as exc:
+        return [Check("image store", "fail", str(exc))]
+    probe = st.tmp / f".doctor.{os.getpid()}"
+    try:
+        probe.write_text("x")
+        probe.unlink()
+    except OSError as exc:
+        return [Check("image store", "fail", f"{cfg.store} not writable here ({exc.strerror}); builds need write access")]
+    bad = []
+    for e in st.entries():
+        try:
+            st.check_image(e.path)
+        except NixsnakeError as exc:
+            bad.append(str(exc))
+    if bad:
+        return [Check("image store", "fail", bad[0])]
+    mode = oct(cfg.store.stat().st_mode & 0o7777)
+    return [Check("image store", "ok", f"{cfg.store} (mode {mode}, {len(st.entries())} images)")]
+
+
+def check_runtime(cfg: Config) -> list[Check]:
+    out = []
+    if cfg.runtime == "bwrap":
+        for tool, pkg in (("bwrap", "bubblewrap"), ("squashfuse", "squashfuse fuse3")):
+            found = proc.which(tool)
+            out.append(Check(tool, "ok" if found else "fail", found or f"missing: apt-get install {pkg}"))
+        return out
+    exe = cfg.runtime_bin or cfg.runtime
+    v = _version([exe, "--version"])
+    if v is None:
+        out.append(Check(f"{cfg.runtime} (this node)", "fail",
+                         f"'{exe}' not found: install it on compute nodes, set runtime_bin, or use --runtime bwrap"))
+    else:
+        out.append(Check(f"{cfg.runtime} (this node)", "ok", v))
+    out.append(Check("squashfuse", "ok" if proc.which("squashfuse") else "warn",
+                     "present" if proc.which("squashfuse") else "missing: unprivileged apptainer mounts SIFs with it"))
+    return out
+
+
+def host_glibc() -> str | None:
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION").split()[-1]  # type: ignore[union-attr]
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def image_glibcs(cfg: Config) -> dict[str, str]:
+    """glibc version of each image, from the store paths recorded in its metadata."""
+    from .image.sif import read_sif
+    from .store import Store
+
+    found: dict[str, str] = {}
+    for e in Store(cfg.store).entries():
+        try:
+            paths = read_sif(e.path).metadata.get("store_paths", [])
+        except NixsnakeError:
+            continue
+        for p in paths:
+            m = re.search(r"-glibc-(\d+\.\d+)", p)
+            if m:
+                found[e.id] = m.group(1)
+                break
+    return found
+
+
+def check_glibc(cfg: Config) -> list[Check]:
+    host = host_glibc()
+    imgs = image_glibcs(cfg)
+    if not imgs:
+        return [Check("glibc host vs images", "ok", f"host glibc {host}; no image records a nixpkgs glibc version")]
+    older = {i: v for i, v in imgs.items() if host and tuple(map(int, v.split("."))) < tuple(map(int, host.split(".")))}
+    if older:
+        ids = ", ".join(f"{i[:12]} (glibc {v})" for i, v in sorted(older.items()))
+        return [Check("glibc host vs images", "warn",
+                      f"host glibc {host} is newer than in {ids}: with --nv the host NVIDIA driver libraries may need "
+                      "GLIBC symbols these images lack; use a later env date for GPU rules")]
+    return [Check("glibc host vs images", "ok", f"host glibc {host}; images: {sorted(set(imgs.values()))}")]
+
+
+def check_slurm(partition: str | None, cfg: Config) -> list[Check]:
+    from .slurm import cluster_info, gpu_partitions
+
+    try:
+        info = cluster_info()
+        parts = info.partitions()
+    except NixsnakeError as exc:
+        return [Check("SLURM", "warn", f"no cluster here ({exc.message}); fine for local runs")]
+    gparts = gpu_partitions(info)
+    out = [Check("SLURM", "ok", f"{len(parts)} partitions: {', '.join(p.name for p in parts)}"),
+           Check("GPU partitions", "ok" if gparts else "warn",
+                 ", ".join(f"{p.name} ({len(p.gpu_nodes)} GPU nodes)" for p in gparts) or "none found (gres gpu)")]
+    if partition:
+        out.extend(check_compute_node(partition, cfg, gpu=any(p.name == partition for p in gparts)))
+    return out
+
+
+def check_compute_node(partition: str, cfg: Config, gpu: bool) -> list[Check]:
+    """A short job on the partition: is the runtime there, are GPU devices visible?"""
+    exe = cfg.runtime_bin or ("bwrap" if cfg.runtime == "bwrap" else cfg.runtime)
+    script = (f"command -v {exe} >/dev/null && echo RUNTIME=ok || echo RUNTIME=missing; "
+              "ls /dev/nvidia0 >/dev/null 2>&1 && echo GPUDEV=yes || echo GPUDEV=no")
+    argv = ["sbatch", "--wait", "--quiet", "-p", partition, "-t", "2", "--mem=100", "-o", "/dev/stdout"]
+    if gpu:
+        argv.append("--gres=gpu:1")
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="nixsnake-doctor-") as d:
+        out_file = Path(d) / "out"
+        argv[argv.index("/dev/stdout")] = str(out_file)
+        try:
+            r = proc.run([*argv, "--wrap", script], check=False, timeout=300, cwd=d)
+        except NixsnakeError as exc:
+            return [Check(f"job on {partition}", "fail", str(exc))]
+        text = out_file.read_text() if out_file.exists() else ""
+    if r.returncode != 0:
+        return [Check(f"job on {partition}", "fail", f"sbatch failed: {proc.tail(r.stderr, 2)}")]
+    rows = [Check(f"{exe} on {partition}", "ok" if "RUNTIME=ok" in text else "fail",
+                  "found in a job" if "RUNTIME=ok" in text else f"'{exe}' not on PATH inside jobs")]
+    if gpu:
+        rows.append(Check(f"GPU devices on {partition}", "ok" if "GPUDEV=yes" in text else "warn",
+                          "/dev/nvidia0 visible: --nv will bind the driver" if "GPUDEV=yes" in text
+                          else "no /dev/nvidia0 in a --gres=gpu:1 job"))
+    return rows
+
+
+def run_checks(cfg: Config, partition: str | None = None) -> list[Check]:
+    return [*check_nix(), *check_image_tools(), *check_store(cfg), *check_runtime(cfg), *check_glibc(cfg),
+            *check_slurm(partition, cfg)]
