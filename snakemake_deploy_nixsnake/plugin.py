@@ -11,8 +11,7 @@ Where things happen:
 - ``decorate_shellcmd`` (every job): one shell string; no Python starts per job.
 """
 
-from __future__ import annotations
-
+# No "from __future__ import annotations": snakemake reads Settings field types at run time.
 import asyncio
 import os
 import shlex

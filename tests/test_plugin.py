@@ -4,7 +4,7 @@ the apptainer stand-in, plus the failure modes a user meets."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import inspect
 import os
 import shutil
 import subprocess
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from snakemake_interface_common.exceptions import WorkflowError
-from snakemake_interface_software_deployment_plugins import EnvSpecSourceFile, ShellExecutable
+from snakemake_interface_software_deployment_plugins import EnvBase, EnvSpecSourceFile, ShellExecutable
 from snakemake_interface_software_deployment_plugins.tests import TestSoftwareDeploymentBase
 
 from snakemake_deploy_nixsnake.plugin import Env, EnvSpec, Settings
@@ -77,10 +77,13 @@ def _env(tmp_path: Path, text: str | None = ENV_TEXT, lock: bool = False, **sett
     es = EnvSpec(spec=EnvSpecSourceFile(str(spec)))
     es.spec.cached = spec
     (tmp_path / "p").mkdir(exist_ok=True)
-    env = Env(spec=es, within=None, settings=_settings(tmp_path / "store") if not settings else Settings(**settings),
-              shell_executable=ShellExecutable("bash", command_arg="-c"), mountpoints=[], envvars=set(),
-              tempdir=tmp_path / "t", cache_prefix=tmp_path / "p", deployment_prefix=tmp_path / "p",
-              pinfile_prefix=tmp_path / "p")
+    kwargs = dict(spec=es, within=None, settings=_settings(tmp_path / "store") if not settings else Settings(**settings),
+                  shell_executable=ShellExecutable("bash", command_arg="-c"), mountpoints=[],
+                  tempdir=tmp_path / "t", cache_prefix=tmp_path / "p", deployment_prefix=tmp_path / "p",
+                  pinfile_prefix=tmp_path / "p")
+    if "envvars" in inspect.signature(EnvBase.__init__).parameters:  # interface >= 0.19
+        kwargs["envvars"] = set()
+    env = Env(**kwargs)
     if lock:
         asyncio.run(env.pin())
     return env
