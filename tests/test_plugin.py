@@ -163,3 +163,23 @@ def test_settings_are_all_optional_with_help():
 
     for f in dataclasses.fields(Settings):
         assert f.default is None and f.metadata.get("help")
+
+
+def test_snakemake_discovers_plugin_and_parses_its_flags():
+    """What `snakemake --sdm nixsnake --sdm-nixsnake-*` does: module-name discovery,
+    settings types usable by argparse (a string annotation would break this)."""
+    pytest.importorskip("snakemake")
+    from snakemake.common.argparse import ArgumentParser
+    from snakemake_interface_software_deployment_plugins.registry import SoftwareDeploymentPluginRegistry
+
+    registry = SoftwareDeploymentPluginRegistry()
+    plugin = registry.get_plugin("nixsnake")
+    assert plugin.settings_cls is Settings
+    parser = ArgumentParser()
+    registry.register_cli_args(parser)
+    args = parser.parse_args(["--sdm-nixsnake-store", "/shared/images", "--sdm-nixsnake-gpu", "always",
+                              "--sdm-nixsnake-runtime", "singularity"])
+    settings = plugin.get_settings(args)
+    assert settings.store == Path("/shared/images") and settings.gpu == "always" and settings.runtime == "singularity"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--sdm-nixsnake-gpu", "sometimes"])
