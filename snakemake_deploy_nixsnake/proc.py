@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -95,6 +96,19 @@ def run(
     return result
 
 
+def _popen(args: list[str], **kwargs) -> subprocess.Popen:
+    """Popen with the one "missing tool" policy (exit 69 with an install hint)."""
+    try:
+        return subprocess.Popen(args, **kwargs)
+    except FileNotFoundError as exc:
+        tool = Path(args[0]).name
+        raise ToolMissingError(tool, INSTALL_HINTS.get(tool, f"install {tool}")) from exc
+
+
+def _failed(name: str, rc: int, log: Iterable[str], code: Exit) -> NixsnakeError:
+    return NixsnakeError(f"{name} failed (exit {rc}); last log lines:\n" + "\n".join(log), code)
+
+
 def stream(
     argv: Sequence[str | os.PathLike[str]],
     *,
@@ -110,21 +124,8 @@ def stream(
     Returns stdout. On failure the last ``keep`` lines of the log are in the error.
     """
     args = [os.fspath(a) for a in argv]
-    try:
-        proc = subprocess.Popen(
-            args,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            errors="replace",
-        )
-    except FileNotFoundError as exc:
-        tool = Path(args[0]).name
-        raise ToolMissingError(tool, INSTALL_HINTS.get(tool, f"install {tool}")) from exc
-    import threading
-
+    proc = _popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                  env=dict(env) if env is not None else None, cwd=cwd, errors="replace")
     log: deque[str] = deque(maxlen=keep)
     out_lines: list[str] = []
 
@@ -144,10 +145,7 @@ def stream(
     rc = proc.wait()
     t.join()
     if rc != 0:
-        raise NixsnakeError(
-            f"{what or ' '.join(args[:2])} failed (exit {rc}); last log lines:\n" + "\n".join(log),
-            code,
-        )
+        raise _failed(what or " ".join(args[:2]), rc, log, code)
     return "".join(out_lines)
 
 
@@ -174,21 +172,9 @@ def pipe_into(
     ``writer`` kills the program and propagates (wrapped unless already a
     ``NixsnakeError``). Returns the program's stdout.
     """
-    import threading
-
     args = [os.fspath(a) for a in argv]
-    try:
-        proc = subprocess.Popen(
-            args,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-        )
-    except FileNotFoundError as exc:
-        tool = Path(args[0]).name
-        raise ToolMissingError(tool, INSTALL_HINTS.get(tool, f"install {tool}")) from exc
+    proc = _popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                  env=dict(env) if env is not None else None, cwd=cwd)
 
     log: deque[str] = deque(maxlen=keep)
     out_chunks: list[bytes] = []
@@ -233,8 +219,5 @@ def pipe_into(
     for t in threads:
         t.join()
     if rc != 0 or broken:
-        raise NixsnakeError(
-            f"{name} failed (exit {rc}); last log lines:\n" + "\n".join(log),
-            code,
-        )
+        raise _failed(name, rc, log, code)
     return b"".join(out_chunks).decode(errors="replace")
