@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from . import proc
+from . import __version__, proc
 from .config import Config
 from .errors import Exit, NixsnakeError
 from .lock import Lock, NixpkgsSource
@@ -54,16 +54,20 @@ def nix_input(spec: EnvFile, lock: Lock, source: NixpkgsSource) -> dict[str, Any
         }
     return {
         "nixpkgs": nixpkgs,
-        "allowUnfree": spec.nixpkgs.allow_unfree,
+        # CUDA is unfree in nixpkgs: asking for it is consent to build it.
+        "allowUnfree": spec.nixpkgs.allow_unfree or spec.gpu.cuda is True,
         "cudaSupport": spec.gpu.cuda is True,
         "packages": list(spec.nixpkgs.packages),
+        "libraries": list(spec.nixpkgs.libraries),
         "python": python,
         "rPackages": [n.replace(".", "_") for n in spec.r.packages] if spec.r else None,
     }
 
 
 def image_id(spec: EnvFile, lock: Lock, compression: str) -> str:
-    """Content address of an image: normalized env + resolved lock + format + compression.
+    """Content address of an image: normalized env + resolved lock + format + compression
+    + nixsnake version (every byte of the image follows from these, so one id always
+    means one SHA-256).
 
     Hashing canonical JSON (not concatenated strings) means two different inputs can only
     share an id through a SHA-256 collision; the nixpkgs *source location* is left out on
@@ -72,6 +76,7 @@ def image_id(spec: EnvFile, lock: Lock, compression: str) -> str:
     return sha256_json(
         {
             "format": IMAGE_FORMAT_VERSION,
+            "nixsnake": __version__,
             "spec": spec.normalized(),
             "lock": lock.resolved(),
             "compression": compression,

@@ -232,12 +232,19 @@ def gc(
     cfg = _config(store=store)
     keep: set[str] | None = None
     if keep_workflow:
+        from .config import load_config
+        from .spec import lock_path_for
+
         keep = set()
         for wf in keep_workflow:
+            wf_cfg = load_config(wf)  # ids depend on that workflow's settings (compression)
             for spec_path in sorted(wf.rglob("*.toml")):
-                if spec_path.name.endswith(".lock.toml") or not spec_path.with_name(spec_path.name[:-5] + ".lock.toml").exists():
+                if spec_path.name.endswith(".lock.toml") or not lock_path_for(spec_path).exists():
                     continue
-                keep.add(resolve(spec_path, cfg, auto_lock=False).image_id)
+                try:
+                    keep.add(resolve(spec_path, wf_cfg, auto_lock=False).image_id)
+                except NixsnakeError as exc:
+                    err.print(f"nixsnake: warning: skipping {spec_path}: {exc}", markup=False)
     st = Store(cfg.store)
     st.check()
     removed = st.gc(older_than_days=older_than, keep_ids=keep, dry_run=dry_run)
@@ -273,7 +280,7 @@ def inspect(
         out.print_json(json.dumps(meta))
         return
     out.print(f"[bold]{path}[/bold]")
-    out.print(f"  env file     {meta.get('env_file')}   date {meta.get('env', {}).get('date')}")
+    out.print(f"  image id     {meta.get('image_id')}   date {meta.get('env', {}).get('date')}")
     lock = meta.get("lock", {})
     out.print(f"  nixpkgs      {lock.get('nixpkgs', {}).get('branch')} @ {lock.get('nixpkgs', {}).get('rev')}")
     for w in lock.get("wheels", []):

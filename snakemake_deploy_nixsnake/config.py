@@ -45,8 +45,8 @@ class Config:
     nix_options: tuple[tuple[str, str], ...] = ()
     #: Parallel image builds in ``nixsnake build``.
     jobs: int = 2
-    #: Seconds a build lock may be held before it counts as abandoned.
-    lock_lifetime: int = 6 * 3600
+    #: Seconds to wait for another process building the same image before giving up.
+    build_wait: int = 6 * 3600
 
     def with_overrides(self, **kw: Any) -> "Config":
         clean = {k: v for k, v in kw.items() if v is not None and v != ()}
@@ -90,7 +90,7 @@ def _from_mapping(base: Config, data: Mapping[str, Any], origin: str, base_dir: 
             else:
                 pairs = [p for p in str(value).split(";") if p.strip()]
                 kw[key] = tuple((p.split("=", 1)[0].strip(), p.split("=", 1)[1].strip() if "=" in p else "") for p in pairs)
-        elif key in ("jobs", "lock_lifetime"):
+        elif key in ("jobs", "build_wait"):
             try:
                 kw[key] = int(value)
             except (TypeError, ValueError):

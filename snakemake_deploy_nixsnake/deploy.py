@@ -79,12 +79,15 @@ def forbid_build_in_job(spec_path: Path) -> None:
 
 
 def image_metadata(r: Resolved, cfg: Config, closure: tuple[str, ...], env_root: str, executables: list[str] | None = None) -> dict:
-    """What ``nixsnake inspect`` and the plugin read back from an image (no container start)."""
+    """What ``nixsnake inspect`` and the plugin read back from an image (no container start).
+
+    Only things the image id covers go in (not the env file's name or path): the same id
+    must always mean the same bytes.
+    """
     return {
         "nixsnake_version": __version__,
         "image_format": IMAGE_FORMAT_VERSION,
         "image_id": r.image_id,
-        "env_file": r.spec_path.name,
         "env": r.spec.normalized(),
         "lock": r.lock.resolved(),
         "env_root": env_root,
@@ -93,7 +96,7 @@ def image_metadata(r: Resolved, cfg: Config, closure: tuple[str, ...], env_root:
         "compression": cfg.compression,
         "labels": {
             "org.nixsnake.version": __version__,
-            "org.nixsnake.env": r.spec_path.name,
+            "org.nixsnake.image-id": r.image_id,
             "org.nixsnake.date": r.spec.date.isoformat(),
             "org.nixsnake.nixpkgs.rev": r.lock.nixpkgs.rev,
         },
@@ -119,7 +122,9 @@ def ensure_resolved(r: Resolved, cfg: Config, *, reporter: Reporter | None = Non
             Exit.UNAVAILABLE,
             f"build it on the head node: `nixsnake build {r.spec_path}` (or run snakemake there)",
         )
-    with store.build_lock(r.image_id, on_wait=rep.stage):
+    if r.spec.conda is not None and r.spec.conda.packages:
+        rep.stage(f"warning: {r.spec_path}: [conda] is validated but not built yet; its packages are not in the image")
+    with store.build_lock(r.image_id, timeout=cfg.build_wait, on_wait=rep.stage):
         if store.has(r.image_id):  # someone else built it while we waited
             store.record_use(r.image_id, str(r.spec_path.absolute()))
             return store.image_path(r.image_id)

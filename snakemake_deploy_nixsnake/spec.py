@@ -52,8 +52,9 @@ ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 CONDA_CHANNEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 CONDA_SPEC_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(\s*[=<>!~]{1,2}\s*[A-Za-z0-9_.*+!]+(\s*,\s*[=<>!~]{1,2}\s*[A-Za-z0-9_.*+!]+)*)?$")
 R_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*$")
-#: Characters a shell (or nix) would treat as code; never allowed in requirement strings.
-SHELL_META = set("$`|&\\\n\r\t{}!#*?~")
+#: Characters a shell (or nix) would treat as code, or a requirements file as a comment;
+#: never allowed in requirement strings. (Quotes stay allowed: PEP 508 markers use them.)
+SHELL_META = set("$`|&\\\n\r\t{}#?")
 BIND_PATH_RE = re.compile(r"^/[A-Za-z0-9_./@+ -]*$")
 
 #: Variables the image must control itself, or that let one job hijack every process
@@ -62,7 +63,7 @@ REFUSED_ENV_EXACT = {
     "PATH", "HOME", "SHELL", "USER", "PWD", "IFS", "ENV", "BASH_ENV", "PS4",
     "SHELLOPTS", "BASHOPTS", "PROMPT_COMMAND", "PYTHONHOME", "PYTHONPATH",
     "PYTHONSTARTUP", "PYTHONUSERBASE", "SSL_CERT_FILE", "NIX_SSL_CERT_FILE",
-    "GCONV_PATH", "HOSTALIASES", "LOCALDOMAIN", "RES_OPTIONS", "TMPDIR",
+    "GCONV_PATH", "HOSTALIASES", "LOCALDOMAIN", "RES_OPTIONS", "TMPDIR", "PS1",
 }
 REFUSED_ENV_PREFIXES = ("LD_", "APPTAINER", "SINGULARITY", "NIXSNAKE_", "BASH_FUNC_", "DYLD_", "MALLOC_")
 #: Places a bind may not cover: they hold the image's software and its run-time config.
@@ -175,6 +176,9 @@ class _Strict(BaseModel):
 
 class Nixpkgs(_Strict):
     packages: Annotated[list[AttrPath], unique("attribute", _attr_key)] = Field(default_factory=list, max_length=500)
+    #: Packages whose ``lib/`` goes on LD_LIBRARY_PATH in the image, for PyPI wheels that
+    #: dlopen system libraries (libGL, ...). Attribute paths, like ``packages``.
+    libraries: Annotated[list[AttrPath], unique("library", _attr_key)] = Field(default_factory=list, max_length=100)
     branch: str = "nixos-unstable"
     rev: str | None = None
     allow_unfree: StrictBool = False

@@ -91,7 +91,7 @@ class Store:
         return self
 
     def check(self) -> None:
-        for d in (self.root, self.images, self.meta):
+        for d in (self.root, self.images, self.meta, self.locks, self.tmp):
             if d.exists():
                 _refuse_if_tamperable_dir(d)
 
@@ -106,10 +106,21 @@ class Store:
                 "a modified image would run in everyone's jobs", Exit.NOPERM,
                 f"remove it (rm {path}) and rebuild; images must be mode 0644",
             )
-        owner = self.root.stat().st_uid
-        if st.st_uid not in (0, os.getuid(), owner):
-            raise StoreError(f"refusing image {path}: owned by uid {st.st_uid}, not the store's owner", Exit.NOPERM,
-                             "remove it and rebuild")
+        if not self._trusted_owner(st):
+            raise StoreError(
+                f"refusing image {path}: owned by uid {st.st_uid}, who cannot write this store", Exit.NOPERM,
+                "remove it and rebuild; to share a store between users, make images/ group-writable and setgid "
+                "(chmod g+ws) for one group",
+            )
+
+    def _trusted_owner(self, st: os.stat_result) -> bool:
+        """An image is as trustworthy as whoever could have written it: root, us, the
+        store's owner, or (in a group-writable images/ dir) a member of its group, whose
+        files carry that group thanks to the setgid bit."""
+        if st.st_uid in (0, os.getuid(), self.root.stat().st_uid):
+            return True
+        d = self.images.stat()
+        return bool(d.st_mode & stat.S_IWGRP) and st.st_gid == d.st_gid
 
     # --- paths --------------------------------------------------------------------------
 

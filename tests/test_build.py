@@ -152,6 +152,14 @@ def test_foreign_writable_image_is_refused(workspace, run_cli):
     os.chown(img, 4242, 4242)  # planted by another user
     r = run_cli("build", str(env))
     assert r.returncode == 77 and "owned by uid 4242" in r.stderr
+    # a store shared by a group: images/ group-writable with that group -> members' images are trusted
+    images = workspace / "store" / "images"
+    os.chown(images, 0, 4242)
+    images.chmod(0o2775)
+    r = run_cli("build", str(env))
+    assert r.returncode == 0, r.stderr
+    os.chown(img, 4242, 4343)  # but not a file of another group
+    assert run_cli("build", str(env)).returncode == 77
 
 
 def test_image_id_covers_everything_and_cannot_be_spliced():

@@ -7,6 +7,7 @@ import asyncio
 import inspect
 import os
 import shutil
+import tempfile
 import subprocess
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from snakemake_interface_software_deployment_plugins.tests import TestSoftwareDe
 from snakemake_deploy_nixsnake.plugin import Env, EnvSpec, Settings
 
 STANDIN = Path(__file__).parent / "standin"
-WORKDIR = Path(os.environ.get("NIXSNAKE_TEST_WORKDIR", "/tmp/nixsnake-conformance"))
+# one directory per test session (get_env_spec is called many times and must be stable)
+WORKDIR = Path(tempfile.gettempdir()) / f"nixsnake-conformance-{os.getpid()}"
 
 ENV_TEXT = """date = 2024-06-01
 [nixpkgs]
@@ -49,6 +51,13 @@ class TestConformance(TestSoftwareDeploymentBase):
         spec.parent.mkdir(parents=True, exist_ok=True)
         if not spec.exists() or spec.read_text() != ENV_TEXT:
             spec.write_text(ENV_TEXT)
+        # A workflow ships its env file with a committed lock; interface 0.18.6's suite
+        # deploys without calling pin() first, so lock here the way a user would.
+        from snakemake_deploy_nixsnake.lock import lock_file, stale_reason
+        from snakemake_deploy_nixsnake.spec import load_spec
+
+        if stale_reason(load_spec(spec), spec):
+            lock_file(spec, _settings_config(self.get_settings()))
         return EnvSpec(spec=EnvSpecSourceFile(str(spec)))
 
     def get_env_cls(self):
@@ -67,6 +76,12 @@ class TestConformance(TestSoftwareDeploymentBase):
 
     def get_contained_executable(self):
         return "python"
+
+
+def _settings_config(settings: Settings):
+    from snakemake_deploy_nixsnake.plugin import _config
+
+    return _config(settings)
 
 
 def _env(tmp_path: Path, text: str | None = ENV_TEXT, lock: bool = False, **settings) -> Env:

@@ -4,8 +4,8 @@
 # JSON data through `specFile` (written by nixsnake's build step): no user string is ever
 # spliced into nix source, so an env file cannot inject nix code.
 #
-# JSON fields: nixpkgs.{type,url,rev,ref}, allowUnfree, cudaSupport, packages (attribute
-# paths), python (null or {attr, version, wheels: [{url, sha256, name}]}), rPackages
+# JSON fields: nixpkgs.{type,url,rev,ref}, allowUnfree, cudaSupport, packages and
+# libraries (attribute paths), python (null or {attr, version, wheels: [{url, sha256, name}]}), rPackages
 # (null or [names]).
 { specFile }:
 let
@@ -38,8 +38,9 @@ let
   userPkgs = map getAttrPath spec.packages;
   toolPath = builtins.concatStringsSep ":" (map (p: "${p}/bin") [ pkgs.coreutils pkgs.findutils pkgs.gnugrep pkgs.gnused ]);
 
-  # Libraries that manylinux wheels expect from the "system" (the LD_pkgs lesson).
-  ldLibs = [ pkgs.stdenv.cc.cc.lib pkgs.zlib ];
+  # Libraries that manylinux wheels expect from the "system" (the LD_pkgs lesson), plus
+  # the env file's [nixpkgs] libraries.
+  ldLibs = [ pkgs.stdenv.cc.cc.lib pkgs.zlib ] ++ map getAttrPath (spec.libraries or [ ]);
 
   python = if spec.python == null then null else getAttrPath spec.python.attr;
 
