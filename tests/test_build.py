@@ -219,3 +219,27 @@ def test_gc_keeps_referenced_and_recent(workspace, run_cli):
     assert img.exists(), r.stdout
     r = run_cli("gc", "--older-than", "30")
     assert r.returncode == 0 and not img.exists() and "removed" in r.stdout
+
+
+def test_nixpkgs_python_packages_are_importable_with_their_dependencies(workspace, run_cli, mount_image, tmp_path):
+    env = write_env(workspace, "pypkgs", 'date = 2024-06-01\n[nixpkgs]\npackages = ["python311Packages.demo-greet"]\n'
+                                         '[python]\nversion = "3.11"\n')
+    r = run_cli("build", str(env))
+    assert r.returncode == 0, r.stderr
+    img = Path(r.stdout.strip().split(": ")[1])
+    root = mount_image(img, tmp_path / "m")
+    # demo-greet imports demo-base, which only its nix-support/propagated-build-inputs names
+    out = run_in_mounted_image(root, "python -c 'import demo_greet; print(demo_greet.greet())'")
+    assert out.stdout.strip() == "hello from the demo package set", out.stderr
+
+
+def test_nixpkgs_libraries_go_on_ld_library_path(workspace, run_cli, mount_image, tmp_path):
+    env = write_env(workspace, "libs", 'date = 2024-06-01\n[nixpkgs]\nlibraries = ["demoPythonDeps"]\n')
+    r = run_cli("build", str(env))
+    assert r.returncode == 0, r.stderr
+    root = mount_image(Path(r.stdout.strip().split(": ")[1]), tmp_path / "m")
+    entries = run_in_mounted_image(root, 'echo "$LD_LIBRARY_PATH"').stdout.strip().split(":")
+    # gcc runtime libs, zlib, then the env file's library; /.singularity.d/libs for the GPU driver last
+    assert len(entries) == 4 and entries[-1] == "/.singularity.d/libs", entries
+    assert all(e.startswith("/nix/store/") and e.endswith("/lib") for e in entries[:3])
+    assert (root / entries[2].lstrip("/")).is_dir()

@@ -5,12 +5,34 @@ mkdir -p "$out/bin" "$out/nix-support"
 if [ -n "$python" ]; then
   # A venv made of symlinks: no PYTHONPATH needed, nothing leaks into other Pythons.
   printf 'home = %s\ninclude-system-site-packages = false\nversion = %s\n' "$python" "$pythonVersion" > "$out/pyvenv.cfg"
-  mkdir -p "$out/lib/python$pythonVersion"
-  if [ -n "$pythonPackages" ]; then
-    ln -s "$pythonPackages/lib/python$pythonVersion/site-packages" "$out/lib/python$pythonVersion/site-packages"
-  else
-    mkdir -p "$out/lib/python$pythonVersion/site-packages"
-  fi
+  site="$out/lib/python$pythonVersion/site-packages"
+  mkdir -p "$site"
+  # One .pth adds, in order, the locked wheels and every nixpkgs python package among
+  # $paths with its propagated dependencies (nix-support/propagated-build-inputs), the
+  # way nixpkgs composes python environments.
+  seen=" "
+  sitedirs=""
+  visit() {
+    for p in "$@"; do
+      case "$seen" in *" $p "*) continue ;; esac
+      seen="$seen$p "
+      if [ -d "$p/lib/python$pythonVersion/site-packages" ]; then
+        sitedirs="$sitedirs $p/lib/python$pythonVersion/site-packages"
+      fi
+      if [ -f "$p/nix-support/propagated-build-inputs" ]; then
+        visit $(cat "$p/nix-support/propagated-build-inputs")
+      fi
+    done
+  }
+  if [ -n "$pythonPackages" ]; then visit "$pythonPackages"; fi
+  for p in $paths; do
+    if [ "$p" != "$pythonPackages" ] && [ "$p/bin" != "$python" ] && [ -d "$p/lib/python$pythonVersion/site-packages" ]; then
+      visit "$p"
+    fi
+  done
+  for d in $sitedirs; do
+    printf 'import site; site.addsitedir("%s")\n' "$d" >> "$site/00-nixsnake.pth"
+  done
   for exe in python python3 "python$pythonVersion"; do
     if [ -e "$python/$exe" ]; then ln -s "$python/$exe" "$out/bin/$exe"; fi
   done

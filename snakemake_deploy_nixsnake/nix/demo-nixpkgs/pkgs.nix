@@ -119,6 +119,25 @@ let
     (pv: { name = "python" + replaceStrings [ "." ] [ "" ] pv; value = mkPython host.pythons.${pv}; })
     (attrNames host.pythons));
 
+  # A two-package python package set per python (pythonXYZPackages.demo-greet needs
+  # demo-base), laid out like nixpkgs' (lib/pythonX.Y/site-packages, dependencies in
+  # nix-support/propagated-build-inputs), so importing nixpkgs python packages is testable.
+  mkDemoPythonPackages = py:
+    let
+      sp = "lib/python${py.pythonVersion}/site-packages";
+      base = self.runCommand "python${py.pythonVersion}-demo-base-1.0" { passthru.pythonModule = py; } ''
+        mkdir -p $out/${sp}/demo_base
+        echo 'WORD = "the demo package set"' > $out/${sp}/demo_base/__init__.py
+      '';
+      greet = self.runCommand "python${py.pythonVersion}-demo-greet-1.0" { passthru.pythonModule = py; } ''
+        mkdir -p $out/${sp}/demo_greet $out/nix-support
+        printf 'from demo_base import WORD\n\n\ndef greet():\n    return "hello from " + WORD\n' > $out/${sp}/demo_greet/__init__.py
+        echo ${base} > $out/nix-support/propagated-build-inputs
+      '';
+    in
+    { demo-base = base; demo-greet = greet; };
+  pythonPackagesAttrs = listToAttrs (map (name: { name = "${name}Packages"; value = mkDemoPythonPackages pythonAttrs.${name}; }) (attrNames pythonAttrs));
+
   # R package stand-ins: attribute name (nixpkgs style, "." -> "_") = R name
   rPackageNames = [
     "ggplot2" "data.table" "dplyr" "tidyr" "readr" "tibble" "stringr" "purrr" "magrittr" "Rcpp"
@@ -419,4 +438,4 @@ EOF')" = ok ]'';
       };
     });
   };
-} // pythonAttrs
+} // pythonAttrs // pythonPackagesAttrs
