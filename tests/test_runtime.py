@@ -591,7 +591,7 @@ def test_standin_version_and_log(job_env):
         (["shell", "--cleanenv", "--shel", "/bin/sh", "/i.sif"], 1, "unknown flag: --shel"),
         (["--bogus", "exec"], 1, 'Error for command "apptainer": unknown flag: --bogus'),
         (["exec", "--cleanenv", "--fakeroot", "/i.sif", "true"], 255, "TEST STAND-IN: flag --fakeroot"),
-        (["exec", "/i.sif", "true"], 255, "TEST STAND-IN: exec without --cleanenv"),
+        (["exec", "--home", "/h", "--no-home", "/i.sif", "true"], 255, "TEST STAND-IN: --home together with --no-home"),
         (["run", "/i.sif"], 255, "TEST STAND-IN: subcommand 'run'"),
         (["exec", "--cleanenv", "/nonexistent.sif", "true"], 255, "FATAL:   could not open image /nonexistent.sif"),
         (["frobnicate"], 1, 'unknown command "frobnicate"'),

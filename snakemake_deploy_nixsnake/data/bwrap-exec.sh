@@ -20,9 +20,16 @@
 #   --nv                      NVIDIA GPUs: bind the host driver libraries (found with
 #                             `ldconfig -p`) into /.singularity.d/libs and nvidia-smi & co.
 #                             into /usr/bin; best effort, like apptainer --nv
+#   --home SRC[:DST]          apptainer's --home: bind host directory SRC at DST (default
+#                             SRC) and set HOME=DST inside (also with --contain)
 #   --no-home                 do not bind $HOME
 #   --contain                 like apptainer --contain: no $HOME, no current directory,
 #                             private /tmp and /var/tmp, minimal /dev
+#   --keep-env                like apptainer exec WITHOUT --cleanenv: the container starts
+#                             from this script's environment, minus HOME, PATH,
+#                             LD_LIBRARY_PATH, APPTAINER_* / SINGULARITY_* (the runtime's
+#                             own settings), APPTAINERENV_* / SINGULARITYENV_* and the
+#                             SOURCE variables of --pass; LANG is not reset to C
 #
 # What the container gets, mimicking apptainer's defaults with --cleanenv:
 #   - the image's tree read-only (top-level entries bound one by one, symlinks recreated;
@@ -32,9 +39,11 @@
 #     /etc/resolv.conf, /etc/hosts, /etc/localtime; the caller's passwd/group entry is
 #     appended to the image's files when it is missing (non-root callers);
 #   - environment: LANG=C, HOME, a default PATH, TERM and proxy variables, APPTAINER_NAME
-#     & co.; then /.singularity.d/env/*.sh are sourced in order, and the --pass variables
-#     are set right after 99-base.sh (or at once if the image has no env directory) --
-#     exactly where apptainer injects APPTAINERENV_* values.
+#     & co. (with --keep-env: the host environment as described there, then HOME, PATH,
+#     LD_LIBRARY_PATH and APPTAINER_NAME & co.); then /.singularity.d/env/*.sh are
+#     sourced in order, and the --pass variables are set right after 99-base.sh (or at
+#     once if the image has no env directory) -- exactly where apptainer injects
+#     APPTAINERENV_* values.
 #
 # Exit status: CMD's own status; otherwise 64 usage error, 66 image missing,
 # 69 squashfuse/bwrap/FUSE unavailable, 70 not a squashfs/SIF image.
@@ -91,6 +100,10 @@ _nx_pwd=
 _nx_nv=
 _nx_home=1
 _nx_contain=
+_nx_keepenv=
+_nx_home_src=   # --home SRC[:DST]
+_nx_home_dst=
+_nx_passfrom=$_nx_nl # SOURCE variables of --pass (not forwarded with --keep-env)
 _nx_post=       # shell code setting the --pass variables (sourced inside, after 99-base.sh)
 _nx_image=
 
@@ -106,7 +119,7 @@ while [ "$#" -gt 0 ]; do
         ;;
     esac
     case $_nx_opt in
-    --bind | --pwd | --pass)
+    --bind | --pwd | --pass | --home)
         if [ -z "$_nx_has" ]; then
             [ "$#" -ge 2 ] || _nx_die 64 "option $_nx_opt needs a value"
             _nx_val=$2
@@ -114,7 +127,7 @@ while [ "$#" -gt 0 ]; do
         fi
         shift
         ;;
-    --nv | --no-home | --contain | --help | -h)
+    --nv | --no-home | --contain | --keep-env | --help | -h)
         [ -z "$_nx_has" ] || _nx_die 64 "option $_nx_opt takes no value"
         shift
         ;;
@@ -168,12 +181,21 @@ while [ "$#" -gt 0 ]; do
             ;;
         esac
         case $_nx_from in _nx_*) _nx_die 64 "--pass: cannot read '$_nx_from'" ;; esac
+        [ "$_nx_from" = "$_nx_name" ] || _nx_passfrom=$_nx_passfrom$_nx_from$_nx_nl
         eval "_nx_isset=\${$_nx_from+x}"
         if [ -n "$_nx_isset" ]; then
             eval "_nx_q \"\$$_nx_from\""
             _nx_post="$_nx_post$_nx_name=$_nx_r; export $_nx_name$_nx_nl"
         fi
         ;;
+    --home)
+        _nx_home_src=${_nx_val%%:*}
+        case $_nx_val in *:*) _nx_home_dst=${_nx_val#*:} ;; *) _nx_home_dst=$_nx_home_src ;; esac
+        _nx_abs "--home source" "$_nx_home_src"
+        _nx_abs "--home destination" "$_nx_home_dst"
+        [ -d "$_nx_home_src" ] || _nx_die 64 "--home: not a directory: '$_nx_home_src'"
+        ;;
+    --keep-env) _nx_keepenv=1 ;;
     --nv) _nx_nv=1 ;;
     --no-home) _nx_home= ;;
     --contain) _nx_contain=1 ;;
@@ -277,7 +299,11 @@ else
     [ ! -d /var/tmp ] || _nx_add bind /var/tmp /var/tmp
 fi
 _nx_homedir=${HOME:-/}
-if [ -n "$_nx_home" ] && [ "$_nx_homedir" != / ] && [ -d "$_nx_homedir" ]; then
+if [ -n "$_nx_home_src" ]; then
+    # apptainer --home: the given directory is HOME inside and is bound even with --contain
+    _nx_homedir=$_nx_home_dst
+    _nx_add bind "$_nx_home_src" "$_nx_home_dst"
+elif [ -n "$_nx_home" ] && [ "$_nx_homedir" != / ] && [ -d "$_nx_homedir" ]; then
     case $_nx_homedir in
     *"$_nx_nl"*) ;;
     *) _nx_add bind "$_nx_homedir" "$_nx_homedir" ;;
@@ -315,7 +341,9 @@ if [ -z "$_nx_pwd" ] && [ -z "$_nx_contain" ]; then
         /bin | /bin/* | /sbin | /sbin/* | /lib | /lib/* | /lib64 | /lib64/* | /.singularity.d | \
         /.singularity.d/* | /.nixsnake | /.nixsnake/* | *"$_nx_nl"*) ;;
     *)
-        _nx_add bind "$_nx_cwd" "$_nx_cwd"
+        # (when --home already binds it there, one mount is enough)
+        [ "$_nx_cwd" = "$_nx_home_dst" ] && [ "$_nx_cwd" = "$_nx_home_src" ] ||
+            _nx_add bind "$_nx_cwd" "$_nx_cwd"
         _nx_chdir=$_nx_cwd
         ;;
     esac
@@ -425,6 +453,31 @@ _nx_lay() { # _nx_lay DIR: mount the image's entries of DIR ("" = the root)
     done
 }
 { # fd 4 is the args file only inside these braces (the caller's fd 4 reaches CMD)
+if [ -n "$_nx_keepenv" ]; then
+    # apptainer without --cleanenv forwards the host environment except its own settings
+    # and the variables it always sets itself. awk lists the exported names (POSIX sh
+    # cannot); bwrap unsets the excluded ones, so values never reach a command line.
+    _nx_names=$(awk 'BEGIN { for (k in ENVIRON) print k }') ||
+        _nx_die 69 "awk failed listing the environment (needed by --keep-env)"
+    _nx_oldifs=$IFS
+    IFS=$_nx_nl
+    set -f
+    for _nx_v in $_nx_names; do
+        case $_nx_v in
+        HOME | PATH | LD_LIBRARY_PATH | APPTAINER_* | SINGULARITY_* | APPTAINERENV_* | \
+            SINGULARITYENV_* | _nx_*)
+            _nx_arg --unsetenv "$_nx_v"
+            ;;
+        *)
+            case $_nx_passfrom in *"$_nx_nl$_nx_v$_nx_nl"*) _nx_arg --unsetenv "$_nx_v" ;; esac
+            ;;
+        esac
+    done
+    set +f
+    IFS=$_nx_oldifs
+else
+    _nx_arg --clearenv
+fi
 _nx_lay ""
 
 _nx_oldifs=$IFS
@@ -447,10 +500,11 @@ _nx_arg --remount-ro /
 } 4>"$_nx_run/args" || _nx_die 70 "cannot write $_nx_run/args"
 
 # --- environment --------------------------------------------------------------------------
-# Before the image's env scripts: what apptainer --cleanenv starts from.
+# Before the image's env scripts: what apptainer --cleanenv starts from (with --keep-env,
+# what it sets on top of the forwarded host environment).
 _nx_q "$_nx_homedir"
 _nx_pre="HOME=$_nx_r; export HOME$_nx_nl"
-_nx_pre="${_nx_pre}LANG=C; export LANG$_nx_nl"
+[ -n "$_nx_keepenv" ] || _nx_pre="${_nx_pre}LANG=C; export LANG$_nx_nl"
 _nx_pre="${_nx_pre}PATH=$_nx_default_path; export PATH$_nx_nl"
 _nx_pre="${_nx_pre}LD_LIBRARY_PATH=/.singularity.d/libs; export LD_LIBRARY_PATH$_nx_nl"
 for _nx_v in TERM http_proxy HTTP_PROXY https_proxy HTTPS_PROXY no_proxy NO_PROXY all_proxy \
@@ -484,7 +538,7 @@ unset _nx_f
 exec "$@"'
 
 [ -z "$_nx_sig" ] || exit "$_nx_sig"
-bwrap --args 3 --die-with-parent --clearenv /bin/sh -c "$_nx_inner" nixsnake-exec "$@" \
+bwrap --args 3 --die-with-parent /bin/sh -c "$_nx_inner" nixsnake-exec "$@" \
     3<"$_nx_run/args" 8<<_NX_PRE_ 9<<_NX_POST_
 $_nx_pre
 _NX_PRE_

@@ -1,0 +1,367 @@
+"""The example workflow with RELEASED Snakemake (9.x) through the `container:` path, and
+the apptainer test stand-in's handling of the command line released Snakemake emits.
+
+Released Snakemake runs every job as
+
+    apptainer [--quiet --silent] exec --home '<cwd>' [--bind '<p>']... [--pwd ..]
+        [--apptainer-args...] <image> bash -c '<cmd>'
+
+(snakemake/deployment/singularity.py, ``shellcmd``): no --cleanenv, so apptainer forwards
+the host environment except PATH, LD_LIBRARY_PATH & co., and the image's environment
+scripts then set PATH. The stand-in (tests/standin/apptainer) must do the same.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import _image_fixtures as fx
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "example-workflow"
+STANDIN = REPO / "tests" / "standin"
+ENV_NAMES = ("simulate", "count", "summary", "plot", "gpu")
+#: rule -> (env file, the tool its proof names)
+RULES = {
+    "simulate": ("simulate.toml", "python"),
+    "count": ("count.toml", "gawk"),
+    "summarize": ("summary.toml", "python"),
+    "plot": ("plot.toml", "Rscript"),
+    "gpu_check": ("gpu.toml", "python"),
+}
+SAMPLES = ("sampleA", "sampleB", "sampleC")
+
+
+# --- helpers shared with tests/test_slurm_e2e.py ---------------------------------------------
+
+
+def copy_example(dest: Path) -> Path:
+    """A copy of example-workflow/ without run state (its own, empty store)."""
+    shutil.copytree(EXAMPLE, dest, ignore=shutil.ignore_patterns(".snakemake", "results", "logs"))
+    return dest
+
+
+def env_files(wf: Path) -> list[str]:
+    return [f"envs/{n}.toml" for n in ENV_NAMES]
+
+
+def read_kv(path: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        k, _, v = line.partition("=")
+        out[k] = v
+    return out
+
+
+def proof_files(wf: Path) -> dict[str, Path]:
+    """Every proof a full run writes: 'simulate-sampleA' -> path."""
+    names = [f"{r}-{s}" for r in ("simulate", "count") for s in SAMPLES] + ["summarize", "plot", "gpu_check"]
+    return {n: wf / "results" / "proof" / f"{n}.txt" for n in names}
+
+
+def check_proofs(wf: Path, store: Path) -> dict[str, dict[str, str]]:
+    """Assert that every job ran inside the image of its own env file; return the proofs."""
+    metas = [json.loads(p.read_text()) for p in (store / "meta").glob("*.json")]
+    # the store's meta file names the env files an image was built from
+    env_of_image = {m["image_id"]: {Path(f).name for f in m["env_files"]} for m in metas}
+    proofs = {}
+    for name, path in proof_files(wf).items():
+        assert path.exists(), f"missing proof {path}"
+        kv = read_kv(path)
+        rule = kv["rule"]
+        env_file, tool = RULES[rule]
+        assert name.split("-")[0] == rule
+        assert kv[f"which_{tool}"].startswith("/nix/store/"), (name, kv)
+        assert kv["metadata"] == "present", (name, kv)
+        assert kv["host_python"] == "invisible", (name, kv)
+        assert env_file in env_of_image.get(kv["image_id"], set()), (name, kv, env_of_image)
+        assert kv["container"] == str(store / "images" / f"{kv['image_id']}.sif"), (name, kv)
+        if tool != "python":  # envs without Python: no python at all (the host's is not visible)
+            assert kv["which_python"] == "none", (name, kv)
+        proofs[name] = kv
+    return proofs
+
+
+def check_results(wf: Path) -> None:
+    summary = (wf / "results" / "summary.tsv").read_text().splitlines()
+    header = summary[0].split("\t")
+    assert header[0] == "sample" and "ts_tv" in header and "reads_mapped" in header
+    assert sorted(line.split("\t")[0] for line in summary[1:]) == list(SAMPLES)
+    for line in summary[1:]:
+        row = dict(zip(header, line.split("\t")))
+        assert row["reads_total"] == "20000"
+        assert int(row["snvs"]) + int(row["indels"]) == int(row["variants_total"]) > 0
+    assert "pandas 2.2.2" in (wf / "logs" / "summarize.log").read_text()
+    assert "numpy 1.26.4" in (wf / "logs" / "simulate-sampleA.log").read_text()
+    # the demo package set's R is a labelled stand-in: what it printed is the rule's output
+    assert (wf / "results" / "plot" / "Rscript-output.txt").read_text() == "demo R stand-in; packages: ggplot2\n"
+    gpu = read_kv(wf / "results" / "gpu" / "gpu_check.txt")
+    assert gpu["verdict"] and "libcuda" in gpu
+
+
+def nix_shims(shim_dir: Path, log: Path) -> Path:
+    """nix, nix-build, nix-store, nix-instantiate on PATH that log "<SLURM_JOB_ID or none>
+    <TAB> name <TAB> args" to ``log`` and then run the real tool."""
+    shim_dir.mkdir(parents=True, exist_ok=True)
+    for tool in ("nix", "nix-build", "nix-store", "nix-instantiate", "nix-shell"):
+        real = shutil.which(tool)
+        if not real:
+            continue
+        shim = shim_dir / tool
+        shim.write_text(
+            "#!/bin/sh\n"
+            f"printf '%s\\t%s\\t%s\\n' \"${{SLURM_JOB_ID:-none}}\" {tool} \"$*\" >> '{log}'\n"
+            f"exec '{real}' \"$@\"\n"
+        )
+        shim.chmod(0o755)
+    return shim_dir
+
+
+def nix_calls(log: Path) -> list[tuple[str, str, str]]:
+    if not log.exists():
+        return []
+    return [tuple(line.split("\t", 2)) for line in log.read_text().splitlines()]  # type: ignore[misc]
+
+
+def standin_execs(log: Path) -> list[list[str]]:
+    if not log.exists():
+        return []
+    return [a for a in (json.loads(line) for line in log.read_text().splitlines()) if len(a) > 1 and "exec" in a[1:4]]
+
+
+def base_env(tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    # the same private nixsnake cache as conftest's autouse fixture (module fixtures run
+    # before it is applied), never the developer's own
+    env.setdefault("NIXSNAKE_CACHE_DIR", str(tmp / "nixsnake-cache"))
+    env.setdefault("NIXSNAKE_CONFIG", str(tmp / "no-user-config.toml"))
+    env.pop("NIXSNAKE_NO_BUILD", None)
+    return env
+
+
+def lock_example(wf: Path, env: dict[str, str]) -> None:
+    cp = subprocess.run(
+        [sys.executable, "-m", "snakemake_deploy_nixsnake.cli", "lock", *env_files(wf)],
+        cwd=wf, env=env, check=False, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert cp.returncode == 0, cp.stderr
+
+
+# --- the stand-in and released Snakemake's command line (no nix needed) ------------------------
+
+_missing = fx.missing_requirements()
+e2e = pytest.mark.skipif(_missing is not None, reason=f"needs: {_missing}")
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory) -> Path:
+    if _missing:
+        pytest.skip(_missing)
+    return fx.build_image(tmp_path_factory.mktemp("example-image"))
+
+
+@pytest.fixture
+def host_env(tmp_path) -> dict[str, str]:
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    return {
+        **os.environ,
+        "PATH": f"{STANDIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "LD_LIBRARY_PATH": "/host/lib",
+        "PYTHONPATH": "/host/python",
+        "LANG": "en_US.UTF-8",
+        "NIXSNAKE_STANDIN_LOG": str(tmp_path / "standin.log"),
+        "TMPDIR": str(tmpdir),
+    }
+
+
+@e2e
+def test_standin_runs_released_snakemakes_command_line(image, host_env, tmp_path, monkeypatch):
+    """The exact string snakemake.deployment.singularity.shellcmd builds, run by bash."""
+    from snakemake.deployment import singularity
+
+    wd = tmp_path / "work dir"
+    wd.mkdir()
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "in.txt").write_text("input\n")
+    monkeypatch.chdir(wd)
+    monkeypatch.setenv("PATH", host_env["PATH"])
+    singularity.Singularity.instance = None  # a fresh check() with the stand-in on PATH
+    singularity.Singularity().check()
+    cmd = singularity.shellcmd(
+        str(image),
+        "set -euo pipefail; echo \"$HOME|$(pwd)|${PYTHONPATH-unset}|$LANG\"; cat " + str(data / "in.txt")
+        + " | tr a-z A-Z; test -e /.nixsnake/metadata.json && echo hi > 'out file'; exit 3",
+        bind=[data, tmp_path / "does-not-exist"],
+        args="--nv",
+        shell_executable="/bin/bash",
+    )
+    assert re.search(r"apptainer\s+exec --home '.*work dir' --nv --bind '.*/data' ", cmd), cmd
+    cp = subprocess.run(["bash", "-c", cmd], env=host_env, cwd=wd, check=False, capture_output=True, text=True, timeout=60)
+    # the job's exit status passes through; HOME is --home (the workdir); no --cleanenv:
+    # host variables (PYTHONPATH, LANG) are forwarded, as apptainer does
+    assert cp.returncode == 3, cp.stderr
+    assert cp.stdout == f"{wd}|{wd}|/host/python|en_US.UTF-8\nINPUT\n", cp.stderr
+    assert (wd / "out file").read_text() == "hi\n"
+    [entry] = standin_execs(Path(host_env["NIXSNAKE_STANDIN_LOG"]))
+    assert entry[:4] == ["apptainer", "exec", "--home", str(wd)] and "--cleanenv" not in entry
+
+
+@e2e
+def test_standin_without_cleanenv_forwards_host_env_like_apptainer(image, host_env, tmp_path):
+    tricky = "it's \"q\" $(id) `x` \\ end\nsecond line"
+    env = {
+        **host_env,
+        "HOSTVAR": tricky,
+        "APPTAINER_BINDPATH": "/nope",  # the runtime's own settings are never forwarded
+        "SINGULARITY_FOO": "x",
+        "APPTAINERENV_INJECTED": "inj",  # ...but APPTAINERENV_X sets X
+        "_nx_image": "/evil",  # a name the shell script uses internally
+    }
+    script = (
+        'printf "%s|" "$HOSTVAR" "$PATH" "$LD_LIBRARY_PATH" "$PYTHONPATH" "$LANG" "$INJECTED" '
+        '"${APPTAINER_BINDPATH-unset}" "${SINGULARITY_FOO-unset}" "${APPTAINERENV_INJECTED-unset}" "$HOME"; '
+        "env | grep -c '^NIXSNAKE_STANDIN_ENV_' || true"
+    )
+    cp = subprocess.run(
+        [str(STANDIN / "apptainer"), "exec", str(image), "sh", "-c", script],
+        env=env, cwd=tmp_path, check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert cp.returncode == 0, cp.stderr
+    # PATH and LD_LIBRARY_PATH come from the image's env scripts, never from the host
+    assert cp.stdout == (
+        f"{tricky}|{fx.IMAGE_PATH_VAR}|{fx.IMAGE_LD_LIBRARY_PATH}|/host/python|en_US.UTF-8|inj|"
+        f"unset|unset|unset|{os.environ.get('HOME', '/')}|0\n"
+    ), cp.stderr
+    # with --cleanenv the same call forwards nothing but TERM/proxies, and LANG=C
+    cp = subprocess.run(
+        [str(STANDIN / "apptainer"), "exec", "--cleanenv", str(image), "sh", "-c", 'echo "${HOSTVAR-unset}|${PYTHONPATH-unset}|$LANG|$INJECTED"'],
+        env=env, cwd=tmp_path, check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (cp.returncode, cp.stdout) == (0, "unset|unset|C|inj\n"), cp.stderr
+    for entry in standin_execs(Path(host_env["NIXSNAKE_STANDIN_LOG"])):
+        assert not any(tricky in a for a in entry)
+
+
+@e2e
+def test_standin_home(image, host_env, tmp_path):
+    home = tmp_path / "h"
+    home.mkdir()
+    (home / "marker").write_text("m\n")
+
+    def run(*flags: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(STANDIN / "apptainer"), "exec", *flags, str(image), "sh", "-c", 'echo "$HOME"; cat "$HOME/marker"'],
+            env=host_env, cwd=tmp_path, check=False, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    cp = run("--home", str(home))
+    assert (cp.returncode, cp.stdout) == (0, f"{home}\nm\n"), cp.stderr
+    cp = run("-H", f"{home}:/home/me")  # src:dst -- bound at dst, HOME=dst
+    assert (cp.returncode, cp.stdout) == (0, "/home/me\nm\n"), cp.stderr
+    cp = run("--contain", f"--home={home}")  # a custom home is bound even with --contain
+    assert (cp.returncode, cp.stdout) == (0, f"{home}\nm\n"), cp.stderr
+    cp = run("--cleanenv", "--home", str(home / "missing"))
+    assert cp.returncode == 255 and "FATAL:" in cp.stderr
+
+
+def test_snakefile_sdm_mirrors_snakefile():
+    """Snakefile.sdm is Snakefile with `software: nixsnake(spec=...)` for `container:`."""
+    a = (EXAMPLE / "Snakefile").read_text()
+    b = (EXAMPLE / "Snakefile.sdm").read_text()
+
+    def rules(text: str) -> str:
+        body = text[text.index('configfile: "config.yaml"') :]
+        body = body.replace(
+            '\n\ndef image(env):\n    return nixsnake_image(f"envs/{env}.toml", workflow_dir=workflow.basedir)\n', ""
+        )
+        return re.sub(r'container:\n        image\("(\w+)"\)', r'software:\n        nixsnake(spec="envs/\1.toml")', body)
+
+    assert rules(a) == rules(b)
+    assert b.count("software:\n        nixsnake(spec=") == len(RULES)
+    for name in ENV_NAMES:
+        assert (EXAMPLE / "envs" / f"{name}.toml").is_file() and (EXAMPLE / "envs" / f"{name}.lock.toml").is_file()
+
+
+# --- the whole example workflow, locally (nix + PyPI) --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    """The example workflow run once with released Snakemake, --sdm apptainer, the stand-in."""
+    if _missing:
+        pytest.skip(_missing)
+    if not shutil.which("nix-build"):
+        pytest.skip("nix is not installed")
+    tmp = tmp_path_factory.mktemp("example-local")
+    wf = copy_example(tmp / "wf")
+    env = base_env(tmp_path_factory.getbasetemp())
+    nix_log = tmp / "nix-calls.log"
+    env["PATH"] = f"{nix_shims(tmp / 'shims', nix_log)}:{STANDIN}:{env['PATH']}"
+    env["NIXSNAKE_STANDIN_LOG"] = str(tmp / "standin.log")
+    lock_example(wf, env)
+    cp = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--sdm", "apptainer", "--cores", "2"],
+        cwd=wf, env=env, check=False, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    return wf, env, cp, nix_log
+
+
+@pytest.mark.nix
+@pytest.mark.network
+def test_example_workflow_local_container_path(local_run):
+    wf, env, cp, nix_log = local_run
+    assert cp.returncode == 0, cp.stderr[-4000:]
+    store = wf / ".snakemake" / "nixsnake-store"
+    assert len(list((store / "images").glob("*.sif"))) == len(ENV_NAMES)
+    check_proofs(wf, store)
+    check_results(wf)
+    # snakemake ran every job through `apptainer exec --home <workdir>`, without --cleanenv
+    execs = standin_execs(Path(env["NIXSNAKE_STANDIN_LOG"]))
+    assert len(execs) == len(proof_files(wf))
+    for entry in execs:
+        assert entry[1:4] == ["exec", "--home", str(wf)] and "--cleanenv" not in entry, entry
+    # one nix-build per image, all while snakemake parsed the Snakefile
+    assert [c[1] for c in nix_calls(nix_log)].count("nix-build") == len(ENV_NAMES)
+
+    # re-running: nothing to do, and no nix at all
+    before = nix_calls(nix_log)
+    again = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--sdm", "apptainer", "--cores", "2"],
+        cwd=wf, env=env, check=False, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Nothing to be done" in again.stdout + again.stderr
+    assert nix_calls(nix_log) == before
+
+
+@pytest.mark.nix
+@pytest.mark.network
+def test_example_job_exit_code_reaches_snakemake(local_run, tmp_path):
+    wf, env, _cp, nix_log = local_run
+    (wf / "Snakefile.fail").write_text(
+        "from snakemake_deploy_nixsnake.container import nixsnake_image\n\n"
+        "rule fail:\n"
+        '    output: "failed.txt"\n'
+        '    container: nixsnake_image("envs/count.toml", workflow_dir=workflow.basedir)\n'
+        "    shell: \"test -e /.nixsnake/metadata.json && which gawk > ran-inside.txt && exit 3; touch {output}\"\n"
+    )
+    before = nix_calls(nix_log)
+    cp = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", "Snakefile.fail", "--sdm", "apptainer", "--cores", "1"],
+        cwd=wf, env=env, check=False, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    out = cp.stdout + cp.stderr
+    assert cp.returncode == 1, out[-3000:]
+    assert "returned non-zero exit status 3" in out, out[-3000:]
+    assert (wf / "ran-inside.txt").read_text().startswith("/nix/store/")  # the command ran in the image
+    assert not (wf / "failed.txt").exists()
+    assert nix_calls(nix_log) == before  # the image existed: no build
