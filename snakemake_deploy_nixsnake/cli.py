@@ -39,6 +39,17 @@ SourceOpt = Annotated[
 ]
 
 
+def _env_files(paths: list[Path]) -> list[Path]:
+    """Accept ``envs/*.toml``: lock files (``*.lock.toml``) are skipped, with a note."""
+    keep = []
+    for p in paths:
+        if p.name.endswith(".lock.toml"):
+            err.print(f"nixsnake: skipping {p} (a lock file; its env file is {p.name[:-len('.lock.toml')]}.toml)", markup=False)
+        else:
+            keep.append(p)
+    return keep
+
+
 def _config(**overrides: object) -> Config:
     return load_config().with_overrides(**overrides)
 
@@ -59,6 +70,7 @@ def _root(
 @app.command()
 def check(specs: SpecArgs) -> None:
     """Validate env files without resolving anything (no network, no nix)."""
+    specs = _env_files(specs)
     from .spec import load_spec
 
     for path in specs:
@@ -78,6 +90,7 @@ def lock(
     nixpkgs_source: SourceOpt = None,
 ) -> None:
     """Resolve each env file's date and write ENV.lock.toml beside it."""
+    specs = _env_files(specs)
     from .lock import lock_file, parse_source, stale_reason
     from .spec import load_spec
 
@@ -138,6 +151,7 @@ def build(
     jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="images built in parallel")] = None,
 ) -> None:
     """Build the image of each env file into the store (locks first when there is no lock)."""
+    specs = _env_files(specs)
     from concurrent.futures import ThreadPoolExecutor
 
     from rich.live import Live

@@ -15,10 +15,24 @@ job (where the image must already exist: nothing is built inside a job).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from .config import load_config
 from .errors import NixsnakeError
+
+
+class _StderrReporter:
+    """Build stages on stderr: Snakemake is still parsing the Snakefile and prints nothing."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def stage(self, message: str) -> None:
+        print(f"nixsnake [{self.name}]: {message}", file=sys.stderr, flush=True)
+
+    def log(self, line: str) -> None:
+        pass
 
 
 def nixsnake_image(spec: str | os.PathLike[str], *, workflow_dir: str | os.PathLike[str] | None = None) -> str:
@@ -47,7 +61,7 @@ def nixsnake_image(spec: str | os.PathLike[str], *, workflow_dir: str | os.PathL
                     hint=f"run `nixsnake build {spec}` (or snakemake itself) on the head node first",
                 )
             return str(image)
-        return str(ensure_image(path, cfg))
+        return str(ensure_image(path, cfg, reporter=_StderrReporter(str(spec))))
     except NixsnakeError as exc:
         try:
             from snakemake_interface_common.exceptions import WorkflowError

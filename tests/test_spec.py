@@ -160,3 +160,13 @@ def test_random_bytes_never_traceback(blob):
         parse_spec(blob, "fuzz.toml")
     except NixsnakeError as exc:
         assert exc.code == 65
+
+
+def test_check_skips_lock_files_from_a_glob(tmp_path, run_cli):
+    env = tmp_path / "a.toml"
+    env.write_text("date = 2024-01-01\n")
+    lock = tmp_path / "a.lock.toml"
+    lock.write_text('lock_version = 1\ndate = "2024-01-01"\n')
+    r = run_cli("check", str(env), str(lock))
+    assert r.returncode == 0, r.stderr
+    assert "skipping" in r.stderr and "a.lock.toml" in r.stderr and "a.toml: ok" in r.stdout
