@@ -312,7 +312,7 @@ BindOpt = Annotated[Optional[list[str]], typer.Option("--bind", "-B", help="extr
 
 def _run_request(spec_path: Path, cfg: Config, binds: list[str] | None, *, build: bool = True):
     from .deploy import ensure_image, resolve
-    from .runtime import RunRequest, parse_bind
+    from .runtime import JOB_ENVVARS, RunRequest, parse_bind
     from .store import Store
 
     if build:
@@ -327,7 +327,7 @@ def _run_request(spec_path: Path, cfg: Config, binds: list[str] | None, *, build
     if all(b.dst != str(cwd) for b in all_binds):
         all_binds.append(parse_bind(str(cwd)))
     return RunRequest(image=image, runtime=cfg.runtime, gpu=gpu, binds=tuple(all_binds), workdir=cwd,  # type: ignore[arg-type]
-                      runtime_bin=cfg.runtime_bin)
+                      runtime_bin=cfg.runtime_bin, envvars=JOB_ENVVARS)
 
 
 def _exec(argv: list[str]) -> None:

@@ -200,7 +200,7 @@ class Env(DeployableEnvBase, PinnableEnvBase):
                 hash_object.update(b"\0invalid-lock")
 
     def decorate_shellcmd(self, cmd: str) -> str:
-        from .runtime import RunRequest, parse_bind, shell_command
+        from .runtime import JOB_ENVVARS, RunRequest, parse_bind, shell_command
 
         binds = [parse_bind(b) for b in (*self.config.binds, *self.env_file().run.binds)]
         workdir = Path.cwd()
@@ -221,7 +221,7 @@ class Env(DeployableEnvBase, PinnableEnvBase):
             gpu=gpu,  # type: ignore[arg-type]
             binds=tuple(uniq),
             workdir=workdir,
-            envvars=tuple(sorted(getattr(self, "envvars", set()) or ())),
+            envvars=tuple(sorted(set(getattr(self, "envvars", set()) or ()) | set(JOB_ENVVARS))),
             shell=Path(self.shell_executable.executable).name or "bash",
             runtime_bin=self.config.runtime_bin,
         )

@@ -92,6 +92,16 @@ RESERVED_ENVVARS = frozenset(
     }
 )  # fmt: skip
 
+#: Host variables every job gets inside the image when they are set: what the scheduler
+#: tells a job about its allocation (the GPUs it may use above all; --cleanenv would
+#: drop them and a CUDA program would see every GPU of the node) and its temp dir.
+JOB_ENVVARS = (
+    "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL",
+    "SLURM_JOB_ID", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_GPUS_ON_NODE", "SLURM_CPUS_PER_TASK",
+    "SLURM_CPUS_ON_NODE", "SLURM_NTASKS", "SLURM_JOB_NODELIST", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID",
+    "SLURM_LOCALID", "SLURM_MEM_PER_NODE", "SLURM_MEM_PER_CPU", "TMPDIR",
+)  # fmt: skip
+
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _SHELL_NAME = re.compile(r"[A-Za-z0-9_.+-]+\Z")
 _BAD_PATH_CHARS = (":", ",", "\n", "\r", "\x00")

@@ -198,3 +198,15 @@ def test_snakemake_discovers_plugin_and_parses_its_flags():
     assert settings.store == Path("/shared/images") and settings.gpu == "always" and settings.runtime == "singularity"
     with pytest.raises(SystemExit):
         parser.parse_args(["--sdm-nixsnake-gpu", "sometimes"])
+
+
+@pytest.mark.nix
+def test_scheduler_gpu_assignment_reaches_the_job(tmp_path, monkeypatch):
+    """--cleanenv must not drop CUDA_VISIBLE_DEVICES / SLURM_* (a job would see every GPU)."""
+    env = _env(tmp_path, lock=True)
+    asyncio.run(env.deploy())
+    cmd = env.decorate_shellcmd('echo "cvd=$CUDA_VISIBLE_DEVICES job=$SLURM_JOB_ID unset=${SLURM_ARRAY_TASK_ID-none}"')
+    r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True,
+                       env={**os.environ, "CUDA_VISIBLE_DEVICES": "1", "SLURM_JOB_ID": "77", "NOT_PASSED": "x"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "cvd=1 job=77 unset=none"
