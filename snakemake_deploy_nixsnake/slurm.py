@@ -411,7 +411,29 @@ def gpu_partitions(info: ClusterInfo, *, usable_only: bool = False) -> list[Part
 # --------------------------------------------------------------------------------------
 
 
-class CliBackend:
+class _CachedInfo:
+    """nodes()/partitions() from one refresh(), so a caller sees one consistent snapshot."""
+
+    _nodes: list[Node] | None = None
+    _parts: list[Partition] | None = None
+
+    def refresh(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def nodes(self) -> list[Node]:
+        if self._nodes is None:
+            self.refresh()
+        assert self._nodes is not None
+        return list(self._nodes)
+
+    def partitions(self) -> list[Partition]:
+        if self._parts is None:
+            self.refresh()
+        assert self._parts is not None
+        return list(self._parts)
+
+
+class CliBackend(_CachedInfo):
     """Cluster facts from ``scontrol show {node,partition} -o`` (any recent Slurm).
 
     Results are loaded once and cached; call :meth:`refresh` to reload.
@@ -463,17 +485,6 @@ class CliBackend:
             parse_scontrol_oneliner(self._scontrol("show", "partition", "-o")), self._nodes
         )
 
-    def nodes(self) -> list[Node]:
-        if self._nodes is None:
-            self.refresh()
-        assert self._nodes is not None
-        return list(self._nodes)
-
-    def partitions(self) -> list[Partition]:
-        if self._parts is None:
-            self.refresh()
-        assert self._parts is not None
-        return list(self._parts)
 
 
 def _gres_dict_to_str(gres: Any) -> str:
@@ -497,7 +508,7 @@ def _values(collection: Any) -> list[Any]:
     return list(collection)
 
 
-class PyslurmBackend:
+class PyslurmBackend(_CachedInfo):
     """Cluster facts through pyslurm's object API (pyslurm >= 23.2, same Slurm release)."""
 
     name = "pyslurm"
@@ -546,17 +557,6 @@ class PyslurmBackend:
         self._nodes = nodes
         self._parts = partitions_from_records(records, nodes)
 
-    def nodes(self) -> list[Node]:
-        if self._nodes is None:
-            self.refresh()
-        assert self._nodes is not None
-        return list(self._nodes)
-
-    def partitions(self) -> list[Partition]:
-        if self._parts is None:
-            self.refresh()
-        assert self._parts is not None
-        return list(self._parts)
 
 
 def cluster_info(env: Mapping[str, str] | None = None) -> ClusterInfo:

@@ -11,11 +11,14 @@ with mksquashfs and wrapped into a SIF whose squashfs starts at byte 32768.
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import shutil
 import struct
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 STORE_NAME = "0123456789abcdfghijklmnpqrsvwxyz-nixsnake-testenv"  # nix base32 alphabet: a valid hash
@@ -133,3 +136,16 @@ def build_image(workdir: Path, name: str = "env.sif") -> Path:
     sif = workdir / name
     write_sif(sif, sqfs, {"name": "runtime-test"})
     return sif
+
+
+@contextlib.contextmanager
+def mounted(image: Path, mnt: Path, offset: int = 0) -> Iterator[Path]:
+    """squashfuse-mount an image (or a SIF's partition at ``offset``), unmounted after."""
+    mnt.mkdir(parents=True, exist_ok=True)
+    argv = ["squashfuse"] + (["-o", f"offset={offset}"] if offset else []) + [str(image), str(mnt)]
+    subprocess.run(argv, check=True, capture_output=True)
+    try:
+        yield mnt
+    finally:
+        if subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

@@ -34,16 +34,7 @@ def sha256(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
-@contextlib.contextmanager
-def mounted(image: Path, mnt: Path, offset: int = 0) -> Iterator[Path]:
-    mnt.mkdir(parents=True, exist_ok=True)
-    argv = ["squashfuse"] + (["-o", f"offset={offset}"] if offset else []) + [str(image), str(mnt)]
-    subprocess.run(argv, check=True, capture_output=True)
-    try:
-        yield mnt
-    finally:
-        if subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+from _image_fixtures import mounted  # noqa: E402
 
 
 @pytest.fixture(scope="module")
