@@ -149,3 +149,22 @@ def mounted(image: Path, mnt: Path, offset: int = 0) -> Iterator[Path]:
     finally:
         if subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+STANDIN_DIR = Path(__file__).resolve().parent / "standin"
+
+
+def job_environment(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment a Snakemake job has on a node (apptainer stand-in first on PATH),
+    plus host values that must not leak into the image."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir(exist_ok=True)
+    return {
+        **os.environ,
+        "PATH": f"{STANDIN_DIR}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "LD_LIBRARY_PATH": "/host/lib",
+        "PYTHONPATH": "/host/python",
+        "NIXSNAKE_STANDIN_LOG": str(tmp_path / "standin.log"),
+        "TMPDIR": str(tmpdir),
+        **extra,
+    }

@@ -169,17 +169,7 @@ def image(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def host_env(tmp_path) -> dict[str, str]:
-    tmpdir = tmp_path / "tmp"
-    tmpdir.mkdir()
-    return {
-        **os.environ,
-        "PATH": f"{STANDIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        "LD_LIBRARY_PATH": "/host/lib",
-        "PYTHONPATH": "/host/python",
-        "LANG": "en_US.UTF-8",
-        "NIXSNAKE_STANDIN_LOG": str(tmp_path / "standin.log"),
-        "TMPDIR": str(tmpdir),
-    }
+    return fx.job_environment(tmp_path, LANG="en_US.UTF-8")
 
 
 @e2e

@@ -391,16 +391,7 @@ def image(tmp_path_factory) -> Path:
 @pytest.fixture
 def job_env(tmp_path) -> dict[str, str]:
     """The environment a Snakemake job would have on the node, plus host values that must not leak."""
-    tmpdir = tmp_path / "tmp"
-    tmpdir.mkdir()
-    return {
-        **os.environ,
-        "PATH": f"{STANDIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        "LD_LIBRARY_PATH": "/host/lib",
-        "PYTHONPATH": "/host/python",
-        "NIXSNAKE_STANDIN_LOG": str(tmp_path / "standin.log"),
-        "TMPDIR": str(tmpdir),
-    }
+    return fx.job_environment(tmp_path)
 
 
 def run_job(r: RunRequest, cmd: str, env: dict[str, str], cwd: Path | None = None, stdin: str | None = None):
