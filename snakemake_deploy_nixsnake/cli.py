@@ -13,7 +13,6 @@ import traceback
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 from rich.console import Console
 
@@ -402,21 +401,15 @@ def doctor(
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Typer handles usage errors itself (exit 2, with help); everything nixsnake raises
+    becomes one line and its sysexits code; anything else is a bug: one line, exit 70."""
     try:
-        rc = app(args=argv, prog_name="nixsnake", standalone_mode=False)
+        app(args=argv, prog_name="nixsnake")  # standalone mode: exits by itself
     except NixsnakeError as exc:
         err.print(f"nixsnake: {exc}", markup=False)
         if os.environ.get("NIXSNAKE_DEBUG"):
             traceback.print_exc()
         sys.exit(int(exc.code))
-    except click.exceptions.Abort:
-        err.print("nixsnake: interrupted")
-        sys.exit(130)
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        sys.exit(64)  # EX_USAGE
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("nixsnake: interrupted")
         sys.exit(130)
@@ -425,7 +418,6 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("NIXSNAKE_DEBUG"):
             traceback.print_exc()
         sys.exit(int(Exit.SOFTWARE))
-    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

@@ -170,3 +170,8 @@ def test_check_skips_lock_files_from_a_glob(tmp_path, run_cli):
     r = run_cli("check", str(env), str(lock))
     assert r.returncode == 0, r.stderr
     assert "skipping" in r.stderr and "a.lock.toml" in r.stderr and "a.toml: ok" in r.stdout
+
+
+def test_usage_error_is_not_an_internal_error(run_cli):
+    r = run_cli("lock", "--no-such-flag")
+    assert r.returncode == 2 and "No such option" in r.stderr and "internal error" not in r.stderr
