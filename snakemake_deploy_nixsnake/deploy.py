@@ -158,6 +158,11 @@ def _build(r: Resolved, cfg: Config, store: Store, rep: Reporter) -> Path:
             bash=str(info.get("bash", f"{built.out}/bin/bash")),
             metadata_json=meta_json,
         )
+        # The squashfs is packed in the local work directory and then copied into the
+        # SIF in the store (one sequential write to what is shared storage on a
+        # cluster). Not `mksquashfs -offset` straight into the SIF: squashfs-tools 4.5.1
+        # then intermittently writes corrupt images under load (its duplicate check
+        # reads blocks back from the output file; see docs/performance.md).
         sqfs = work / "image.sqfs"
         rep.stage(f"packing {len(built.closure)} store paths ({cfg.compression})")
         pack_squashfs(sqfs, list(built.closure), entries, compression=cfg.compression)

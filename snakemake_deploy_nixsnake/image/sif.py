@@ -227,19 +227,51 @@ def write_sif_to(out: IO[bytes], squashfs: Path | str, metadata: Mapping[str, An
         d = b"".join(descriptors)
         head[DESCRIPTORS_OFFSET : DESCRIPTORS_OFFSET + len(d)] = d
         out.write(head)
-
-        copied = 0
-        while True:
-            chunk = src.read(COPY_CHUNK)
-            if not chunk:
-                break
-            out.write(chunk)
-            copied += len(chunk)
+        copied = _copy_into(src, out, size)
         if copied != size:
             raise NixsnakeError(f"{squashfs} changed size while being copied ({size} -> {copied} bytes)", Exit.SOFTWARE)
     out.write(meta)
     out.write(labels)
     return end
+
+
+def _copy_into(src: IO[bytes], out: IO[bytes], size: int) -> int:
+    """Copy ``src`` from its start to ``out`` (at its current position); return the
+    number of bytes copied.
+
+    Between two real files the kernel copies (``copy_file_range``: no round trip through
+    this process, and a server-side copy or reflink where the file system offers one);
+    otherwise, or where the kernel declines, a chunked copy through one reused buffer.
+    """
+    copied = 0
+    try:
+        out_fd = out.fileno()
+    except (AttributeError, OSError, ValueError):
+        out_fd = -1
+    if out_fd >= 0 and hasattr(os, "copy_file_range"):
+        out.flush()
+        try:
+            while copied < size:
+                # explicit source offset (a buffered reader's fd position is not its
+                # logical one); the destination's fd position advances by what is copied
+                n = os.copy_file_range(src.fileno(), out_fd, size - copied, copied)
+                if n == 0:
+                    break
+                copied += n
+        except OSError:
+            pass  # EXDEV, ENOSYS, EINVAL...: go on from `copied` the plain way
+        if copied == size:
+            return copied
+    src.seek(copied)
+    buf = bytearray(COPY_CHUNK)
+    view = memoryview(buf)
+    while True:
+        n = src.readinto(buf)
+        if not n:
+            break
+        out.write(view[:n])
+        copied += n
+    return copied
 
 
 def write_sif(out: Path | str, squashfs: Path | str, metadata: Mapping[str, Any], *, arch: str = "amd64") -> None:
