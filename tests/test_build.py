@@ -243,3 +243,17 @@ def test_nixpkgs_libraries_go_on_ld_library_path(workspace, run_cli, mount_image
     assert len(entries) == 4 and entries[-1] == "/.singularity.d/libs", entries
     assert all(e.startswith("/nix/store/") and e.endswith("/lib") for e in entries[:3])
     assert (root / entries[2].lstrip("/")).is_dir()
+
+
+def test_packages_without_bin_are_in_the_image(workspace, run_cli, mount_image, tmp_path):
+    # demoPythonDeps is only lib/ (no bin/), and nothing else in this env refers to it
+    env = write_env(workspace, "data", 'date = 2024-06-01\n[nixpkgs]\npackages = ["demoPythonDeps", "hello"]\n')
+    r = run_cli("build", str(env))
+    assert r.returncode == 0, r.stderr
+    img = Path(r.stdout.strip().split(": ")[1])
+    meta = json.loads(run_cli("inspect", str(img), "--json").stdout)
+    root = mount_image(img, tmp_path / "m")
+    requested = (root / meta["env_root"].lstrip("/") / "nix-support" / "nixsnake-paths").read_text().split()
+    assert len(requested) >= 2 + 6  # the two packages and the base set
+    assert set(requested) <= set(meta["store_paths"])
+    assert all((root / p.lstrip("/") / "lib").is_dir() for p in requested if "python-deps" in p)

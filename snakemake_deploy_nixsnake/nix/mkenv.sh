@@ -48,5 +48,8 @@ for p in $paths; do
     done
   fi
 done
+# Every requested package stays in the image's closure, also those without bin/ (data,
+# libraries): nix keeps what the output names, so name them all.
+for p in $paths; do echo "$p"; done > "$out/nix-support/nixsnake-paths"
 printf '{"path": ["%s"], "ld_library_path": "%s", "ssl_cert_file": "%s", "bash": "%s", "python": "%s"}\n' \
   "$out/bin" "$ldLibraryPath" "$sslCertFile" "$bash" "$python" > "$out/nix-support/nixsnake-env.json"
