@@ -309,24 +309,20 @@ GpuOpt = Annotated[Optional[str], typer.Option("--gpu", help="auto (default), al
 BindOpt = Annotated[Optional[list[str]], typer.Option("--bind", "-B", help="extra bind SRC[:DST[:ro]] (repeatable)")]
 
 
-def _run_request(spec_path: Path, cfg: Config, binds: list[str] | None, *, build: bool = True):
-    from .deploy import ensure_image, resolve
-    from .runtime import JOB_ENVVARS, RunRequest, parse_bind
-    from .store import Store
+def _run_request(spec_path: Path, cfg: Config, binds: list[str] | None):
+    """The image (built if needed) and how to run it, for `nixsnake run` / `shell`."""
+    from .deploy import ensure_resolved, resolve
+    from .runtime import JOB_ENVVARS, RunRequest, gpu_mode, parse_bind
 
-    if build:
-        image = ensure_image(spec_path, cfg, reporter=_LiveReporter(str(spec_path), {}, True))
-    else:
-        image = Store(cfg.store).image_path(resolve(spec_path, cfg, auto_lock=False).image_id)
-    spec_env = __import__("snakemake_deploy_nixsnake.spec", fromlist=["load_spec"]).load_spec(spec_path)
-    cuda = spec_env.gpu.cuda
-    gpu = "always" if cuda is True else ("never" if cuda is False else cfg.gpu)
-    all_binds = [parse_bind(b) for b in (*cfg.binds, *spec_env.run.binds, *(binds or []))]
+    reporter = _LiveReporter(str(spec_path), {}, True)
+    r = resolve(spec_path, cfg, reporter=reporter)
+    image = ensure_resolved(r, cfg, reporter=reporter)
+    all_binds = [parse_bind(b) for b in (*cfg.binds, *r.spec.run.binds, *(binds or []))]
     cwd = Path.cwd().absolute()
     if all(b.dst != str(cwd) for b in all_binds):
         all_binds.append(parse_bind(str(cwd)))
-    return RunRequest(image=image, runtime=cfg.runtime, gpu=gpu, binds=tuple(all_binds), workdir=cwd,  # type: ignore[arg-type]
-                      runtime_bin=cfg.runtime_bin, envvars=JOB_ENVVARS)
+    return RunRequest(image=image, runtime=cfg.runtime, gpu=gpu_mode(r.spec.gpu.cuda, cfg.gpu),  # type: ignore[arg-type]
+                      binds=tuple(all_binds), workdir=cwd, runtime_bin=cfg.runtime_bin, envvars=JOB_ENVVARS)
 
 
 def _exec(argv: list[str]) -> None:

@@ -65,6 +65,12 @@ def _validated(cfg: Config, origin: str) -> Config:
     return cfg
 
 
+def parse_nix_options(text: str) -> tuple[tuple[str, str], ...]:
+    """``"substituters=;build-users-group="`` (flag / env var form) -> option pairs."""
+    pairs = [p for p in text.split(";") if p.strip()]
+    return tuple((p.split("=", 1)[0].strip(), p.split("=", 1)[1].strip() if "=" in p else "") for p in pairs)
+
+
 def _from_mapping(base: Config, data: Mapping[str, Any], origin: str, base_dir: Path | None) -> Config:
     known = {f.name for f in fields(Config)}
     kw: dict[str, Any] = {}
@@ -88,8 +94,7 @@ def _from_mapping(base: Config, data: Mapping[str, Any], origin: str, base_dir: 
             if isinstance(value, Mapping):
                 kw[key] = tuple((str(k), str(v)) for k, v in sorted(value.items()))
             else:
-                pairs = [p for p in str(value).split(";") if p.strip()]
-                kw[key] = tuple((p.split("=", 1)[0].strip(), p.split("=", 1)[1].strip() if "=" in p else "") for p in pairs)
+                kw[key] = parse_nix_options(str(value))
         elif key in ("jobs", "build_wait"):
             try:
                 kw[key] = int(value)

@@ -52,17 +52,15 @@ class Resolved:
 def resolve(spec_path: Path, cfg: Config, *, auto_lock: bool = True, reporter: Reporter | None = None) -> Resolved:
     """Load env + lock (locking first when there is no lock and ``auto_lock``)."""
     spec = load_spec(spec_path)
-    lock_path = lock_path_for(spec_path)
-    if not lock_path.exists():
+    if not lock_path_for(spec_path).exists():
         if not auto_lock:
             read_lock(spec_path)  # raises the clear "missing lock" error
         (reporter or QuietReporter()).stage(f"locking {spec_path}")
         lock_file(spec_path, cfg)
-    else:
-        reason = stale_reason(spec, spec_path)
-        if reason:
-            raise NixsnakeError(f"{reason}", Exit.DATAERR, f"run `nixsnake lock {spec_path}`")
     lock = read_lock(spec_path)
+    reason = stale_reason(spec, spec_path, lock)
+    if reason:
+        raise NixsnakeError(reason, Exit.DATAERR, f"run `nixsnake lock {spec_path}`")
     return Resolved(spec_path, spec, lock, image_id(spec, lock, cfg.compression))
 
 

@@ -377,14 +377,18 @@ def write_if_changed(path: Path, text: str) -> bool:
     return True
 
 
-def stale_reason(spec: EnvFile, spec_path: Path) -> str | None:
-    """Why the lock beside ``spec_path`` no longer matches the env file (None if current)."""
-    path = lock_path_for(spec_path)
-    if not path.exists():
-        return f"{path} is missing"
-    lock = read_lock(spec_path)
+def stale_reason(spec: EnvFile, spec_path: Path, lock: Lock | None = None) -> str | None:
+    """Why the lock of ``spec_path`` no longer matches the env file (None if current).
+
+    ``lock`` is the already-read lock, if the caller has it; else it is read from beside
+    the env file."""
+    if lock is None:
+        path = lock_path_for(spec_path)
+        if not path.exists():
+            return f"{path} is missing"
+        lock = read_lock(spec_path)
     if lock.spec_sha256 != spec.spec_hash():
-        return f"{spec_path} changed since {path} was written"
+        return f"{spec_path} changed since {lock_path_for(spec_path)} was written"
     return None
 
 

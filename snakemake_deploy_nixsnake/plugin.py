@@ -34,9 +34,9 @@ from snakemake_interface_software_deployment_plugins.settings import (
 )
 
 from .build import image_id
-from .config import COMPRESSIONS, GPU_MODES, RUNTIMES, Config, load_config
+from .config import COMPRESSIONS, GPU_MODES, RUNTIMES, Config, load_config, parse_nix_options
 from .errors import NixsnakeError
-from .lock import parse_lock
+from .lock import Lock, parse_lock, stale_reason
 from .spec import EnvFile, lock_path_for, parse_spec
 
 common_settings = CommonSettings(provides="nixsnake")
@@ -83,9 +83,7 @@ def _config(settings: Any) -> Config:
         overrides["binds"] = tuple(b for b in str(binds).split(",") if b)
     opts = getattr(settings, "nix_options", None)
     if opts is not None:
-        from .config import _from_mapping
-
-        cfg = _from_mapping(cfg, {"nix_options": opts}, "--sdm-nixsnake-nix-options", None)
+        overrides["nix_options"] = parse_nix_options(str(opts))
     return cfg.with_overrides(**overrides)
 
 
@@ -132,6 +130,7 @@ class Env(DeployableEnvBase, PinnableEnvBase):
         self.config = _config(self.settings)
         self.spec_name = str(self.spec.spec.path_or_uri)
         self._parsed: EnvFile | None = None
+        self._lock: tuple[Lock | None, str | None] | None = None  # (lock, why unusable)
         self._image: Path | None = None
         self._cmd_cache: dict[str, str] = {}
 
@@ -157,26 +156,33 @@ class Env(DeployableEnvBase, PinnableEnvBase):
                 return path.read_bytes()
         return None
 
+    def lock(self) -> tuple[Lock | None, str | None]:
+        """The lock, parsed once per Env: (lock, None), or (None, why there is none)."""
+        if self._lock is None:
+            lock_name = str(lock_path_for(Path(self.spec_name)))
+            raw = self.lock_bytes()
+            if raw is None:
+                self._lock = (None, f"{lock_name} is missing for env file {self.spec_name}")
+            else:
+                try:
+                    self._lock = (parse_lock(raw.decode("utf-8", "replace"), lock_name), None)
+                except NixsnakeError as exc:
+                    self._lock = (None, str(exc))
+        return self._lock
+
     def resolved(self):
         from .deploy import Resolved
 
         spec = self.env_file()
-        raw = self.lock_bytes()
-        lock_name = str(lock_path_for(Path(self.spec_name)))
-        if raw is None:
+        lock, problem = self.lock()
+        if lock is None:
             raise WorkflowError(
-                f"nixsnake: {lock_name} is missing for env file {self.spec_name}; fix: run "
-                f"`nixsnake lock {self.spec_name}` (or `snakemake --pin-software`) and commit the lock"
+                f"nixsnake: {problem}; fix: run `nixsnake lock {self.spec_name}` "
+                "(or `snakemake --pin-software`) and commit the lock"
             )
-        try:
-            lock = parse_lock(raw.decode("utf-8", "replace"), lock_name)
-        except NixsnakeError as exc:
-            raise WorkflowError(f"nixsnake: {exc}") from None
-        if lock.spec_sha256 != spec.spec_hash():
-            raise WorkflowError(
-                f"nixsnake: {lock_name} is stale ({self.spec_name} changed since it was locked); "
-                f"fix: run `nixsnake lock {self.spec_name}`"
-            )
+        reason = stale_reason(spec, Path(self.spec_name), lock)
+        if reason:
+            raise WorkflowError(f"nixsnake: {reason}; fix: run `nixsnake lock {self.spec_name}`")
         return Resolved(Path(self.spec_name), spec, lock, image_id(spec, lock, self.config.compression))
 
     def image_path(self) -> Path:
@@ -191,16 +197,14 @@ class Env(DeployableEnvBase, PinnableEnvBase):
     def record_hash(self, hash_object) -> None:
         spec = self.env_file()
         hash_object.update(b"nixsnake-env\0" + spec.spec_hash().encode())
-        raw = self.lock_bytes()
-        if raw is not None:
-            try:
-                lock = parse_lock(raw.decode("utf-8", "replace"), "lock")
-                hash_object.update(b"\0lock\0" + image_id(spec, lock, self.config.compression).encode())
-            except NixsnakeError:
-                hash_object.update(b"\0invalid-lock")
+        lock, _ = self.lock()
+        if lock is not None:
+            hash_object.update(b"\0lock\0" + image_id(spec, lock, self.config.compression).encode())
+        elif self.lock_bytes() is not None:
+            hash_object.update(b"\0invalid-lock")
 
     def decorate_shellcmd(self, cmd: str) -> str:
-        from .runtime import JOB_ENVVARS, RunRequest, parse_bind, shell_command
+        from .runtime import JOB_ENVVARS, RunRequest, gpu_mode, parse_bind, shell_command
 
         binds = [parse_bind(b) for b in (*self.config.binds, *self.env_file().run.binds)]
         workdir = Path.cwd()
@@ -213,12 +217,10 @@ class Env(DeployableEnvBase, PinnableEnvBase):
             if b.dst not in seen:
                 seen.add(b.dst)
                 uniq.append(b)
-        cuda = self.env_file().gpu.cuda
-        gpu = "always" if cuda is True else ("never" if cuda is False else self.config.gpu)
         req = RunRequest(
             image=self.image_path(),
             runtime=self.config.runtime,  # type: ignore[arg-type]
-            gpu=gpu,  # type: ignore[arg-type]
+            gpu=gpu_mode(self.env_file().gpu.cuda, self.config.gpu),
             binds=tuple(uniq),
             workdir=workdir,
             envvars=tuple(sorted(set(getattr(self, "envvars", set()) or ()) | set(JOB_ENVVARS))),
@@ -250,13 +252,7 @@ class Env(DeployableEnvBase, PinnableEnvBase):
     def report_software(self) -> Iterable[SoftwareReport]:
         spec = self.env_file()
         reports = []
-        raw = self.lock_bytes()
-        lock = None
-        if raw is not None:
-            try:
-                lock = parse_lock(raw.decode("utf-8", "replace"), "lock")
-            except NixsnakeError:
-                lock = None
+        lock, _ = self.lock()
         rev = lock.nixpkgs.rev[:12] if lock else "unlocked"
         for attr in spec.nixpkgs.packages:
             reports.append(SoftwareReport(name=attr, version=f"nixpkgs {spec.nixpkgs.branch}@{rev}"))
@@ -289,6 +285,7 @@ class Env(DeployableEnvBase, PinnableEnvBase):
         except NixsnakeError as exc:
             raise WorkflowError(f"nixsnake: {exc}") from None
         self._image = None
+        self._lock = None
         self.clear_hashes()
         self.pinfile.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(lock_path_for(spec_path), self.pinfile)

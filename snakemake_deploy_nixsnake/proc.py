@@ -105,6 +105,22 @@ def _popen(args: list[str], **kwargs) -> subprocess.Popen:
         raise ToolMissingError(tool, INSTALL_HINTS.get(tool, f"install {tool}")) from exc
 
 
+def _pump(pipe, sink, on_line: Callable[[str], None] | None = None) -> threading.Thread:
+    """Drain a child's pipe on a thread (no pipe deadlock): each line, decoded and without
+    its newline, goes to ``sink`` (a list, or a bounded deque for a log tail)."""
+
+    def run() -> None:
+        for raw in pipe:
+            line = (raw.decode(errors="replace") if isinstance(raw, bytes) else raw).rstrip("\n")
+            sink.append(line)
+            if on_line:
+                on_line(line)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
 def _failed(name: str, rc: int, log: Iterable[str], code: Exit) -> NixsnakeError:
     return NixsnakeError(f"{name} failed (exit {rc}); last log lines:\n" + "\n".join(log), code)
 
@@ -128,17 +144,7 @@ def stream(
                   env=dict(env) if env is not None else None, cwd=cwd, errors="replace")
     log: deque[str] = deque(maxlen=keep)
     out_lines: list[str] = []
-
-    def pump_err() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            line = line.rstrip("\n")
-            log.append(line)
-            if on_line:
-                on_line(line)
-
-    t = threading.Thread(target=pump_err, daemon=True)
-    t.start()
+    t = _pump(proc.stderr, log, on_line)
     assert proc.stdout is not None
     for line in proc.stdout:
         out_lines.append(line)
@@ -177,21 +183,8 @@ def pipe_into(
                   env=dict(env) if env is not None else None, cwd=cwd)
 
     log: deque[str] = deque(maxlen=keep)
-    out_chunks: list[bytes] = []
-
-    def pump_err() -> None:
-        assert proc.stderr is not None
-        for raw in proc.stderr:
-            log.append(raw.decode(errors="replace").rstrip("\n"))
-
-    def pump_out() -> None:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            out_chunks.append(raw)
-
-    threads = [threading.Thread(target=pump_err, daemon=True), threading.Thread(target=pump_out, daemon=True)]
-    for t in threads:
-        t.start()
+    out_chunks: list[str] = []
+    threads = [_pump(proc.stderr, log), _pump(proc.stdout, out_chunks)]
     name = what or " ".join(args[:2])
     assert proc.stdin is not None
     broken = False
@@ -220,4 +213,4 @@ def pipe_into(
         t.join()
     if rc != 0 or broken:
         raise _failed(name, rc, log, code)
-    return b"".join(out_chunks).decode(errors="replace")
+    return "\n".join(out_chunks)

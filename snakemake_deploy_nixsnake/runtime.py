@@ -321,6 +321,16 @@ def _script(req: RunRequest, words: list[Word]) -> str:
     return probe + _env_exports(req) + "exec " + _render(words)
 
 
+def gpu_mode(cuda: bool | str, setting: str) -> Gpu:
+    """The env file's ``[gpu] cuda`` wins (true: always --nv, false: never); ``"auto"``
+    defers to the ``gpu`` setting."""
+    if cuda is True:
+        return "always"
+    if cuda is False:
+        return "never"
+    return setting  # type: ignore[return-value]
+
+
 def shell_command(req: RunRequest, cmd: str) -> str:
     """One POSIX sh string that runs ``cmd`` with the rule's shell inside the image.
 

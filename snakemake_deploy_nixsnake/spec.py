@@ -157,10 +157,6 @@ def _req_name(v: str) -> str:
         return v
 
 
-def _attr_key(v: str) -> str:
-    return v
-
-
 NonEmpty = Annotated[str, Field(min_length=1, max_length=200)]
 AttrPath = Annotated[NonEmpty, AfterValidator(check_attr_path)]
 PyReq = Annotated[NonEmpty, AfterValidator(check_requirement)]
@@ -175,10 +171,10 @@ class _Strict(BaseModel):
 
 
 class Nixpkgs(_Strict):
-    packages: Annotated[list[AttrPath], unique("attribute", _attr_key)] = Field(default_factory=list, max_length=500)
+    packages: Annotated[list[AttrPath], unique("attribute")] = Field(default_factory=list, max_length=500)
     #: Packages whose ``lib/`` goes on LD_LIBRARY_PATH in the image, for PyPI wheels that
     #: dlopen system libraries (libGL, ...). Attribute paths, like ``packages``.
-    libraries: Annotated[list[AttrPath], unique("library", _attr_key)] = Field(default_factory=list, max_length=100)
+    libraries: Annotated[list[AttrPath], unique("library")] = Field(default_factory=list, max_length=100)
     branch: str = "nixos-unstable"
     rev: str | None = None
     allow_unfree: StrictBool = False
@@ -316,9 +312,6 @@ def sha256_json(data: Any) -> str:
 
 
 # --- loading ----------------------------------------------------------------------------
-
-_SECTION_FIELDS: dict[tuple[str, ...], list[str]] = {}
-
 
 def _known_keys(loc: tuple[Any, ...]) -> list[str]:
     model: Any = EnvFile
