@@ -6,7 +6,7 @@ nixsnake cache (``NIXSNAKE_CACHE_DIR``) and no user configuration, so a run neve
 the developer's own store or cache. Only the nix store is shared with the machine.
 
 The benchmark package set is the embedded demo package set (materialized by nixsnake's
-own ``materialize_demo_nixpkgs``) copied into a git repository of the benchmark's own,
+own ``demo.materialize``) copied into a git repository of the benchmark's own,
 with one extra commit on a branch ``nixsnake-bench`` that adds ``benchBlob``: ~700 MB of
 host files in ~50 MB store paths (``benchmarks/nixpkgs/``). The shipped demo package set
 is not changed; env files reach the extra package through
@@ -16,7 +16,6 @@ the real ``nixsnake build`` builds every size.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -72,6 +71,11 @@ def isolate_environment(workdir: Path) -> None:
     os.environ.pop("SOURCE_DATE_EPOCH", None)
     # the package under test is imported from this checkout, whatever the caller's cwd
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    # the benchmark package set is the demo's plus bench/: its builds read the same host
+    # manifest, which nixsnake only hands to nix for nixpkgs_source = "demo"
+    from snakemake_deploy_nixsnake import demo
+
+    os.environ[demo.HOST_ENV_VAR] = str(demo.host_manifest())
 
 
 def blob_chunks(target: int = BLOB_BYTES, chunk: int = CHUNK_BYTES) -> list[dict]:
@@ -117,13 +121,7 @@ def blob_chunks(target: int = BLOB_BYTES, chunk: int = CHUNK_BYTES) -> list[dict
 
 
 def _chunk(i: int, files: list[tuple[str, int, int]], size: int) -> dict:
-    lines = "".join(f"{p} {s} {m}\n" for p, s, m in files)
-    return {
-        "name": f"{i:02d}",
-        "files": [p for p, _, _ in files],
-        "bytes": size,
-        "fingerprint": hashlib.sha256(lines.encode()).hexdigest(),
-    }
+    return {"name": f"{i:02d}", "files": [p for p, _, _ in files], "bytes": size}
 
 
 def _git(repo: Path, *args: str, date: str | None = None) -> str:
@@ -143,9 +141,9 @@ def _git(repo: Path, *args: str, date: str | None = None) -> str:
 
 def make_bench_repo(workdir: Path, chunks: list[dict]) -> Path:
     """The demo package set's repository plus the benchmark commit on branch ``nixsnake-bench``."""
-    from snakemake_deploy_nixsnake.demo import materialize_demo_nixpkgs
+    from snakemake_deploy_nixsnake.demo import materialize
 
-    demo = materialize_demo_nixpkgs(workdir / "cache" / "demo-nixpkgs")
+    demo = materialize(workdir / "cache" / "demo-nixpkgs")
     repo = workdir / "bench-nixpkgs"
     rmtree(repo)
     run(["git", "clone", "-q", str(demo), str(repo)])
@@ -156,7 +154,7 @@ def make_bench_repo(workdir: Path, chunks: list[dict]) -> Path:
     (repo / "bench").mkdir()
     for f in ("bench.nix", "chunk.sh", "index.sh"):
         shutil.copyfile(HERE / "nixpkgs" / f, repo / "bench" / f)
-    slim = [{k: c[k] for k in ("name", "files", "fingerprint")} for c in chunks]
+    slim = [{k: c[k] for k in ("name", "files")} for c in chunks]
     (repo / "bench" / "chunks.json").write_text(json.dumps(slim, indent=1) + "\n")
     _git(repo, "add", "-A")
     _git(repo, "commit", "-q", "--no-verify", "-m", "nixsnake benchmark packages", date=BENCH_COMMIT_DATE)

@@ -84,10 +84,14 @@ def image_id(spec: EnvFile, lock: Lock, compression: str) -> str:
     )[:40]
 
 
-def nix_env(cfg: Config) -> dict[str, str]:
+def nix_env(source: NixpkgsSource) -> dict[str, str]:
     env = dict(os.environ)
     # Builds must not depend on the user's channels or NIX_PATH beyond <nix/...>.
     env.pop("NIX_PATH", None)
+    if source.demo:
+        from . import demo
+
+        env.update(demo.nix_env())
     return env
 
 
@@ -105,7 +109,9 @@ class NixBuild:
     info: dict[str, Any]  # nix-support/nixsnake-env.json
 
 
-def nix_build(data: dict[str, Any], cfg: Config, workdir: Path, on_line: Callable[[str], None] | None = None) -> NixBuild:
+def nix_build(
+    data: dict[str, Any], source: NixpkgsSource, cfg: Config, workdir: Path, on_line: Callable[[str], None] | None = None
+) -> NixBuild:
     """Run nix-build on env.nix with ``data``; keep a GC root in ``workdir`` until packed."""
     proc.require("nix-build")
     spec_file = workdir / "nixsnake-input.json"
@@ -115,7 +121,7 @@ def nix_build(data: dict[str, Any], cfg: Config, workdir: Path, on_line: Callabl
         "nix-build", str(nix_dir() / "env.nix"), "--argstr", "specFile", str(spec_file),
         "--out-link", str(link), *nix_option_args(cfg),
     ]
-    stdout = proc.stream(argv, on_line=on_line, env=nix_env(cfg), what="nix-build of the environment", code=Exit.SOFTWARE)
+    stdout = proc.stream(argv, on_line=on_line, env=nix_env(source), what="nix-build of the environment", code=Exit.SOFTWARE)
     out = Path(stdout.strip().splitlines()[-1]) if stdout.strip() else link.resolve()
     closure = proc.run(["nix-store", "--query", "--requisites", str(out)], what="nix-store --query --requisites").stdout.split()
     info_path = out / "nix-support" / "nixsnake-env.json"

@@ -140,7 +140,7 @@ def _build(r: Resolved, cfg: Config, store: Store, rep: Reporter) -> Path:
     with temp_workdir() as wd:
         work = Path(wd)
         rep.stage(f"nix build of {r.spec_path.name}")
-        built = nix_build(nix_input(r.spec, r.lock, source), cfg, work, on_line=rep.log)
+        built = nix_build(nix_input(r.spec, r.lock, source), source, cfg, work, on_line=rep.log)
         bin_dirs = [Path(d) for d in built.info.get("path", [f"{built.out}/bin"])]
         exes = sorted({f.name for d in bin_dirs if d.is_dir() for f in d.iterdir()})
         meta = image_metadata(r, cfg, built.closure, str(built.out), exes)

@@ -79,15 +79,17 @@ class NixpkgsSource:
     location: str  # a local path for git; "owner/repo" for github
     #: The URL nix fetches from, given a rev (fetchGit url or tarball url template).
     fetch_url: str = ""
+    #: The embedded demo package set: its builds need the host manifest (demo.nix_env).
+    demo: bool = False
 
 
 def parse_source(text: str) -> NixpkgsSource:
     """Turn the ``nixpkgs_source`` setting into a source we can query and nix can fetch."""
-    if text == "demo":
-        from .demo import materialize_demo_nixpkgs
+    from . import demo
 
-        path = materialize_demo_nixpkgs(cache_dir() / "demo-nixpkgs")
-        return NixpkgsSource("git", str(path), "file://" + str(path))
+    if text == demo.SOURCE_NAME:
+        path = demo.default_repo()
+        return NixpkgsSource("git", str(path), "file://" + str(path), demo=True)
     if text == "github" or text.startswith("github:"):
         repo = text.partition(":")[2] or "NixOS/nixpkgs"
         if not re.match(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", repo):

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import nix_options_toml
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,9 +42,6 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
-#: nix settings for machines without the binary cache, and builders that may read the
-#: host files the demo package set copies (Debian's nix builds as nixbld users otherwise).
-DEMO_NIX_OPTIONS = "substituters=;build-users-group="
 
 PY_ENV = """date = 2024-06-01
 [nixpkgs]
@@ -63,7 +61,7 @@ def workspace(tmp_path: Path, monkeypatch) -> Path:
     (ws / "envs").mkdir(parents=True)
     (ws / "nixsnake.toml").write_text(
         '[nixsnake]\nstore = "store"\nnixpkgs_source = "demo"\n'
-        'nix_options = { substituters = "", build-users-group = "" }\n'
+        f"nix_options = {nix_options_toml()}\n"
     )
     monkeypatch.chdir(ws)
     return ws

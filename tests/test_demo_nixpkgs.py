@@ -1,14 +1,16 @@
 """The embedded demo package set: real git repositories, real nix builds, no mocks.
 
 The nix tests build from the materialized repository the way nixsnake does (through
-``builtins.fetchGit`` at a revision, or a flake reference), run the results, and check
-their closures inside bubblewrap with nothing but /nix/store visible.
+``builtins.fetchGit`` at a revision, with the host manifest named by NIXSNAKE_DEMO_HOST),
+run the results, and check their closures inside bubblewrap with nothing but /nix/store
+visible.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -20,8 +22,7 @@ import pytest
 from snakemake_deploy_nixsnake import demo
 from snakemake_deploy_nixsnake.errors import Exit, NixsnakeError
 
-NIX_OPTS = ["--option", "substituters", "", "--option", "build-users-group", ""]
-FLAKE_OPTS = ["--extra-experimental-features", "nix-command flakes"]
+from helpers import can_sandbox, nix_env, nix_option_args
 
 # numpy 1.26.2, cp311 manylinux wheel (what `uv pip compile --exclude-newer 2024-01-01` picks)
 NUMPY_URL = (
@@ -55,12 +56,12 @@ def git(repo: Path, *args: str) -> str:
 
 def nix_build(repo: Path, *attrs: str, rev: str | None = None, config: dict | None = None) -> list[str]:
     rev = rev or git(repo, "rev-parse", "nixos-unstable")
-    argv = ["nix-build", *NIX_OPTS, "--no-out-link", "-E", PKGS_EXPR,
+    argv = ["nix-build", *nix_option_args(), "--no-out-link", "-E", PKGS_EXPR,
             "--argstr", "url", f"file://{repo}", "--argstr", "rev", rev,
             "--argstr", "config", json.dumps(config or {})]
     for a in attrs:
         argv += ["-A", a]
-    cp = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=600)
+    cp = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=600, env=nix_env())
     assert cp.returncode == 0, cp.stderr[-3000:]
     outs = cp.stdout.split()
     assert len(outs) == len(attrs), cp.stdout
@@ -75,9 +76,9 @@ def nix_eval(repo: Path, expr: str, rev: str | None = None, check: bool = True) 
         "pkgsFor = args: import src args; in " + expr
     )
     cp = subprocess.run(
-        ["nix-instantiate", *NIX_OPTS, "--eval", "--strict", "--json", "-E", full,
+        ["nix-instantiate", *nix_option_args(), "--eval", "--strict", "--json", "-E", full,
          "--argstr", "url", f"file://{repo}", "--argstr", "rev", rev],
-        check=False, capture_output=True, text=True, timeout=300,
+        check=False, capture_output=True, text=True, timeout=300, env=nix_env(),
     )
     if check:
         assert cp.returncode == 0, cp.stderr[-3000:]
@@ -115,7 +116,7 @@ def elf_files(root: str):
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    return demo.materialize_demo_nixpkgs(tmp_path_factory.mktemp("demo") / "nixpkgs")
+    return demo.materialize(tmp_path_factory.mktemp("demo") / "nixpkgs")
 
 
 @pytest.fixture(scope="module")
@@ -133,18 +134,19 @@ def test_commit_dates_are_utc_and_sorted():
     assert dates == sorted(dates) and len(dates) >= 4
     assert all(d.tzinfo is not None and d.utcoffset() == dt.timedelta(0) for d in dates)
     assert dt.datetime(2024, 1, 15, 12, tzinfo=dt.UTC) in dates
-    assert demo.DEMO_SOURCE == "demo" and demo.DEMO_BRANCHES[0] == "nixos-unstable"
+    assert demo.SOURCE_NAME == "demo" and demo.DEMO_BRANCHES[0] == "nixos-unstable"
 
 
 def test_materialize_is_deterministic_and_dated(tmp_path):
-    a = demo.materialize_demo_nixpkgs(tmp_path / "a")
-    b = demo.materialize_demo_nixpkgs(tmp_path / "sub" / "b")
+    a = demo.materialize(tmp_path / "a")
+    b = demo.materialize(tmp_path / "sub" / "b")
     assert a == tmp_path / "a"
     for branch in demo.DEMO_BRANCHES:
         assert git(a, "rev-parse", branch) == git(b, "rev-parse", branch)
     assert git(a, "symbolic-ref", "--short", "HEAD") == "nixos-unstable"
-    assert git(a, "status", "--porcelain") == ""  # host.json and version.json are committed
-    assert json.loads((a / "host.json").read_text())["system"].endswith("-linux")
+    assert git(a, "status", "--porcelain") == ""  # version.json is committed
+    # the host's files are an input of builds, never part of a commit
+    assert not (a / "host.json").exists() and "host.json" not in git(a, "ls-tree", "-r", "--name-only", "HEAD")
 
     # every commit at one of the fixed dates, by the fixed author
     log = git(a, "log", "--all", "--format=%an <%ae>|%cn|%aI|%cI")
@@ -164,7 +166,7 @@ def test_materialize_is_deterministic_and_dated(tmp_path):
     # idempotent: a second call reuses the complete repository
     marker = a / ".git" / "nixsnake-demo.json"
     before = marker.stat().st_mtime_ns
-    assert demo.materialize_demo_nixpkgs(a) == a
+    assert demo.materialize(a) == a
     assert marker.stat().st_mtime_ns == before
     assert demo.demo_revs(a) == {br: git(a, "rev-parse", br) for br in demo.DEMO_BRANCHES}
 
@@ -172,7 +174,7 @@ def test_materialize_is_deterministic_and_dated(tmp_path):
 def test_materialize_concurrently(tmp_path):
     dest = tmp_path / "shared"
     code = "import sys; from pathlib import Path; from snakemake_deploy_nixsnake import demo; " \
-           "demo.materialize_demo_nixpkgs(Path(sys.argv[1])); print(demo.demo_revs(Path(sys.argv[1])))"
+           "demo.materialize(Path(sys.argv[1])); print(demo.demo_revs(Path(sys.argv[1])))"
     procs = [subprocess.Popen([sys.executable, "-c", code, dest], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(3)]
     results = [p.communicate(timeout=120) for p in procs]
@@ -187,15 +189,15 @@ def test_materialize_refuses_foreign_dir_and_replaces_stale(tmp_path):
     foreign.mkdir()
     (foreign / "x").write_text("mine")
     with pytest.raises(NixsnakeError) as err:
-        demo.materialize_demo_nixpkgs(foreign)
+        demo.materialize(foreign)
     assert err.value.code == Exit.DATAERR and (foreign / "x").read_text() == "mine"
 
-    dest = demo.materialize_demo_nixpkgs(tmp_path / "d")
+    dest = demo.materialize(tmp_path / "d")
     good = demo.demo_revs(dest)
     marker = dest / ".git" / "nixsnake-demo.json"
     marker.write_text(json.dumps({"fingerprint": "from another nixsnake version", "revs": {}}))
     (dest / "default.nix").write_text("stale")
-    assert demo.materialize_demo_nixpkgs(dest) == dest
+    assert demo.materialize(dest) == dest
     assert demo.demo_revs(dest) == good and "stale" not in (dest / "default.nix").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "foreign"]
 
@@ -318,7 +320,7 @@ def test_nixpkgs_like_interface(repo):
 
 @pytest.mark.nix
 def test_every_host_python(repo):
-    host = json.loads((repo / "host.json").read_text())
+    host = json.loads(demo.host_manifest().read_text())
     attrs = ["python" + v.replace(".", "") for v in host["pythons"]]
     assert "python311" in attrs
     for attr, out in zip(attrs, nix_build(repo, *attrs)):
@@ -348,14 +350,96 @@ def test_manylinux_numpy_needs_exactly_cclib_and_zlib(repo, built):
         assert bad.returncode != 0 and "libgcc_s.so.1: cannot open shared object file" in bad.stderr
 
 
+# ------------------------------------------------------------------ nix's sandbox
+
+#: Top-level host directories: no demo builder, argument or environment may name one.
+_HOST_PATH = re.compile(
+    r"(?<![\w@}.~+-])/(usr|lib|lib32|lib64|libx32|bin|sbin|etc|root|home|opt|srv|var|tmp|run|mnt|media|snap)(?=/|\b)"
+)
+
+
+def _env_drv(repo: Path, tmp_path: Path) -> str:
+    """The .drv of a nixsnake environment on the demo set: python + a locked wheel, a
+    nixpkgs python package, a library, R packages (nixsnake's own env.nix, as a build)."""
+    from snakemake_deploy_nixsnake.build import nix_dir, nix_input
+    from snakemake_deploy_nixsnake.lock import PY_PLATFORM, Lock, NixpkgsPin, NixpkgsSource, Wheel
+    from snakemake_deploy_nixsnake.spec import parse_spec
+
+    spec = parse_spec(
+        b'date = 2024-06-01\n[nixpkgs]\npackages = ["hello", "gawk", "python311Packages.demo-greet"]\n'
+        b'libraries = ["zlib"]\n[python]\nversion = "3.11"\n[R]\npackages = ["ggplot2"]\n'
+    )
+    rev = git(repo, "rev-parse", "nixos-unstable")
+    lock = Lock(spec.spec_hash(), "2024-06-01", NixpkgsPin("nixos-unstable", rev, "2024-01-15T12:00:00Z", False),
+                "3.11", PY_PLATFORM, (Wheel("numpy", "1.26.2", NUMPY_URL, NUMPY_SHA256),))
+    data = nix_input(spec, lock, NixpkgsSource("git", str(repo), f"file://{repo}", demo=True))
+    (tmp_path / "input.json").write_text(json.dumps(data))
+    cp = subprocess.run(["nix-instantiate", *nix_option_args(), str(nix_dir() / "env.nix"), "--argstr", "specFile",
+                         str(tmp_path / "input.json")], capture_output=True, text=True, env=nix_env(), timeout=600)
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    return cp.stdout.strip()
+
+
+def _derivations(drv: str) -> dict[str, dict]:
+    cp = subprocess.run(["nix", "--extra-experimental-features", "nix-command", "show-derivation", "-r", drv],
+                        capture_output=True, text=True, check=True)
+    return json.loads(cp.stdout)
+
+
 @pytest.mark.nix
-def test_flake_reference(repo):
-    rev = git(repo, "rev-parse", "nixos-24.05")
-    host = json.loads((repo / "host.json").read_text())
-    ref = f"git+file://{repo}?rev={rev}#legacyPackages.{host['system']}.hello"
-    cp = subprocess.run(["nix", *FLAKE_OPTS, "build", *NIX_OPTS, "--no-link", "--json", ref],
-                        check=False, capture_output=True, text=True, timeout=300)
-    assert cp.returncode == 0, cp.stderr[-2000:]
-    out = json.loads(cp.stdout)[0]["outputs"]["out"]
-    hello = subprocess.run([f"{out}/bin/hello"], check=True, capture_output=True, text=True)
-    assert hello.stdout == "Hello, world!\n"
+def test_no_demo_derivation_names_a_host_path(repo, tmp_path):
+    """On every machine: host files enter the store at evaluation time, so no builder,
+    argument or environment value of any derivation in an env's closure names a host
+    directory (a builder reading one fails inside nix's sandbox)."""
+    drvs = _derivations(_env_drv(repo, tmp_path))
+    assert len(drvs) > 15 and any("python3-3.11" in d for d in drvs) and any("patchelf" in d for d in drvs)
+    offenders = []
+    for path, d in drvs.items():
+        for where, value in [("builder", d["builder"]), *(("args", a) for a in d["args"]), *d["env"].items()]:
+            offenders += [(path, where, m.group(0)) for m in _HOST_PATH.finditer(value)]
+    assert offenders == []
+    # and the check itself sees a host path where there is one
+    assert _HOST_PATH.search("cp /usr/bin/busybox $out") and not _HOST_PATH.search("@out@/lib /nix/store/x-y/lib")
+
+
+@pytest.mark.nix
+@pytest.mark.network
+def test_every_demo_derivation_rebuilds_in_the_sandbox(repo, tmp_path):
+    """Every derivation of an env's closure (fixed-output fetches aside) is built again
+    with the sandbox forced on -- no silent fallback -- and must give the same bytes
+    (``nix-store --check``)."""
+    if not can_sandbox():
+        pytest.skip("this machine's kernel does not let nix sandbox builds (the static test above still runs)")
+    drv = _env_drv(repo, tmp_path)
+    subprocess.run(["nix-store", "--realise", *nix_option_args(), drv], check=True, capture_output=True,
+                   env=nix_env(), timeout=1200)
+    drvs = [p for p, d in _derivations(drv).items() if not any("hash" in o for o in d["outputs"].values())]
+    assert len(drvs) > 15
+    opts = ["--option", "substituters", "", "--option", "build-users-group", "",
+            "--option", "sandbox", "true", "--option", "sandbox-fallback", "false"]
+    cp = subprocess.run(["nix-store", "--realise", "--check", *opts, *drvs], capture_output=True, text=True,
+                        env=nix_env(), timeout=1800)
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    assert cp.stderr.count("checking outputs of") == len(drvs)
+
+
+@pytest.mark.nix
+@pytest.mark.network
+def test_the_env_builds_without_the_sandbox_in_a_fresh_store(repo, tmp_path):
+    """Where the kernel forbids sandboxing nix builds unsandboxed: the same closure builds
+    from nothing that way too (a fresh, empty nix store: every builder runs once)."""
+    drv_input = _env_drv(repo, tmp_path)  # (instantiated in the real store; only its input JSON is reused)
+    fresh = tmp_path / "fresh"
+    env = nix_env(XDG_CACHE_HOME=str(fresh / "cache"), NIX_STORE_DIR=str(fresh / "store"),
+                  NIX_STATE_DIR=str(fresh / "state"), NIX_LOG_DIR=str(fresh / "log"))
+    from snakemake_deploy_nixsnake.build import nix_dir
+
+    cp = subprocess.run(["nix-build", "--no-out-link", "--option", "substituters", "", "--option", "build-users-group",
+                         "", "--option", "sandbox", "false", str(nix_dir() / "env.nix"), "--argstr", "specFile",
+                         str(tmp_path / "input.json")], capture_output=True, text=True, env=env, timeout=1800)
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    out = cp.stdout.strip()
+    assert out.startswith(f"{fresh}/store/") and out.endswith("-nixsnake-env") and drv_input.endswith(".drv")
+    built = cp.stderr.count("building '")
+    assert built > 15, cp.stderr[-2000:]
+    assert Path(out, "bin", "hello").exists() and Path(out, "bin", "python3").exists()

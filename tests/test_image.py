@@ -43,20 +43,30 @@ LONG = "x" * 90
 
 NIX_EXPR = r"""
 let
+  # the host's static busybox enters the store at evaluation time: builders only read
+  # /nix/store, so this builds inside nix's sandbox too
+  bbDir = builtins.path { path = /. + dirOf "@BUSYBOX@"; name = "busybox-host"; filter = p: _: p == "@BUSYBOX@"; };
+  hostBusybox = "${bbDir}/busybox";
+  busybox = derivation {
+    name = "nixsnake-image-test-busybox";
+    system = builtins.currentSystem;
+    builder = hostBusybox;
+    args = [ "sh" "-c" ''
+      set -e
+      B=${hostBusybox}
+      $B mkdir -p $out/bin
+      $B cp $B $out/bin/busybox
+      for a in sh env cat ls echo test readlink id stat printf mkdir ln chmod; do $B ln -s busybox $out/bin/$a; done
+    '' ];
+  };
   mk = name: script: derivation {
     inherit name;
     system = builtins.currentSystem;
-    builder = "/bin/sh";
+    builder = "${busybox}/bin/sh";
     args = [ "-c" script ];
-    PATH = "/usr/bin:/bin";
+    PATH = "${busybox}/bin";
   };
   t = mk "nixsnake-image-test-t" "set -e; mkdir -p $out/bin; echo hi > $out/f";
-  busybox = mk "nixsnake-image-test-busybox" ''
-    set -e
-    mkdir -p $out/bin
-    cp /bin/busybox $out/bin/busybox
-    for a in sh env cat ls echo test readlink id stat printf; do ln -s busybox $out/bin/$a; done
-  '';
   env = mk "nixsnake-image-test-env" ''
     set -e
     mkdir -p $out/bin $out/lib $out/share/deep
@@ -71,7 +81,8 @@ in { inherit t busybox env; }
 """.replace("@LONG@", LONG)
 
 
-from _image_fixtures import mounted  # noqa: E402
+from _image_fixtures import find_static_busybox, mounted  # noqa: E402
+from helpers import nix_option_args  # noqa: E402
 
 
 def sha256(p: Path) -> str:
@@ -84,7 +95,7 @@ def sha256(p: Path) -> str:
 
 def nix_build(expr_file: Path, attr: str) -> str:
     out = subprocess.run(
-        ["nix-build", "--no-out-link", "--option", "substituters", "", "--option", "build-users-group", "",
+        ["nix-build", "--no-out-link", *nix_option_args(),
          str(expr_file), "-A", attr],
         check=True, capture_output=True, text=True,
     ).stdout.strip()  # fmt: skip
@@ -100,11 +111,12 @@ class Closure:
 def closure(tmp_path_factory: pytest.TempPathFactory) -> Closure:
     if not all(shutil.which(t) for t in TOOLS):
         pytest.skip(f"needs {', '.join(TOOLS)}")
-    if not Path("/bin/busybox").is_file():
-        pytest.skip("needs busybox-static at /bin/busybox")
+    busybox = find_static_busybox()
+    if busybox is None:
+        pytest.skip("needs a static busybox (apt-get install busybox-static)")
     d = tmp_path_factory.mktemp("nix")
     expr = d / "test.nix"
-    expr.write_text(NIX_EXPR)
+    expr.write_text(NIX_EXPR.replace("@BUSYBOX@", str(Path(busybox).resolve())))
     env = nix_build(expr, "env")
     paths = subprocess.run(["nix-store", "-qR", env], check=True, capture_output=True, text=True).stdout.split()
     return Closure(nix_build(expr, "t"), nix_build(expr, "busybox"), env, paths)

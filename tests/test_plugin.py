@@ -16,7 +16,7 @@ from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_software_deployment_plugins import EnvBase, EnvSpecSourceFile, ShellExecutable
 from snakemake_interface_software_deployment_plugins.tests import TestSoftwareDeploymentBase
 
-from conftest import DEMO_NIX_OPTIONS
+from helpers import nix_options
 from snakemake_deploy_nixsnake.plugin import Env, EnvSpec, Settings
 
 STANDIN = Path(__file__).parent / "standin"
@@ -40,7 +40,7 @@ def _standin_on_path(monkeypatch):
 def _settings(store: Path) -> Settings:
     # absolute path: the conformance suite runs commands with `bash -l`, whose profile resets PATH
     return Settings(store=store, runtime="apptainer", runtime_bin=str(STANDIN / "apptainer"), gpu="never",
-                    nixpkgs_source="demo", nix_options=DEMO_NIX_OPTIONS)
+                    nixpkgs_source="demo", nix_options=";".join(f"{k}={v}" for k, v in nix_options().items()))
 
 
 @pytest.mark.nix

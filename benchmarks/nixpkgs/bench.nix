@@ -1,18 +1,32 @@
 # Synthetic packages made of host files, for the benchmarks (see ../default.nix).
-# ./chunks.json is written by benchmarks/bench_setup.py: [{ name, files, fingerprint }],
-# each chunk ~50 MB of regular host files. The fingerprint (sha256 of "path size mtime"
-# lines) is part of the derivation, so a changed host file gives a new store path.
+# ./chunks.json is written by benchmarks/bench_setup.py: [{ name, files }], each chunk
+# ~50 MB of regular host files. The files enter the store at evaluation time
+# (builtins.path keeps exactly the listed files and their directories), so the builders
+# read only /nix/store and work inside nix's sandbox; a changed host file is a new store
+# path.
 { pkgs }:
 let
   chunks = builtins.fromJSON (builtins.readFile ./chunks.json);
+  set = names: builtins.listToAttrs (map (n: { name = n; value = true; }) names);
+  ancestors = f: let d = dirOf f; in if d == "/" then [ ] else [ d ] ++ ancestors d;
+  importChunk = c:
+    let
+      files = set c.files;
+      dirs = set (builtins.concatMap ancestors c.files);
+    in
+    builtins.path {
+      path = /.;
+      name = "bench-hostfiles-${c.name}-src";
+      filter = p: type: if type == "directory" then dirs ? ${p} else files ? ${p};
+    };
   mkChunk = c: derivation {
     name = "bench-hostfiles-${c.name}";
     system = pkgs.system;
     builder = "${pkgs.busybox}/bin/sh";
     args = [ "-eu" ./chunk.sh ];
     PATH = "${pkgs.busybox}/bin";
-    files = c.files;
-    fingerprint = c.fingerprint;
+    src = importChunk c;
+    count = toString (builtins.length c.files);
     allowSubstitutes = false;
     preferLocalBuild = true;
   };

@@ -5,10 +5,51 @@ self:
 let
   inherit (builtins) attrNames concatStringsSep filter hasAttr listToAttrs map replaceStrings;
 
-  # "name path" lines for the builders (demo.py guarantees paths without whitespace)
-  fileLines = dir: files: concatStringsSep "\n" (map (f: "${dir}${f.name} ${f.path}") files);
-  # host file hashes go into the derivations, so a changed host file means a new store path
-  fingerprint = files: builtins.hashString "sha256" (concatStringsSep "," (map (f: f.sha256) files));
+  # ---- host files enter the store here, at evaluation time, never through a builder ----
+  # builtins.path copies (content-addressed) what the filter keeps: one store path per host
+  # directory holding just the named files. A changed host file is a new store path, so
+  # every package made from it is rebuilt; builders only ever read /nix/store, which is
+  # all nix's sandbox shows them.
+  importFiles = label: files:
+    let
+      dirs = lib.unique (map (f: dirOf f.path) files);
+      byDir = listToAttrs (map
+        (d: {
+          name = d;
+          value = builtins.path {
+            path = /. + d;
+            name = "${label}-host-files";
+            filter = p: _type: builtins.any (f: f.path == p) files;
+          };
+        })
+        dirs);
+    in
+    map (f: { inherit (f) name; src = "${byDir.${dirOf f.path}}/${baseNameOf f.path}"; }) files;
+  importFile = label: f: (builtins.head (importFiles label [ f ])).src;
+  # "dest src" lines for the builders: dest relative to $out, src a store path
+  fileLines = dir: imported: concatStringsSep "\n" (map (f: "${dir}${f.name} ${f.src}") imported);
+
+  # A host Python's stdlib, without what nixpkgs also splits off or that only bloats
+  # the closure (tests, tkinter, idle, site-packages: the env brings its own).
+  stdlibSkipTop = [ "site-packages" "dist-packages" "test" "idlelib" "tkinter" "turtledemo" "ensurepip" "__phello__" ];
+  stdlibSkipRe = "(config-[^/]*/(libpython[^/]*[.]a|python[.]o)|lib-dynload/_(tkinter|test|xxtestfuzz)[^/]*[.]so)";
+  importStdlib = py:
+    let root = py.stdlib; in
+    builtins.path {
+      path = /. + root;
+      name = "python${py.pythonVersion}-stdlib-host";
+      filter = p: type:
+        let
+          rel = builtins.substring (builtins.stringLength root + 1) (builtins.stringLength p) p;
+          parts = filter builtins.isString (builtins.split "/" rel);
+          base = baseNameOf p;
+          depth = builtins.length parts;
+        in
+        !(depth == 1 && builtins.elem base stdlibSkipTop)
+        && base != "__pycache__"
+        && !(type == "directory" && depth >= 2 && builtins.elem base [ "test" "tests" "idle_test" ])
+        && builtins.match stdlibSkipRe rel == null;
+    };
 
   demoMeta = description: extra: {
     inherit description;
@@ -27,7 +68,6 @@ let
         args = [ "-eu" script ];
         PATH = "${self.busybox}/bin";
         busybox = self.busybox;
-        patchelf = host.patchelf;
         allowSubstitutes = false;
         preferLocalBuild = true;
       } // env);
@@ -59,11 +99,12 @@ let
       meta = demoMeta description { license = lib.licenses.gpl2Plus; mainProgram = builtins.head tools; };
     };
 
-  copyFiles = { name, files, rpath ? "", links ? "", patches ? "", check ? "", passthru ? { }, meta ? { } }:
+  copyFiles = { name, files, rpath ? "", links ? "", patches ? null, check ? "", passthru ? { }, meta ? { } }:
     mkDrv {
       inherit name passthru meta;
       script = ./builders/copyfiles.sh;
-      env = { inherit files rpath links patches check; };
+      env = { inherit files rpath links check; patches = if patches == null then "" else patches; }
+        // lib.optionalAttrs (rpath != "") { patchelf = "${self.patchelf}/bin/patchelf"; };
     };
 
   mkPython = info:
@@ -77,16 +118,13 @@ let
         env = {
           pythonVersion = pv;
           pythonFullVersion = info.version;
-          hostPrefix = info.prefix;
-          hostExe = info.executable.path;
-          hostLibpython = if info.libpython != null then info.libpython.path else "";
-          libpythonName = if info.libpython != null then info.libpython.name else "";
-          hostFingerprint = fingerprint ([ info.executable ] ++ lib.optional (info.libpython != null) info.libpython);
+          stdlib = importStdlib info;
+          exe = importFile "python${pv}" info.executable;
+          libs = fileLines "lib/" (importFiles "python${pv}" (builtins.filter (f: f != null) [ info.libpython info.libpython3 ]));
+          patchelf = "${self.patchelf}/bin/patchelf";
           glibc = self.glibc;
           inherit loader rpath;
           glibcCompat = "libpthread.so.0 libdl.so.2 librt.so.1 libutil.so.1";
-          skipTop = "site-packages dist-packages test idlelib tkinter turtledemo ensurepip __pycache__ __phello__";
-          skipGlobs = "config-*/libpython*.a config-*/python.o lib-dynload/_tkinter*.so lib-dynload/_test*.so lib-dynload/_xxtestfuzz*.so";
           compileSkip = "(lib2to3/tests|/test/|/tests/data/)";
           PYTHONHASHSEED = "0";
         };
@@ -229,13 +267,14 @@ in
   hostPlatform = self.buildPlatform;
 
   # ------------------------------------------------------------------ bootstrap
-  busybox = derivation {
+  busybox = derivation rec {
     name = "busybox-${host.busybox.version}";
     inherit system;
-    builder = host.busybox.path; # the host's static busybox: "busybox sh" runs the script
+    # the host's static busybox, imported into the store; "busybox sh" runs the script
+    # (busybox picks the applet from argv[0], so the file keeps its name)
+    builder = importFile "busybox" host.busybox;
     args = [ "sh" "-eu" ./builders/busybox.sh ];
-    hostBusybox = host.busybox.path;
-    hostFingerprint = host.busybox.sha256;
+    hostBusybox = builder;
     allowSubstitutes = false;
     preferLocalBuild = true;
   } // {
@@ -283,46 +322,47 @@ in
   # ------------------------------------------------------------------ host libraries
   glibc = copyFiles {
     name = "glibc-host-demo";
-    files = fileLines "lib/" host.glibc.files;
+    files = fileLines "lib/" (importFiles "glibc" host.glibc.files);
     # the loader must not find host libraries: see default.nix ("glibc and LD_LIBRARY_PATH")
-    patches = concatStringsSep "\n" (map (p: "lib/${loader} ${toString p.offset} ${p.old} ${p.new}") host.glibc.loaderPatches);
+    # (a file in the store: the byte patches are data, not paths any builder reads)
+    patches = builtins.toFile "glibc-loader-patches"
+      (lib.concatMapStrings (p: "lib/${loader} ${toString p.offset} ${p.old} ${p.new}\n") host.glibc.loaderPatches);
     check = "\"$out/lib/${loader}\" --version > /dev/null";
-    passthru = { pname = "glibc"; hostFingerprint = fingerprint host.glibc.files; };
+    passthru = { pname = "glibc"; };
     meta = demoMeta "the host's glibc (shared libraries and loader)" { license = lib.licenses.lgpl21Plus; };
   };
 
   zlib = copyFiles {
     name = "zlib-host-demo";
-    files = fileLines "lib/" [ host.zlib ];
+    files = fileLines "lib/" (importFiles "zlib" [ host.zlib ]);
     rpath = glibcLib;
     links = "lib/libz.so libz.so.1";
-    passthru = { pname = "zlib"; hostFingerprint = host.zlib.sha256; };
+    passthru = { pname = "zlib"; };
     meta = demoMeta "the host's zlib" { license = lib.licenses.zlib; };
   };
 
   # nixpkgs: stdenv.cc.cc.lib, gcc's runtime (libstdc++, libgcc_s, libgomp, ...)
   gccLib = copyFiles {
     name = "gcc-host-demo-lib";
-    files = fileLines "lib/" host.gccLib;
+    files = fileLines "lib/" (importFiles "gcc-lib" host.gccLib);
     rpath = "@out@/lib:${glibcLib}";
-    passthru = { pname = "gcc-lib"; hostFingerprint = fingerprint host.gccLib; };
+    passthru = { pname = "gcc-lib"; };
     meta = demoMeta "gcc's runtime libraries (libstdc++, libgcc_s) from the host" { license = lib.licenses.gpl3Plus; };
   };
 
   # the libraries the host pythons' extension modules link (openssl, libffi, sqlite, ...)
   demoPythonDeps = copyFiles {
     name = "python-host-libs-demo";
-    files = fileLines "lib/" host.pythonDeps;
+    files = fileLines "lib/" (importFiles "python-libs" host.pythonDeps);
     rpath = concatStringsSep ":" ([ "@out@/lib" glibcLib "${self.zlib}/lib" ] ++ lib.optional anyGcc "${self.gccLib}/lib");
-    passthru = { hostFingerprint = fingerprint host.pythonDeps; };
     meta = demoMeta "libraries the host pythons need (openssl, libffi, sqlite, bzip2, xz, ncurses, ...)" { };
   };
 
   cacert = copyFiles {
     name = "nss-cacert-host-demo";
-    files = "etc/ssl/certs/ca-bundle.crt ${host.cacert.path}";
+    files = "etc/ssl/certs/ca-bundle.crt ${importFile "cacert" host.cacert}";
     check = "[ -s \"$out/etc/ssl/certs/ca-bundle.crt\" ]";
-    passthru = { pname = "nss-cacert"; hostFingerprint = host.cacert.sha256; };
+    passthru = { pname = "nss-cacert"; };
     meta = demoMeta "CA certificate bundle (copied from the host)" { license = lib.licenses.mpl20; };
   };
 
@@ -330,13 +370,13 @@ in
     name = "bash-host-demo";
     script = ./builders/hostprog.sh;
     env = {
-      hostExe = host.bash.path;
+      exe = importFile "bash" host.bash.exe;
       exeName = "bash";
-      deps = fileLines "" host.bash.deps;
+      deps = fileLines "" (importFiles "bash" host.bash.deps);
       links = "bin/sh bash";
       glibc = self.glibc;
+      patchelf = "${self.patchelf}/bin/patchelf";
       inherit loader;
-      hostFingerprint = fingerprint ([ host.bash ] ++ host.bash.deps);
       check = ''[ "$("$out/bin/bash" -c 'x=$(echo ok | cat); cat <<EOF
 $x
 EOF')" = ok ]'';
@@ -345,6 +385,21 @@ EOF')" = ok ]'';
     meta = demoMeta "the host's bash re-linked onto the demo glibc (bin/sh links to it)" { license = lib.licenses.gpl3Plus; mainProgram = "bash"; };
   };
   bashInteractive = self.bash;
+
+  # patchelf itself: the host's binary and its C++ runtime, re-linked onto the demo glibc
+  # by running the imported copy once through the demo loader (the bootstrap step).
+  patchelf = mkDrv {
+    name = "patchelf-host-demo";
+    script = ./builders/patchelf.sh;
+    env = {
+      exe = importFile "patchelf" host.patchelf.exe;
+      deps = fileLines "" (importFiles "patchelf" host.patchelf.deps);
+      glibc = self.glibc;
+      inherit loader;
+    };
+    passthru = { pname = "patchelf"; };
+    meta = demoMeta "the host's patchelf re-linked onto the demo glibc" { license = lib.licenses.gpl3Plus; mainProgram = "patchelf"; };
+  };
   runtimeShell = "${self.bash}/bin/bash";
 
   # ------------------------------------------------------------------ stdenv and builders

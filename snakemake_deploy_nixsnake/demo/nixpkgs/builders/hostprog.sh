@@ -1,8 +1,9 @@
-# Copy one host program (and the non-glibc libraries it needs) into the store and re-link
-# it onto the demo glibc: interpreter = $glibc/lib/$loader, RUNPATH = $out/lib:$glibc/lib.
+# One host program (and the non-glibc libraries it needs), imported into the store, copied
+# into a package and re-linked onto the demo glibc: interpreter = $glibc/lib/$loader,
+# RUNPATH = $out/lib:$glibc/lib.
 set -eu -o pipefail
 mkdir -p "$out/bin" "$out/lib"
-cp -L "$hostExe" "$out/bin/$exeName"
+cp -L "$exe" "$out/bin/$exeName"
 chmod 0755 "$out/bin/$exeName"
 "$patchelf" --set-interpreter "$glibc/lib/$loader" --set-rpath "$out/lib:$glibc/lib" "$out/bin/$exeName"
 while read -r soname src; do

@@ -1,6 +1,7 @@
 # Bootstrap: copy the host's static busybox into the store, one symlink per applet.
-# Runs under the HOST busybox (the derivation's builder), so every tool is called as
-# "$hostBusybox <applet>" until our copy exists. Fails loudly: set -eu -o pipefail.
+# Runs under the imported copy of the host busybox (the derivation's builder, a store
+# path), so every tool is called as "$hostBusybox <applet>" until our copy exists.
+# Fails loudly: set -eu -o pipefail.
 set -eu -o pipefail
 bb="$hostBusybox"
 "$bb" mkdir -p "$out/bin"

@@ -6,12 +6,18 @@
 #   import <this repo> { config = { allowUnfree = false; cudaSupport = false; };
 #                        system = "x86_64-linux"; overlays = [ ]; }
 #
-# Its packages are host files copied into the nix store (see pkgs.nix): busybox-static
-# for the small tools, the host's glibc / bash / zlib / libstdc++ / CA bundle, and the
-# host's Python interpreters re-linked with patchelf onto the store copy of glibc. R cannot
-# be built here: `R`/`Rscript` are labelled stand-in scripts. Where the host files are is
-# data, read from ./host.json (written by snakemake_deploy_nixsnake/demo.py); no host
-# location is written in any .nix file. ./version.json names the demo release of a commit.
+# Its packages are host files imported into the nix store AT EVALUATION TIME
+# (builtins.path, content-addressed; see pkgs.nix): busybox-static for the small tools,
+# the host's glibc / bash / zlib / libstdc++ / CA bundle, and the host's Python
+# interpreters re-linked with patchelf onto the store copy of glibc. Builders only ever
+# read /nix/store, so every build works inside nix's sandbox. R cannot be built here:
+# `R`/`Rscript` are labelled stand-in scripts.
+#
+# Where the host files are is data: a manifest (host.json) written by nixsnake
+# (snakemake_deploy_nixsnake/demo/host.py) and named by the environment variable
+# NIXSNAKE_DEMO_HOST, the way nixpkgs reads NIXPKGS_CONFIG. It is not part of this
+# repository, so its revisions are the same on every machine. ./version.json names the
+# demo release of a commit.
 #
 # glibc and LD_LIBRARY_PATH: nixpkgs' glibc ignores /etc/ld.so.cache and its only default
 # library directory is its own store path, so a nix program finds libpthread, libdl, ... of
@@ -19,7 +25,7 @@
 # the store; two changes make it behave the same:
 #  1. The loader's built-in paths (/etc/ld.so.cache, /lib/<triplet>/, /usr/lib/<triplet>/,
 #     /lib/, /usr/lib/) are overwritten in the store copy with same-length names of
-#     directories that do not exist ("/~~~/"; offsets found by demo.py, checked by the
+#     directories that do not exist ("/~~~/"; offsets found by demo/host.py, checked by the
 #     builder). So even on the host, outside any container, a demo program only finds
 #     libraries through RUNPATH and LD_LIBRARY_PATH, as inside an image.
 #  2. Such a loader cannot find glibc's own libraries by default either, so the demo
@@ -32,7 +38,11 @@
 # LD_LIBRARY_PATH = "${stdenv.cc.cc.lib}/lib:${zlib}/lib" (libstdc++, libgcc_s, libz), and
 # fails without it ("libgcc_s.so.1: cannot open shared object file").
 let
-  host = builtins.fromJSON (builtins.readFile ./host.json);
+  hostFile = builtins.getEnv "NIXSNAKE_DEMO_HOST";
+  host =
+    if hostFile == "" then
+      throw "nixsnake demo package set: NIXSNAKE_DEMO_HOST is not set; build through nixsnake (nixpkgs_source = \"demo\") or set it to the manifest that `python -m snakemake_deploy_nixsnake.demo DIR` prints"
+    else builtins.fromJSON (builtins.readFile hostFile);
   release = (builtins.fromJSON (builtins.readFile ./version.json)).demoRelease;
   lib = import ./lib.nix { version = release; };
 in
