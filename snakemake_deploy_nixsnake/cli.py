@@ -312,15 +312,16 @@ BindOpt = Annotated[Optional[list[str]], typer.Option("--bind", "-B", help="extr
 def _run_request(spec_path: Path, cfg: Config, binds: list[str] | None):
     """The image (built if needed) and how to run it, for `nixsnake run` / `shell`."""
     from .deploy import ensure_resolved, resolve
-    from .runtime import JOB_ENVVARS, RunRequest, gpu_mode, parse_bind
+    from .binds import Bind, parse_user_bind
+    from .runtime import JOB_ENVVARS, RunRequest, gpu_mode
 
     reporter = _LiveReporter(str(spec_path), {}, True)
     r = resolve(spec_path, cfg, reporter=reporter)
     image = ensure_resolved(r, cfg, reporter=reporter)
-    all_binds = [parse_bind(b) for b in (*cfg.binds, *r.spec.run.binds, *(binds or []))]
+    all_binds = [parse_user_bind(b) for b in (*cfg.binds, *r.spec.run.binds, *(binds or []))]
     cwd = Path.cwd().absolute()
     if all(b.dst != str(cwd) for b in all_binds):
-        all_binds.append(parse_bind(str(cwd)))
+        all_binds.append(Bind(str(cwd), str(cwd)))
     return RunRequest(image=image, runtime=cfg.runtime, gpu=gpu_mode(r.spec.gpu.cuda, cfg.gpu),  # type: ignore[arg-type]
                       binds=tuple(all_binds), workdir=cwd, runtime_bin=cfg.runtime_bin, envvars=JOB_ENVVARS)
 

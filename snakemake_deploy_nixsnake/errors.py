@@ -43,7 +43,7 @@ class SpecError(NixsnakeError):
     def __init__(self, file: str, key: str, problem: str, fix: str):
         self.file = file
         self.key = key
-        self.problem = problem
+        self.problem = problem = " ".join(problem.splitlines())  # always one line
         self.fix = fix
         where = f"{file}: {key}" if key else file
         super().__init__(f"{where}: {problem}; fix: {fix}", Exit.DATAERR)
@@ -55,6 +55,11 @@ class SpecError(NixsnakeError):
 class MissingFileError(NixsnakeError):
     def __init__(self, path: str, fix: str):
         super().__init__(f"{path}: no such file; fix: {fix}", Exit.NOINPUT)
+
+
+class UnreadableFileError(NixsnakeError):
+    def __init__(self, path: str, why: str, fix: str):
+        super().__init__(f"{path}: cannot read it ({why}); fix: {fix}", Exit.NOINPUT)
 
 
 class ToolMissingError(NixsnakeError):

@@ -19,14 +19,18 @@ import urllib.parse
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import tomlkit
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from . import proc
 from .config import Config, cache_dir
 from .errors import Exit, NixsnakeError, SpecError
-from .spec import EnvFile, lock_path_for, sha256_json
+from .spec import EnvFile, check_branch, check_py_version, error_from_validation, lock_path_for, sha256_json
 
 LOCK_VERSION = 1
 PY_PLATFORM = "x86_64-manylinux_2_28"
@@ -92,7 +96,7 @@ def parse_source(text: str) -> NixpkgsSource:
         return NixpkgsSource("git", str(path), "file://" + str(path), demo=True)
     if text == "github" or text.startswith("github:"):
         repo = text.partition(":")[2] or "NixOS/nixpkgs"
-        if not re.match(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", repo):
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", repo):
             raise SpecError("settings", "nixpkgs_source", f"{text!r} is not github:OWNER/REPO", "write e.g. github:NixOS/nixpkgs")
         return NixpkgsSource("github", repo, f"https://github.com/{repo}/archive/{{rev}}.tar.gz")
     if text.startswith("file://"):
@@ -317,32 +321,84 @@ def render_lock(lock: Lock, spec_name: str) -> str:
     return tomlkit.dumps(doc)
 
 
+class _LockModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class _LockNixpkgs(_LockModel):
+    branch: Annotated[str, AfterValidator(check_branch)]
+    rev: Annotated[str, Field(pattern=r"\A[0-9a-f]{40}\z")]
+    commit_time: Annotated[str, Field(pattern=r"\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\z")]
+    pinned: bool
+
+
+class _LockWheel(_LockModel):
+    name: str
+    version: str
+    url: Annotated[str, Field(pattern=r"\Ahttps://[^\s\"'\\]+\z")]
+    sha256: Annotated[str, Field(pattern=r"\A[0-9a-f]{64}\z")]
+
+    @model_validator(mode="after")
+    def _labels_match_the_file(self) -> "_LockWheel":
+        """The name and version shown to users (inspect, reports) must be what the wheel
+        file is: a label edited to 99.0 over a 1.16.0 wheel is a tampered lock."""
+        filename = urllib.parse.unquote(self.url.rsplit("/", 1)[-1])
+        try:
+            name, version, _build, _tags = parse_wheel_filename(filename)
+            label = Version(self.version)
+        except (InvalidWheelFilename, InvalidVersion) as exc:
+            raise _lock_bad(f"{filename!r} / version {self.version!r}: {exc}", "re-run `nixsnake lock`") from None
+        if canonicalize_name(self.name) != name or label != version:
+            raise _lock_bad(
+                f"says {self.name} {self.version} but the wheel is {name} {version} ({filename})",
+                "the lock was edited by hand: re-run `nixsnake lock`",
+            )
+        return self
+
+
+class _LockPython(_LockModel):
+    version: Annotated[str, AfterValidator(check_py_version)]
+    platform: str | None = None
+    wheels: list[_LockWheel] = Field(default_factory=list)
+
+
+class _LockFile(_LockModel):
+    """The lock file as written by :func:`render_lock`: every field typed and checked."""
+
+    lock_version: Literal[1]
+    spec_sha256: Annotated[str, Field(pattern=r"\A[0-9a-f]{64}\z")]
+    date: Annotated[str, Field(pattern=r"\A\d{4}-\d\d-\d\d\z")]
+    nixpkgs: _LockNixpkgs
+    python: _LockPython | None = None
+
+
+def _lock_bad(problem: str, fix: str) -> PydanticCustomError:
+    return PydanticCustomError("nixsnake", "{problem}", {"problem": problem, "fix": fix})
+
+
 def parse_lock(text: str, path: str) -> Lock:
+    """Read a lock: any deviation from what ``nixsnake lock`` writes is a one-line 65
+    naming the key (a lock is input like the env file: someone may have edited it)."""
     try:
-        d = tomllib.loads(text)
-        if d.get("lock_version") != LOCK_VERSION:
-            raise SpecError(path, "lock_version", f"unsupported lock version {d.get('lock_version')!r}", "re-run `nixsnake lock`")
-        n = d["nixpkgs"]
-        if not re.match(r"^[0-9a-f]{40}$", n["rev"]):
-            raise SpecError(path, "nixpkgs.rev", "is not a commit hash", "re-run `nixsnake lock`")
-        py = d.get("python", {})
-        wheels = []
-        for i, w in enumerate(py.get("wheels", [])):
-            if not re.match(r"^https://[^\s\"'\\]+$", w["url"]) or not re.match(r"^[0-9a-f]{64}$", w["sha256"]):
-                raise SpecError(path, f"python.wheels[{i}]", "bad url or sha256", "re-run `nixsnake lock`")
-            wheels.append(Wheel(str(w["name"]), str(w["version"]), w["url"], w["sha256"]))
-        return Lock(
-            spec_sha256=str(d["spec_sha256"]),
-            date=str(d["date"]),
-            nixpkgs=NixpkgsPin(str(n["branch"]), n["rev"], str(n["commit_time"]), bool(n["pinned"])),
-            python_version=py.get("version"),
-            python_platform=py.get("platform"),
-            wheels=tuple(wheels),
-        )
-    except SpecError:
-        raise
-    except (tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError) as exc:
-        raise SpecError(path, "", f"not a valid lock file ({exc.__class__.__name__}: {exc})", "delete it and re-run `nixsnake lock`") from None
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(path, "", f"not a valid lock file ({exc})", "delete it and re-run `nixsnake lock`") from None
+    if isinstance(data.get("lock_version"), int) and data["lock_version"] != LOCK_VERSION:
+        raise SpecError(path, "lock_version", f"unsupported lock version {data['lock_version']!r}", "re-run `nixsnake lock`")
+    try:
+        m = _LockFile.model_validate(data)
+    except ValidationError as exc:
+        err = error_from_validation(path, exc, _LockFile)
+        raise SpecError(path, err.key, err.problem, "re-run `nixsnake lock` (locks are written by nixsnake, not by hand)") from None
+    n, py = m.nixpkgs, m.python
+    return Lock(
+        spec_sha256=m.spec_sha256,
+        date=m.date,
+        nixpkgs=NixpkgsPin(n.branch, n.rev, n.commit_time, n.pinned),
+        python_version=py.version if py else None,
+        python_platform=py.platform if py else None,
+        wheels=tuple(Wheel(w.name, w.version, w.url, w.sha256) for w in (py.wheels if py else [])),
+    )
 
 
 def read_lock(spec_path: Path) -> Lock:

@@ -204,13 +204,14 @@ class Env(DeployableEnvBase, PinnableEnvBase):
             hash_object.update(b"\0invalid-lock")
 
     def decorate_shellcmd(self, cmd: str) -> str:
-        from .runtime import JOB_ENVVARS, RunRequest, gpu_mode, parse_bind, shell_command
+        from .binds import Bind, parse_user_bind
+        from .runtime import JOB_ENVVARS, RunRequest, gpu_mode, shell_command
 
-        binds = [parse_bind(b) for b in (*self.config.binds, *self.env_file().run.binds)]
+        binds = [parse_user_bind(b) for b in (*self.config.binds, *self.env_file().run.binds)]
         workdir = Path.cwd()
         for mp in [workdir, Path(self.tempdir), *self.mountpoints]:
             if Path(mp).exists():  # like snakemake's own apptainer support: skip absent paths
-                binds.append(parse_bind(str(Path(mp).absolute())))
+                binds.append(Bind(str(Path(mp).absolute()), str(Path(mp).absolute())))
         seen: set[str] = set()
         uniq = []
         for b in binds:

@@ -34,8 +34,7 @@ Choices, each one deliberate:
   with squashfuse and runs the command under bubblewrap, mimicking
   ``apptainer exec --cleanenv``.
 
-Apptainer's ``--bind`` grammar splits on ``,`` and ``:`` and has no escapes, so paths
-holding either (or a newline) are refused with a clear error instead of being mangled.
+Binds follow the one grammar of :mod:`.binds` (what apptainer's ``--bind`` can express).
 """
 
 from __future__ import annotations
@@ -47,11 +46,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
+from .binds import Bind, check_target
 from .errors import Exit, NixsnakeError
 
 Runtime = Literal["apptainer", "singularity", "bwrap"]
 Gpu = Literal["auto", "always", "never"]
-BindMode = Literal["rw", "ro"]
 
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
 GPU_MODES: tuple[str, ...] = get_args(Gpu)
@@ -104,71 +103,6 @@ JOB_ENVVARS = (
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _SHELL_NAME = re.compile(r"[A-Za-z0-9_.+-]+\Z")
-_BAD_PATH_CHARS = (":", ",", "\n", "\r", "\x00")
-
-
-def _check_path(what: str, value: str) -> str:
-    if not value.startswith("/"):
-        raise NixsnakeError(
-            f"{what} must be an absolute path, got {value!r}", Exit.DATAERR, hint="use a path starting with '/'"
-        )
-    bad = [c for c in _BAD_PATH_CHARS if c in value]
-    if bad:
-        shown = ", ".join(repr(c) for c in bad)
-        raise NixsnakeError(
-            f"{what} {value!r} contains {shown}, which apptainer's --bind cannot express",
-            Exit.DATAERR,
-            hint="move or symlink the directory to a path without ':' ',' or line breaks",
-        )
-    return value
-
-
-@dataclass(frozen=True)
-class Bind:
-    """A host path mounted into the container: ``src`` on ``dst``, read-write or read-only."""
-
-    src: str
-    dst: str
-    mode: BindMode = "rw"
-
-    def __post_init__(self) -> None:
-        _check_path("bind source", self.src)
-        _check_path("bind destination", self.dst)
-        if self.mode not in ("rw", "ro"):
-            raise NixsnakeError(f"bind mode must be 'rw' or 'ro', got {self.mode!r}", Exit.DATAERR)
-
-    @property
-    def spec(self) -> str:
-        """Apptainer's ``--bind`` spec: ``src:dst`` or ``src:dst:ro``."""
-        return f"{self.src}:{self.dst}" + (":ro" if self.mode == "ro" else "")
-
-
-def parse_bind(spec: str) -> Bind:
-    """Parse ``src[:dst[:ro|rw]]`` (apptainer's ``--bind`` spec, one path pair, no lists)."""
-    if not isinstance(spec, str) or not spec:
-        raise NixsnakeError(f"empty bind spec {spec!r}", Exit.DATAERR, hint="write SRC[:DST[:ro|rw]]")
-    for c in ("\n", "\r", "\x00", ","):
-        if c in spec:
-            raise NixsnakeError(
-                f"bind spec {spec!r} contains {c!r}",
-                Exit.DATAERR,
-                hint="give one bind per option (SRC[:DST[:ro|rw]]); paths cannot contain ',' or line breaks",
-            )
-    parts = spec.split(":")
-    if len(parts) > 3:
-        raise NixsnakeError(
-            f"bind spec {spec!r} has too many ':' fields",
-            Exit.DATAERR,
-            hint="write SRC[:DST[:ro|rw]]; paths cannot contain ':'",
-        )
-    src = parts[0]
-    dst = parts[1] if len(parts) > 1 and parts[1] else src
-    mode = parts[2] if len(parts) > 2 else "rw"
-    if mode not in ("rw", "ro"):
-        raise NixsnakeError(
-            f"bind spec {spec!r}: mode must be 'ro' or 'rw', got {mode!r}", Exit.DATAERR, hint="write SRC[:DST[:ro|rw]]"
-        )
-    return Bind(src, dst, mode)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -209,7 +143,7 @@ class RunRequest:
         if not str(self.bwrap_exec).startswith("/"):
             raise NixsnakeError(f"bwrap_exec must be an absolute path, got {self.bwrap_exec!r}", Exit.SOFTWARE)
         if self.workdir is not None:
-            _check_path("work directory", str(self.workdir))
+            check_target("the working directory", str(self.workdir))
         for b in self.binds:
             if not isinstance(b, Bind):
                 raise NixsnakeError(f"binds must be Bind objects, got {b!r}", Exit.SOFTWARE)

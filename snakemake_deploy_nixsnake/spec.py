@@ -31,7 +31,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from .errors import MissingFileError, SpecError
+from .binds import BindError, parse_user_bind
+from .errors import MissingFileError, SpecError, UnreadableFileError
 
 #: Env files are hand-written and tiny; anything bigger is a mistake (or an attack).
 MAX_SPEC_BYTES = 256 * 1024
@@ -44,39 +45,57 @@ def _bad(problem: str, fix: str) -> PydanticCustomError:
 # --- grammars -------------------------------------------------------------------------
 
 _ATTR_SEGMENT = r"[A-Za-z_][A-Za-z0-9_+-]*"
-ATTR_PATH_RE = re.compile(rf"^{_ATTR_SEGMENT}(\.{_ATTR_SEGMENT})*$")
-PY_VERSION_RE = re.compile(r"^3\.[0-9]{1,2}$")
-REV_RE = re.compile(r"^[0-9a-f]{40}$")
-BRANCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-CONDA_CHANNEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-CONDA_SPEC_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(\s*[=<>!~]{1,2}\s*[A-Za-z0-9_.*+!]+(\s*,\s*[=<>!~]{1,2}\s*[A-Za-z0-9_.*+!]+)*)?$")
-R_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*$")
+ATTR_PATH_RE = re.compile(rf"{_ATTR_SEGMENT}(\.{_ATTR_SEGMENT})*")
+PY_VERSION_RE = re.compile(r"3\.[0-9]{1,2}")
+REV_RE = re.compile(r"[0-9a-f]{40}")
+BRANCH_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,99}")
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+CONDA_CHANNEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+CONDA_SPEC_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(\s*[=<>!~]{1,2}\s*[A-Za-z0-9_.*+!]+(\s*,\s*[=<>!~]{1,2}\s*[A-Za-z0-9_.*+!]+)*)?")
+R_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.]*")
 #: Characters a shell (or nix) would treat as code, or a requirements file as a comment;
 #: never allowed in requirement strings. (Quotes stay allowed: PEP 508 markers use them.)
 SHELL_META = set("$`|&\\\n\r\t{}#?")
-BIND_PATH_RE = re.compile(r"^/[A-Za-z0-9_./@+ -]*$")
 
 #: Variables the image must control itself, or that let one job hijack every process
-#: in the container (loader injection, shell startup hooks, runtime configuration).
+#: in the container: the loader and libc (code or tunables injected into every program),
+#: shell start-up hooks, interpreters' "run this first" options, runtime configuration.
+#: docs/security.md lists them (a test keeps the list there in step with this one).
 REFUSED_ENV_EXACT = {
-    "PATH", "HOME", "SHELL", "USER", "PWD", "IFS", "ENV", "BASH_ENV", "PS4",
-    "SHELLOPTS", "BASHOPTS", "PROMPT_COMMAND", "PYTHONHOME", "PYTHONPATH",
-    "PYTHONSTARTUP", "PYTHONUSERBASE", "SSL_CERT_FILE", "NIX_SSL_CERT_FILE",
-    "GCONV_PATH", "HOSTALIASES", "LOCALDOMAIN", "RES_OPTIONS", "TMPDIR", "PS1",
-}
+    # the image / the runtime own these
+    "PATH", "HOME", "SHELL", "USER", "PWD", "TMPDIR", "PS1", "SSL_CERT_FILE", "NIX_SSL_CERT_FILE",
+    # loader and libc
+    "GCONV_PATH", "GLIBC_TUNABLES", "HOSTALIASES", "LOCALDOMAIN", "RES_OPTIONS", "LOCPATH", "NLSPATH",
+    # shells
+    "IFS", "ENV", "BASH_ENV", "PS4", "SHELLOPTS", "BASHOPTS", "PROMPT_COMMAND",
+    # interpreters: code to run at start-up, or a search path ahead of the image's own
+    "PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONUSERBASE", "PYTHONBREAKPOINT", "PYTHONINSPECT",
+    "PERL5OPT", "PERL5LIB", "PERLLIB", "PERL5DB", "NODE_OPTIONS", "NODE_PATH", "RUBYOPT", "RUBYLIB",
+    "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS",
+    "R_PROFILE", "R_PROFILE_USER", "R_ENVIRON", "R_ENVIRON_USER", "R_LIBS", "R_LIBS_USER", "R_LIBS_SITE",
+}  # fmt: skip
 REFUSED_ENV_PREFIXES = ("LD_", "APPTAINER", "SINGULARITY", "NIXSNAKE_", "BASH_FUNC_", "DYLD_", "MALLOC_")
-#: Places a bind may not cover: they hold the image's software and its run-time config.
-REFUSED_BIND_TARGETS = ("/nix", "/.singularity.d", "/.nixsnake", "/bin", "/etc", "/usr/bin")
 
 
 def check_attr_path(value: str) -> str:
-    if not ATTR_PATH_RE.match(value):
+    if not ATTR_PATH_RE.fullmatch(value):
         raise _bad(
             f"{value!r} is not a nixpkgs attribute path",
             "use dotted attribute names made of letters, digits, '_', '-' or '+', e.g. python312Packages.pysam",
         )
     return value
+
+
+def check_branch(v: str) -> str:
+    if not BRANCH_RE.fullmatch(v) or ".." in v or v.endswith((".lock", "/")):
+        raise _bad(f"{v!r} is not a branch name", "use e.g. nixos-unstable or nixos-24.05")
+    return v
+
+
+def check_py_version(v: str) -> str:
+    if not PY_VERSION_RE.fullmatch(v):
+        raise _bad(f"{v!r} is not a Python version", 'write the minor version as a string, e.g. version = "3.12"')
+    return v
 
 
 def check_requirement(value: str) -> str:
@@ -89,7 +108,8 @@ def check_requirement(value: str) -> str:
     try:
         req = Requirement(value)
     except InvalidRequirement as exc:
-        raise _bad(f"{value!r} is not a PEP 508 requirement ({exc})", "write e.g. 'numpy' or 'pandas>=2,<3'")
+        why = str(exc).splitlines()[0] if str(exc) else "unparsable"
+        raise _bad(f"{value!r} is not a PEP 508 requirement ({why})", "write e.g. 'numpy' or 'pandas>=2,<3'")
     if req.url:
         raise _bad(
             f"requirement {value!r} points to a URL",
@@ -99,39 +119,28 @@ def check_requirement(value: str) -> str:
 
 
 def check_r_name(value: str) -> str:
-    if not R_NAME_RE.match(value):
+    if not R_NAME_RE.fullmatch(value):
         raise _bad(f"{value!r} is not an R package name", "use the CRAN name, e.g. ggplot2 or data.table")
     return value
 
 
 def check_conda_spec(value: str) -> str:
-    if not CONDA_SPEC_RE.match(value):
+    if not CONDA_SPEC_RE.fullmatch(value):
         raise _bad(f"{value!r} is not a conda match spec nixsnake accepts", "write name or name=version, e.g. samtools=1.19")
     return value
 
 
 def check_channel(value: str) -> str:
-    if not CONDA_CHANNEL_RE.match(value):
+    if not CONDA_CHANNEL_RE.fullmatch(value):
         raise _bad(f"{value!r} is not a conda channel name", "use a channel name such as conda-forge or bioconda")
     return value
 
 
 def check_bind(value: str) -> str:
-    parts = value.split(":")
-    if len(parts) > 3 or not parts[0]:
-        raise _bad(f"bind {value!r} is not SRC[:DST[:ro|rw]]", "write e.g. '/data/ref:/ref:ro'")
-    if len(parts) == 3 and parts[2] not in ("ro", "rw"):
-        raise _bad(f"bind {value!r} has mode {parts[2]!r}", "use ro or rw as the third part")
-    for p in parts[:2]:
-        if not BIND_PATH_RE.match(p) or "/../" in p + "/" or p.endswith("/.."):
-            raise _bad(
-                f"bind path {p!r} is not a plain absolute path",
-                "use absolute paths without '..', ',', ':', quotes or shell characters",
-            )
-    dst = (parts[1] if len(parts) > 1 else parts[0]).rstrip("/") or "/"
-    for t in REFUSED_BIND_TARGETS:
-        if dst == "/" or dst == t or dst.startswith(t + "/"):
-            raise _bad(f"bind target {dst!r} would cover the image's own {t}", "bind somewhere else, e.g. /data")
+    try:
+        parse_user_bind(value)
+    except BindError as exc:
+        raise _bad(exc.problem, exc.fix) from None
     return value
 
 
@@ -182,14 +191,12 @@ class Nixpkgs(_Strict):
     @field_validator("branch")
     @classmethod
     def _branch(cls, v: str) -> str:
-        if not BRANCH_RE.match(v) or ".." in v or v.endswith((".lock", "/")):
-            raise _bad(f"{v!r} is not a branch name", "use e.g. nixos-unstable or nixos-24.05")
-        return v
+        return check_branch(v)
 
     @field_validator("rev")
     @classmethod
     def _rev(cls, v: str | None) -> str | None:
-        if v is not None and not REV_RE.match(v):
+        if v is not None and not REV_RE.fullmatch(v):
             raise _bad(f"{v!r} is not a full commit hash", "give all 40 lowercase hex digits, or drop rev to use the date")
         return v
 
@@ -204,15 +211,13 @@ class Python(_Strict):
     @field_validator("version")
     @classmethod
     def _version(cls, v: str) -> str:
-        if not PY_VERSION_RE.match(v):
-            raise _bad(f"{v!r} is not a Python version", 'write the minor version as a string, e.g. version = "3.12"')
-        return v
+        return check_py_version(v)
 
     @field_validator("package_dates")
     @classmethod
     def _dates(cls, v: dict[str, dt.date]) -> dict[str, dt.date]:
         for name, day in v.items():
-            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", name):
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
                 raise _bad(f"{name!r} is not a package name", "use the package's name from the index")
             _check_not_future(day)
         return v
@@ -284,7 +289,7 @@ class EnvFile(_Strict):
     @classmethod
     def _env(cls, v: dict[str, str]) -> dict[str, str]:
         for name, value in v.items():
-            if not ENV_NAME_RE.match(name):
+            if not ENV_NAME_RE.fullmatch(name):
                 raise _bad(f"{name!r} is not a variable name", "use letters, digits and '_', not starting with a digit")
             upper = name.upper()
             if upper in REFUSED_ENV_EXACT or upper.startswith(REFUSED_ENV_PREFIXES):
@@ -313,8 +318,8 @@ def sha256_json(data: Any) -> str:
 
 # --- loading ----------------------------------------------------------------------------
 
-def _known_keys(loc: tuple[Any, ...]) -> list[str]:
-    model: Any = EnvFile
+def _known_keys(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    model: Any = root
     for part in loc:
         if not isinstance(part, str):
             return []
@@ -359,9 +364,11 @@ _GENERIC_FIX = {
 }
 
 
-def _error_from_validation(path: str, exc: ValidationError) -> SpecError:
+def error_from_validation(path: str, exc: ValidationError, root: type[BaseModel]) -> SpecError:
+    """pydantic's first error as one SpecError line (file, key, problem, fix). A misspelt
+    key is reported before the "missing" error it causes: "did you mean 'date'?" is the fix."""
     errors = exc.errors(include_url=False)
-    err = errors[0]
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(err.get("loc", ()))
     # Annotated validators append the function name to loc; drop non-key parts.
     loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith(("function-", "constrained-", "lax-", "strict-"))))
@@ -369,7 +376,7 @@ def _error_from_validation(path: str, exc: ValidationError) -> SpecError:
     etype = err["type"]
     if etype == "extra_forbidden":
         name = str(loc[-1]) if loc else "?"
-        known = _known_keys(loc[:-1])
+        known = _known_keys(root, loc[:-1])
         by_lower = {k.lower(): k for k in known}
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.6) or [
             by_lower[c] for c in difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
@@ -405,7 +412,7 @@ def parse_spec(text: bytes, path: str = "<env>") -> EnvFile:
     try:
         return EnvFile.model_validate(data)
     except ValidationError as exc:
-        raise _error_from_validation(path, exc) from None
+        raise error_from_validation(path, exc, EnvFile) from None
     except RecursionError:
         raise SpecError(path, "", "nested too deeply", "flatten the file")
 
@@ -418,8 +425,8 @@ def load_spec(path: Path) -> EnvFile:
         raise MissingFileError(str(path), "check the path, or create the env file (see docs/env-file.md)") from None
     except IsADirectoryError:
         raise SpecError(str(path), "", "is a directory", "name the .toml env file") from None
-    except PermissionError:
-        raise MissingFileError(str(path), "make the file readable") from None
+    except OSError as exc:  # unreadable, a symlink loop, an I/O error: 66 with the reason
+        raise UnreadableFileError(str(path), exc.strerror or str(exc), "make it a readable env file") from None
     return parse_spec(text, str(path))
 
 

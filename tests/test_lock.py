@@ -186,3 +186,61 @@ def test_corrupt_lock_is_65(tmp_path, run_cli):
     lock_path_for(spec).write_text("lock_version = 1\n[nixpkgs]\nrev = 'x'\n")
     r = run_cli("lock", "--check", str(spec))
     assert r.returncode == 65 and "e.lock.toml" in r.stderr and "Traceback" not in r.stderr
+
+
+GOOD_LOCK = """lock_version = 1
+spec_sha256 = "{h}"
+date = "2024-01-01"
+
+[nixpkgs]
+branch = "nixos-unstable"
+rev = "{rev}"
+commit_time = "2023-12-31T10:00:00Z"
+pinned = false
+
+[python]
+version = "3.11"
+platform = "x86_64-manylinux_2_28"
+
+[[python.wheels]]
+name = "six"
+version = "1.16.0"
+url = "https://files.pythonhosted.org/packages/d9/5a/e7c31adbe875f2abbb91bd84cf2dc52d792b5a01506781dbcf25c91daf11/six-1.16.0-py2.py3-none-any.whl"
+sha256 = "8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254"
+""".format(h="a" * 64, rev="b" * 40)
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (('version = "1.16.0"', 'version = "99.0"'), "python.wheels[0]"),  # label over another wheel
+        (('name = "six"', 'name = "numpy"'), "python.wheels[0]"),
+        (('rev = "' + "b" * 40, 'rev = "\\n' + "b" * 39), "nixpkgs.rev"),
+        (('sha256 = "8abb', 'sha256 = "\\n8ab'), "python.wheels[0].sha256"),
+        (("pinned = false", 'pinned = "false"'), "nixpkgs.pinned"),
+        (("pinned = false", "pinned = false\nextra = 1"), "nixpkgs.extra"),
+        (('branch = "nixos-unstable"', "branch = 7"), "nixpkgs.branch"),
+        (('commit_time = "2023-12-31T10:00:00Z"', "commit_time = 2023-12-31T10:00:00Z"), "nixpkgs.commit_time"),
+        (('date = "2024-01-01"', 'date = "2024-01-01\\n"'), "date"),
+        (('version = "3.11"', "version = 3.11"), "python.version"),
+        (("lock_version = 1", "lock_version = 2"), "lock_version"),
+    ],
+)
+def test_tampered_lock_is_65_naming_the_key(edit, key):
+    from snakemake_deploy_nixsnake.lock import parse_lock
+
+    assert parse_lock(GOOD_LOCK, "e.lock.toml").wheels[0].version == "1.16.0"
+    text = GOOD_LOCK.replace(*edit)
+    assert text != GOOD_LOCK
+    with pytest.raises(SpecError) as e:
+        parse_lock(text, "e.lock.toml")
+    assert e.value.code == 65 and str(e.value).startswith(f"e.lock.toml: {key}"), str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_tampered_lock_through_the_cli_is_one_line_65(tmp_path, run_cli):
+    spec = _env(tmp_path, "date = 2024-01-01\n")
+    lock_path_for(spec).write_text(GOOD_LOCK.replace('version = "1.16.0"', 'version = "99.0"'))
+    r = run_cli("inspect", str(spec))
+    assert r.returncode == 65, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "says six 99.0 but the wheel is six 1.16.0" in r.stderr

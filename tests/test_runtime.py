@@ -24,12 +24,11 @@ from hypothesis import strategies as st
 
 from snakemake_deploy_nixsnake import runtime as rt
 from snakemake_deploy_nixsnake.errors import Exit, NixsnakeError
+from snakemake_deploy_nixsnake.binds import Bind, parse_bind
 from snakemake_deploy_nixsnake.runtime import (
-    Bind,
     RunRequest,
     exec_argv,
     gpu_probe_snippet,
-    parse_bind,
     shell_argv,
     shell_command,
 )
@@ -199,30 +198,6 @@ def test_shell_argv():
 
 
 # --- validation --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("spec", "bind"),
-    [
-        ("/data", Bind("/data", "/data", "rw")),
-        ("/data:/in", Bind("/data", "/in", "rw")),
-        ("/data:/in:ro", Bind("/data", "/in", "ro")),
-        ("/data::ro", Bind("/data", "/data", "ro")),
-        ("/my data/x y:/in put", Bind("/my data/x y", "/in put", "rw")),
-    ],
-)
-def test_parse_bind(spec, bind):
-    assert parse_bind(spec) == bind
-
-
-@pytest.mark.parametrize(
-    "spec",
-    ["", "data", "/a:b", "/a:/b:rx", "/a:/b:ro:x", "/a,/b", "/a\n:/b", "/a:/b\n", "/a\x00", "/a:/b:", "~/x"],
-)
-def test_parse_bind_rejects(spec):
-    with pytest.raises(NixsnakeError) as e:
-        parse_bind(spec)
-    assert e.value.code == Exit.DATAERR
 
 
 @pytest.mark.parametrize("path", ["/a:b", "/a,b", "/a\nb", "rel/dir"])

@@ -69,8 +69,22 @@ BAD: list[tuple[str, str | bytes, str, str]] = [
     ("bad variable name", 'date = 2024-01-01\n[env]\n"A-B" = "x"\n', "env", "letters"),
     ("bind over /nix", 'date = 2024-01-01\n[run]\nbinds = ["/data:/nix/store"]\n', "run.binds[0]", "somewhere else"),
     ("relative bind", 'date = 2024-01-01\n[run]\nbinds = ["data:/data"]\n', "run.binds[0]", "absolute"),
-    ("bind with comma", 'date = 2024-01-01\n[run]\nbinds = ["/a,/b"]\n', "run.binds[0]", "absolute"),
-    ("bind bad mode", 'date = 2024-01-01\n[run]\nbinds = ["/a:/b:rx"]\n', "run.binds[0]", "ro or rw"),
+    ("bind with comma", 'date = 2024-01-01\n[run]\nbinds = ["/a,/b"]\n', "run.binds[0]", "one bind per entry"),
+    ("bind bad mode", 'date = 2024-01-01\n[run]\nbinds = ["/a:/b:rx"]\n', "run.binds[0]", "SRC[:DST[:ro|rw]]"),
+    ("bind over /usr", 'date = 2024-01-01\n[run]\nbinds = ["/data:/usr"]\n', "run.binds[0]", "somewhere else"),
+    ("bind over //etc", 'date = 2024-01-01\n[run]\nbinds = ["/data://etc"]\n', "run.binds[0]", "somewhere else"),
+    ("bind with caret", 'date = 2024-01-01\n[run]\nbinds = ["/a^b"]\n', "run.binds[0]", "without"),
+    ("env hijack GLIBC_TUNABLES", 'date = 2024-01-01\n[env]\nGLIBC_TUNABLES = "x"\n', "env", "pick another name"),
+    ("env hijack PERL5OPT", 'date = 2024-01-01\n[env]\nPERL5OPT = "-Mx"\n', "env", "pick another name"),
+    ("env hijack NODE_OPTIONS", 'date = 2024-01-01\n[env]\nnode_options = "--require x"\n', "env", "pick another name"),
+    ("misspelt date", 'dat = 2024-01-01\n', "dat", "did you mean 'date'?"),
+    ("rev with newline", 'date = 2024-01-01\n[nixpkgs]\nrev = "' + "a" * 40 + '\\n"\n', "nixpkgs.rev", "40 lowercase hex"),
+    ("branch with newline", 'date = 2024-01-01\n[nixpkgs]\nbranch = "main\\n"\n', "nixpkgs.branch", "nixos-unstable"),
+    ("env name with newline", 'date = 2024-01-01\n[env]\n"FOO\\n" = "x"\n', "env", "letters, digits"),
+    ("python version with newline", 'date = 2024-01-01\n[python]\nversion = "3.11\\n"\n', "python.version", "minor version"),
+    ("attr with newline", 'date = 2024-01-01\n[nixpkgs]\npackages = ["hello\\n"]\n', "nixpkgs.packages[0]", "dotted attribute"),
+    ("R name with newline", 'date = 2024-01-01\n[R]\npackages = ["ggplot2\\n"]\n', "R.packages[0]", "CRAN name"),
+    ("requirement one line", 'date = 2024-01-01\n[python]\npackages = ["numpy>>=1"]\n', "python.packages[0]", "PEP 508"),
     ("bad rev", 'date = 2024-01-01\n[nixpkgs]\nrev = "main"\n', "nixpkgs.rev", "40"),
     ("bad branch", 'date = 2024-01-01\n[nixpkgs]\nbranch = "-x;y"\n', "nixpkgs.branch", "branch"),
     ("gpu yes", 'date = 2024-01-01\n[gpu]\ncuda = "yes"\n', "gpu.cuda", "cuda = true"),
@@ -116,6 +130,36 @@ def test_missing_file_is_66(tmp_path: Path, run_cli):
     r = run_cli("check", str(tmp_path / "nope.toml"))
     assert r.returncode == 66
     assert "nope.toml" in r.stderr and "fix:" in r.stderr
+
+
+def test_symlink_loop_is_66_in_one_line(tmp_path: Path, run_cli):
+    loop = tmp_path / "loop.toml"
+    loop.symlink_to(loop)
+    r = run_cli("check", str(loop))
+    assert r.returncode == 66, r.stderr
+    assert r.stderr.strip().splitlines() == [f"nixsnake: {loop}: cannot read it (Too many levels of symbolic links); fix: make it a readable env file"]
+
+
+def test_unreadable_env_file_is_66(tmp_path: Path, monkeypatch):
+    """(Tests run as root, who reads every file: the refusal is injected at open().)"""
+    import builtins
+
+    from snakemake_deploy_nixsnake.errors import UnreadableFileError
+    from snakemake_deploy_nixsnake.spec import load_spec
+
+    f = tmp_path / "x.toml"
+    f.write_text("date = 2024-01-01\n")
+    real_open = builtins.open
+
+    def refuse(path, *a, **k):
+        if str(path) == str(f):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", refuse)
+    with pytest.raises(UnreadableFileError) as e:
+        load_spec(f)
+    assert e.value.code == 66 and str(e.value) == f"{f}: cannot read it (Permission denied); fix: make it a readable env file"
 
 
 def test_lock_path():
@@ -175,3 +219,17 @@ def test_check_skips_lock_files_from_a_glob(tmp_path, run_cli):
 def test_usage_error_is_not_an_internal_error(run_cli):
     r = run_cli("lock", "--no-such-flag")
     assert r.returncode == 2 and "No such option" in r.stderr and "internal error" not in r.stderr
+
+
+def test_refused_variables_are_all_documented_and_refused():
+    from snakemake_deploy_nixsnake.spec import REFUSED_ENV_EXACT, REFUSED_ENV_PREFIXES
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "security.md").read_text()
+    section = doc[doc.index("## Threat: variables that hijack") :]
+    section = section[: section.index("\n## ", 1)]
+    for name in REFUSED_ENV_EXACT:
+        assert f"`{name}`" in section, name
+        with pytest.raises(SpecError):
+            parse_spec(f'date = 2024-01-01\n[env]\n{name.lower()} = "x"\n'.encode(), "x.toml")
+    for prefix in REFUSED_ENV_PREFIXES:
+        assert f"`{prefix}*`" in section or f"`{prefix}`" in section or f"`{prefix.rstrip('_')}*`" in section, prefix
