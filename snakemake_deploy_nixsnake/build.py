@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -135,6 +134,3 @@ def nix_build(
 def nix_available() -> bool:
     return proc.which("nix-build") is not None and proc.which("nix-store") is not None
 
-
-def temp_workdir(prefix: str = "nixsnake-build-") -> tempfile.TemporaryDirectory[str]:
-    return tempfile.TemporaryDirectory(prefix=prefix)

@@ -168,22 +168,21 @@ def build(
         try:
             results[p] = ensure_image(p, cfg, reporter=reporters[p])
             reporters[p].stage("done")
-        except NixsnakeError as exc:
+        except Exception as exc:  # every failure reaches the exit code, bugs as 70
             reporters[p].stage("failed")
-            failures.append(exc)
+            failures.append(exc if isinstance(exc, NixsnakeError) else _internal(exc))
 
-    if plain:
-        with ThreadPoolExecutor(max_workers=cfg.jobs) as pool:
-            list(pool.map(one, specs))
-    else:
-        with Live(_board_table(board), console=err, refresh_per_second=4, transient=True) as live:
-            with ThreadPoolExecutor(max_workers=cfg.jobs) as pool:
-                futs = [pool.submit(one, p) for p in specs]
+    with ThreadPoolExecutor(max_workers=cfg.jobs) as pool:
+        futs = [pool.submit(one, p) for p in specs]
+        if not plain:
+            import time
+
+            with Live(_board_table(board), console=err, refresh_per_second=4, transient=True) as live:
                 while not all(f.done() for f in futs):
                     live.update(_board_table(board))
-                    import time
-
                     time.sleep(0.25)
+        for f in futs:
+            f.result()  # (one() catches everything; this re-raises only KeyboardInterrupt & co.)
     for p in specs:
         if p in results:
             out.print(f"{p}: {results[p]}")
@@ -195,12 +194,17 @@ def build(
         raise worst
 
 
+def _warn(lines: list[str]) -> None:
+    for line in lines:
+        err.print(f"nixsnake: warning: {line}", markup=False)
+
+
 @app.command("ls")
 def list_images(
     store: StoreOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """List the images in the store: id, size, env files, last use."""
+    """List the images in the store: id, size, env files, last use (each image checked)."""
     import datetime as dt
     import json
 
@@ -211,13 +215,15 @@ def list_images(
     cfg = _config(store=store)
     st = Store(cfg.store)
     st.check()
-    entries = st.entries()
+    listing = st.listing()
+    _warn(listing.problems)
+    entries = listing.entries
     if as_json:
         out.print_json(json.dumps([
             {"id": e.id, "path": str(e.path), "size": e.size,
              "last_used": dt.datetime.fromtimestamp(e.last_used, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-             "env_files": e.meta.get("env_files", []), "date": e.meta.get("date"),
-             "built_at": e.meta.get("built_at")} for e in entries]))
+             "env_files": list(e.meta.env_files) if e.meta else [], "date": e.meta.date if e.meta else None,
+             "built_at": e.meta.built_at if e.meta else None} for e in entries]))
         return
     t = Table(title=f"images in {cfg.store}", box=None)
     for col in ("id", "size", "last used", "date", "env files"):
@@ -225,7 +231,7 @@ def list_images(
     for e in entries:
         t.add_row(e.id[:16], f"{e.size / 2**20:.1f} MiB",
                   dt.datetime.fromtimestamp(e.last_used).strftime("%Y-%m-%d %H:%M"),
-                  str(e.meta.get("date", "?")), ", ".join(e.meta.get("env_files", [])))
+                  (e.meta.date if e.meta else "") or "?", ", ".join(e.meta.env_files if e.meta else ()))
     out.print(t)
 
 
@@ -234,14 +240,15 @@ def gc(
     store: StoreOpt = None,
     older_than: Annotated[Optional[float], typer.Option("--older-than", help="remove images not used for this many days")] = None,
     keep_workflow: Annotated[Optional[list[Path]], typer.Option("--keep-workflow", help="workflow dir whose env files' images are kept; others are removed (repeatable)")] = None,
+    damaged: Annotated[bool, typer.Option("--damaged", help="remove images whose bytes differ from what was published (reads every image)")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="only show what would be removed")] = False,
 ) -> None:
     """Remove unused images. Never removes one being built or used in the last hour."""
     from .deploy import resolve
     from .store import Store
 
-    if older_than is None and not keep_workflow:
-        raise NixsnakeError("nothing to select", Exit.DATAERR, "give --older-than DAYS and/or --keep-workflow DIR")
+    if older_than is None and not keep_workflow and not damaged:
+        raise NixsnakeError("nothing to select", Exit.DATAERR, "give --older-than DAYS, --keep-workflow DIR and/or --damaged")
     cfg = _config(store=store)
     keep: set[str] | None = None
     if keep_workflow:
@@ -260,10 +267,38 @@ def gc(
                     err.print(f"nixsnake: warning: skipping {spec_path}: {exc}", markup=False)
     st = Store(cfg.store)
     st.check()
-    removed = st.gc(older_than_days=older_than, keep_ids=keep, dry_run=dry_run)
+    removed, problems = st.gc(older_than_days=older_than, keep_ids=keep, dry_run=dry_run, damaged=damaged)
+    _warn(problems)
     for e in removed:
         out.print(f"{'would remove' if dry_run else 'removed'} {e.path} ({e.size / 2**20:.1f} MiB)")
     out.print(f"{len(removed)} image(s) {'selected' if dry_run else 'removed'}")
+
+
+@app.command()
+def verify(
+    images: Annotated[Optional[list[str]], typer.Argument(help="image ids (default: every image in the store)", show_default=False)] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Compare every byte of images with the sha256 recorded when they were published."""
+    from .store import Store
+
+    cfg = _config(store=store)
+    st = Store(cfg.store)
+    st.check()
+    listing = st.listing()
+    ids = images or [e.id for e in listing.entries]
+    bad = list(listing.problems) if not images else []
+    for image_id in ids:
+        why = st.verify(image_id)
+        if why is None:
+            out.print(f"{image_id}: ok")
+        else:
+            bad.append(f"{image_id}: {why}")
+    _warn(bad)
+    if bad:
+        raise NixsnakeError(f"{len(bad)} image(s) failed verification", Exit.NOPERM,
+                            "remove them (`nixsnake gc --damaged`) and rebuild")
+    out.print(f"{len(ids)} image(s) verified")
 
 
 @app.command()
@@ -272,10 +307,10 @@ def inspect(
     store: StoreOpt = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Show what is in an image (env file, lock, store paths), without starting it."""
+    """Show what is in an image (image id, lock, store paths), without starting it."""
     import json
 
-    from .image.sif import read_sif
+    from .image.sif import check_layout
 
     cfg = _config(store=store)
     path = image
@@ -284,10 +319,14 @@ def inspect(
         from .store import Store
 
         r = resolve(image, cfg, auto_lock=False)
-        path = Store(cfg.store).image_path(r.image_id)
+        st = Store(cfg.store)
+        st.check()
+        path = st.image_path(r.image_id)
+        if os.path.lexists(path):
+            st.check_image(path, r.image_id)  # owner, mode, layout, embedded id
     if not path.exists():
         raise NixsnakeError(f"{path}: no such image", Exit.NOINPUT, "build it with `nixsnake build ENV.toml`")
-    info = read_sif(path)
+    info = check_layout(path)
     meta = info.metadata
     if as_json:
         out.print_json(json.dumps(meta))
@@ -397,6 +436,12 @@ def doctor(
     out.print("all needed checks passed")
 
 
+def _internal(exc: BaseException) -> NixsnakeError:
+    return NixsnakeError(
+        f"internal error: {exc.__class__.__name__}: {exc} (set NIXSNAKE_DEBUG=1 for a traceback)", Exit.SOFTWARE
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Typer handles usage errors itself (exit 2, with help); everything nixsnake raises
     becomes one line and its sysexits code; anything else is a bug: one line, exit 70."""
@@ -411,7 +456,7 @@ def main(argv: list[str] | None = None) -> None:
         err.print("nixsnake: interrupted")
         sys.exit(130)
     except Exception as exc:  # a bug: still one line, exit 70
-        err.print(f"nixsnake: internal error: {exc.__class__.__name__}: {exc} (set NIXSNAKE_DEBUG=1 for a traceback)", markup=False)
+        err.print(f"nixsnake: {_internal(exc)}", markup=False)
         if os.environ.get("NIXSNAKE_DEBUG"):
             traceback.print_exc()
         sys.exit(int(Exit.SOFTWARE))

@@ -54,8 +54,10 @@ def nixsnake_image(spec: str | os.PathLike[str], *, workflow_dir: str | os.PathL
         cfg = load_config(base)
         if in_slurm_job() or os.environ.get("NIXSNAKE_NO_BUILD"):
             r = resolve(path, cfg, auto_lock=False)
-            image = Store(cfg.store).image_path(r.image_id)
-            if not image.exists():
+            store = Store(cfg.store)
+            store.check()
+            image = store.image_path(r.image_id)
+            if not store.has(r.image_id):  # (has() refuses a tampered or damaged image: 77)
                 raise NixsnakeError(
                     f"image for {spec} is missing in {cfg.store}; images are built on the head node, not in jobs",
                     hint=f"run `nixsnake build {spec}` (or snakemake itself) on the head node first",

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Protocol
 
 from . import __version__
-from .build import IMAGE_FORMAT_VERSION, image_id, nix_available, nix_build, nix_input, temp_workdir
+from .build import IMAGE_FORMAT_VERSION, image_id, nix_available, nix_build, nix_input
 from .config import Config
 from .errors import Exit, NixsnakeError
 from .lock import Lock, lock_file, parse_source, read_lock, stale_reason
 from .spec import EnvFile, load_spec, lock_path_for
-from .store import Store
+from .store import Meta, Store, temp_workdir
 
 
 class Reporter(Protocol):
@@ -168,22 +168,25 @@ def _build(r: Resolved, cfg: Config, store: Store, rep: Reporter) -> Path:
         try:
             rep.stage("writing SIF")
             write_sif(tmp, sqfs, meta)
-            final = store.publish(
-                r.image_id,
-                tmp,
-                {
-                    "image_id": r.image_id,
-                    "env_files": [str(r.spec_path.absolute())],
-                    "built_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    "built_by": f"{os.environ.get('USER', os.getuid())}@{socket.gethostname()}",
-                    "build_seconds": round(time.monotonic() - t0, 2),
-                    "date": r.spec.date.isoformat(),
-                    "nixpkgs_rev": r.lock.nixpkgs.rev,
-                    "software": [f"{n}=={v}" for n, v in r.lock.software()] + list(r.spec.nixpkgs.packages),
-                },
-            )
+            final, sha256 = store.publish(r.image_id, tmp)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
     rep.stage(f"published {final}")
+    try:
+        store.write_meta(
+            Meta(
+                image_id=r.image_id,
+                env_files=(str(r.spec_path.absolute()),),
+                built_at=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                built_by=f"{os.environ.get('USER', os.getuid())}@{socket.gethostname()}",
+                build_seconds=round(time.monotonic() - t0, 2),
+                date=r.spec.date.isoformat(),
+                nixpkgs_rev=r.lock.nixpkgs.rev,
+                software=tuple(f"{n}=={v}" for n, v in r.lock.software()) + tuple(r.spec.nixpkgs.packages),
+                sha256=sha256,
+            )
+        )
+    except NixsnakeError as exc:  # the image is published and usable; say what is missing
+        rep.stage(f"warning: image published, but {exc}")
     return final

@@ -68,16 +68,12 @@ def check_store(cfg: Config) -> list[Check]:
         probe.unlink()
     except OSError as exc:
         return [Check("image store", "fail", f"{cfg.store} not writable here ({exc.strerror}); builds need write access")]
-    bad = []
-    for e in st.entries():
-        try:
-            st.check_image(e.path)
-        except NixsnakeError as exc:
-            bad.append(str(exc))
-    if bad:
-        return [Check("image store", "fail", bad[0])]
+    listing = st.listing()
+    if listing.problems:
+        return [Check("image store", "fail", f"{listing.problems[0]} (+{len(listing.problems) - 1} more)"
+                      if len(listing.problems) > 1 else listing.problems[0])]
     mode = oct(cfg.store.stat().st_mode & 0o7777)
-    return [Check("image store", "ok", f"{cfg.store} (mode {mode}, {len(st.entries())} images)")]
+    return [Check("image store", "ok", f"{cfg.store} (mode {mode}, {len(listing.entries)} images)")]
 
 
 def check_runtime(cfg: Config) -> list[Check]:
@@ -112,7 +108,7 @@ def image_glibcs(cfg: Config) -> dict[str, str]:
     from .store import Store
 
     found: dict[str, str] = {}
-    for e in Store(cfg.store).entries():
+    for e in Store(cfg.store).listing().entries:
         try:
             paths = read_sif(e.path).metadata.get("store_paths", [])
         except NixsnakeError:

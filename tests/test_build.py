@@ -9,6 +9,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -99,12 +100,15 @@ def test_kill_9_mid_build_then_rebuild_leaves_no_debris(workspace, tmp_path):
     p = subprocess.Popen([sys.executable, "-m", "snakemake_deploy_nixsnake.cli", "build", str(env)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     locks = workspace / "store" / "locks"
+    workdirs = Path(tempfile.gettempdir()).glob
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (locks.exists() and any(f.suffix == ".lock" for f in locks.iterdir())):
+    while time.monotonic() < deadline and not list(workdirs(f"nixsnake-build-{p.pid}-*")):
         time.sleep(0.005)
-    assert locks.exists() and any(f.suffix == ".lock" for f in locks.iterdir()), "builder never took the lock"
+    assert any(f.suffix == ".lock" for f in locks.iterdir()), "builder never took the lock"
+    [workdir] = workdirs(f"nixsnake-build-{p.pid}-*")  # the builder's nix GC root and squashfs live here
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()
+    assert workdir.exists() and any("|" in f.name for f in locks.iterdir())  # what kill -9 leaves
     # the crash left a held lock (dead holder); also plant the partial image such a crash
     # leaves when it happens while the SIF is written (same host, dead pid)
     dead = subprocess.Popen(["true"])
@@ -120,7 +124,8 @@ def test_kill_9_mid_build_then_rebuild_leaves_no_debris(workspace, tmp_path):
     assert time.monotonic() - t0 < 120  # the dead holder's lock was taken over, not waited out
     assert image.exists()
     assert list((workspace / "store" / "tmp").iterdir()) == []
-    assert not any(f.suffix == ".lock" for f in locks.iterdir())
+    assert list(locks.iterdir()) == []  # no lock, no claim file of the dead builder
+    assert not workdir.exists()  # its work directory (and GC root) removed
 
 
 def _cfg(ws: Path) -> Config:
@@ -129,45 +134,12 @@ def _cfg(ws: Path) -> Config:
     return load_config(ws)
 
 
-def test_world_writable_store_is_refused(workspace, run_cli):
-    env = write_env(workspace, "tools", 'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n')
-    store = workspace / "store"
-    store.mkdir()
-    store.chmod(0o777)
-    r = run_cli("build", str(env))
-    assert r.returncode == 77, r.stderr
-    assert "world-writable" in r.stderr and "chmod o-w" in r.stderr
-    store.chmod(0o1777)  # sticky like /tmp: allowed (others cannot replace our files)
-    assert run_cli("build", str(env)).returncode == 0
-
-
-def test_foreign_writable_image_is_refused(workspace, run_cli):
-    env = write_env(workspace, "tools", 'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n')
-    assert run_cli("build", str(env)).returncode == 0
-    [img] = (workspace / "store" / "images").glob("*.sif")
-    img.chmod(0o666)
-    r = run_cli("build", str(env))
-    assert r.returncode == 77 and "writable by others" in r.stderr and str(img) in r.stderr
-    img.chmod(0o644)
-    os.chown(img, 4242, 4242)  # planted by another user
-    r = run_cli("build", str(env))
-    assert r.returncode == 77 and "owned by uid 4242" in r.stderr
-    # a store shared by a group: images/ group-writable with that group -> members' images are trusted
-    images = workspace / "store" / "images"
-    os.chown(images, 0, 4242)
-    images.chmod(0o2775)
-    r = run_cli("build", str(env))
-    assert r.returncode == 0, r.stderr
-    os.chown(img, 4242, 4343)  # but not a file of another group
-    assert run_cli("build", str(env)).returncode == 77
-
-
 def test_image_id_covers_everything_and_cannot_be_spliced():
     """Ids hash canonical JSON of (format, env, lock, compression): every field changes
     the id, and moving text between fields cannot produce the same id (JSON framing)."""
     lock_text = (
-        'lock_version = 1\nspec_sha256 = "x"\ndate = "2024-01-01"\n[nixpkgs]\nbranch = "b"\n'
-        f'rev = "{"a" * 40}"\ncommit_time = "t"\npinned = false\n'
+        f'lock_version = 1\nspec_sha256 = "{"0" * 64}"\ndate = "2024-01-01"\n[nixpkgs]\nbranch = "b"\n'
+        f'rev = "{"a" * 40}"\ncommit_time = "2024-01-01T00:00:00Z"\npinned = false\n'
     )
     lock = parse_lock(lock_text, "l")
     a = parse_spec(b'date = 2024-01-01\n[nixpkgs]\npackages = ["ab", "c"]\n', "a")

@@ -52,7 +52,7 @@ def test_doctor_ok_and_refuses_tampered_store(workspace, run_cli):
     (workspace / "store").chmod(0o777)
     bad = run_cli("doctor", "--runtime", "bwrap")
     assert bad.returncode == 69
-    assert "world-writable" in bad.stdout
+    assert "writable by everyone" in bad.stdout
 
 
 def test_doctor_without_runtime_fails(workspace, run_cli, tmp_path):
@@ -69,3 +69,24 @@ def test_doctor_checks_compute_nodes_with_a_job(workspace, run_cli):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "apptainer on main" in r.stdout and "found in a job" in r.stdout
     assert "GPU devices on main" in r.stdout
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_build_failures_that_are_bugs_reach_the_exit_code(workspace, monkeypatch, capsys, terminal):
+    """On a terminal the builds run under a live progress board: an exception that is not
+    a NixsnakeError (a bug) must still end the command with 70, not 0."""
+    from rich.console import Console
+
+    from snakemake_deploy_nixsnake import cli, deploy
+
+    env = write_env(workspace, "x", "date = 2024-01-01\n")
+
+    def boom(*_a, **_k):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(deploy, "ensure_image", boom)
+    monkeypatch.setattr(cli, "err", Console(stderr=True, force_terminal=terminal, highlight=False, soft_wrap=True))
+    with pytest.raises(SystemExit) as e:
+        cli.main(["build", str(env)])
+    assert e.value.code == 70
+    assert "internal error: RuntimeError: simulated bug" in capsys.readouterr().err

@@ -294,12 +294,16 @@ def write_sif(out: Path | str, squashfs: Path | str, metadata: Mapping[str, Any]
         raise
 
 
-def _bad(path: Path, why: str) -> NixsnakeError:
-    return NixsnakeError(
-        f"{path}: not a usable SIF image ({why})",
-        Exit.DATAERR,
-        hint="rebuild the image with 'nixsnake build'",
-    )
+class SifError(NixsnakeError):
+    """Not a usable nixsnake SIF; ``why`` says what is wrong with it."""
+
+    def __init__(self, path: Path, why: str):
+        self.why = why
+        super().__init__(f"{path}: not a usable SIF image ({why})", Exit.DATAERR, "rebuild the image with 'nixsnake build'")
+
+
+def _bad(path: Path, why: str) -> SifError:
+    return SifError(path, why)
 
 
 def read_sif(path: Path | str) -> SifInfo:
@@ -398,3 +402,33 @@ def read_sif(path: Path | str) -> SifInfo:
             labels=labels,
             descriptors=descriptors,
         )
+
+
+# squashfs superblock (little endian): magic, inode count, mtime, block size, fragments,
+# compression, block log, flags, id count, version major, minor, root inode, bytes used
+_SUPERBLOCK = struct.Struct("<4sIIIIHHHHHHQQ")
+
+
+def check_layout(path: Path | str) -> SifInfo:
+    """:func:`read_sif`, plus what a cheap look can tell about the partition: a squashfs
+    4.0 superblock whose size fits the partition, which lies inside the file. Catches
+    truncated, overwritten or foreign files before a runtime mounts them (which would
+    crash or fail with a misleading FUSE error)."""
+    path = Path(path)
+    info = read_sif(path)
+    with open(path, "rb") as f:
+        f.seek(info.partition_offset)
+        raw = f.read(_SUPERBLOCK.size)
+    if len(raw) < _SUPERBLOCK.size:
+        raise _bad(path, "the squashfs superblock is cut off")
+    magic, _inodes, _mtime, block_size, _frags, comp, block_log, _flags, _ids, major, minor, _root, used = (
+        _SUPERBLOCK.unpack(raw)
+    )
+    if magic != SQUASHFS_MAGIC or (major, minor) != (4, 0):
+        raise _bad(path, f"no squashfs 4.0 superblock at byte {info.partition_offset}")
+    if block_size != 1 << block_log or not 4096 <= block_size <= 1 << 20 or not 1 <= comp <= 6:
+        raise _bad(path, "the squashfs superblock is corrupt")
+    if used > info.partition_size:
+        raise _bad(path, f"the squashfs claims {used} bytes but its partition holds {info.partition_size}")
+    return info
+
