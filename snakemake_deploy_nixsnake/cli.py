@@ -90,13 +90,18 @@ def lock(
 ) -> None:
     """Resolve each env file's date and write ENV.lock.toml beside it."""
     specs = _env_files(specs)
-    from .lock import lock_file, parse_source, stale_reason
-    from .spec import load_spec
+    from .lock import lock_file, missing_rev, parse_source, read_lock, stale_reason
+    from .spec import load_spec, lock_path_for
 
+    cfg = _config(nixpkgs_source=nixpkgs_source)
+    source = parse_source(cfg.nixpkgs_source) if specs else None
     if check_only:
         stale = []
         for path in specs:
             reason = stale_reason(load_spec(path), path)
+            if reason is None and source is not None:
+                problem = missing_rev(read_lock(path), source)
+                reason = f"{lock_path_for(path)}: nixpkgs.rev: {problem}" if problem else None
             if reason:
                 stale.append(reason)
                 err.print(f"nixsnake: stale: {reason}; fix: run `nixsnake lock {path}`")
@@ -105,8 +110,6 @@ def lock(
         if stale:
             raise typer.Exit(int(Exit.DATAERR))
         return
-    cfg = _config(nixpkgs_source=nixpkgs_source)
-    source = parse_source(cfg.nixpkgs_source) if specs else None
     for path in specs:
         with err.status(f"locking {path} ..."):
             lock_path, changed = lock_file(path, cfg, source)

@@ -50,7 +50,18 @@ class Config:
 
     def with_overrides(self, **kw: Any) -> "Config":
         clean = {k: v for k, v in kw.items() if v is not None and v != ()}
+        if "nix_options" in clean:
+            clean["nix_options"] = merge_nix_options(self.nix_options, clean["nix_options"])
         return _validated(replace(self, **clean), "command line")
+
+
+def merge_nix_options(base: tuple[tuple[str, str], ...], more: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """Each settings layer adds to ``nix_options`` rather than replacing the table: a flag
+    ``sandbox=false`` keeps the project's ``build-users-group = ""``; per option, the later
+    layer wins."""
+    merged = dict(base)
+    merged.update(dict(more))
+    return tuple(sorted(merged.items()))
 
 
 def _validated(cfg: Config, origin: str) -> Config:
@@ -92,9 +103,10 @@ def _from_mapping(base: Config, data: Mapping[str, Any], origin: str, base_dir: 
             kw[key] = tuple(str(b) for b in (value if isinstance(value, list) else str(value).split(",")) if b)
         elif key == "nix_options":
             if isinstance(value, Mapping):
-                kw[key] = tuple((str(k), str(v)) for k, v in sorted(value.items()))
+                more = tuple((str(k), str(v)) for k, v in sorted(value.items()))
             else:
-                kw[key] = parse_nix_options(str(value))
+                more = parse_nix_options(str(value))
+            kw[key] = merge_nix_options(base.nix_options, more)
         elif key in ("jobs", "build_wait"):
             try:
                 kw[key] = int(value)

@@ -21,7 +21,7 @@ from . import __version__
 from .build import IMAGE_FORMAT_VERSION, image_id, nix_available, nix_build, nix_input
 from .config import Config
 from .errors import Exit, NixsnakeError
-from .lock import Lock, lock_file, parse_source, read_lock, stale_reason
+from .lock import Lock, lock_file, missing_rev_error, parse_source, read_lock, stale_reason
 from .spec import EnvFile, load_spec, lock_path_for
 from .store import Meta, Store, temp_workdir
 
@@ -137,6 +137,9 @@ def _build(r: Resolved, cfg: Config, store: Store, rep: Reporter) -> Path:
 
     t0 = time.monotonic()
     source = parse_source(cfg.nixpkgs_source)
+    gone = missing_rev_error(r.lock, source, r.spec_path)
+    if gone is not None:
+        raise gone
     with temp_workdir() as wd:
         work = Path(wd)
         rep.stage(f"nix build of {r.spec_path.name}")

@@ -101,8 +101,11 @@ def parse_source(text: str) -> NixpkgsSource:
         return NixpkgsSource("github", repo, f"https://github.com/{repo}/archive/{{rev}}.tar.gz")
     if text.startswith("file://"):
         text = urllib.parse.unquote(text[len("file://") :])
-    if re.match(r"^[a-z+]+://", text) or re.match(r"^[\w.-]+@[\w.-]+:", text):
-        return NixpkgsSource("git", _mirror(text), text)
+    if re.match(r"[a-z+]+://", text) or re.match(r"[\w.-]+@[\w.-]+:", text):
+        # nix fetches from the local mirror nixsnake keeps: the remote URL would make nix
+        # clone all of nixpkgs again into its own cache
+        mirror = _mirror(text)
+        return NixpkgsSource("git", mirror, "file://" + mirror)
     path = Path(text).expanduser().resolve()
     if not path.exists():
         raise SpecError(
@@ -433,6 +436,32 @@ def write_if_changed(path: Path, text: str) -> bool:
         Path(tmp).unlink(missing_ok=True)
         raise
     return True
+
+
+def missing_rev(lock: Lock, source: NixpkgsSource) -> str | None:
+    """Why the locked nixpkgs commit cannot be fetched from ``source`` (None if it can):
+    a lock made against another source, or a mirror that lost the commit, fails here
+    with a message instead of inside nix."""
+    rev = lock.nixpkgs.rev
+    if source.kind == "github":
+        if _github_get(f"{GITHUB_API}/repos/{source.location}/commits/{rev}") is None:
+            return f"commit {rev} is not in github:{source.location}"
+        return None
+    r = proc.run(["git", "-C", source.location, "cat-file", "-e", f"{rev}^{{commit}}"], check=False)
+    if r.returncode != 0:
+        what = "the demo package set" if source.demo else source.location
+        return f"commit {rev} is not in {what}"
+    return None
+
+
+def missing_rev_error(lock: Lock, source: NixpkgsSource, spec_path: Path) -> SpecError | None:
+    problem = missing_rev(lock, source)
+    if problem is None:
+        return None
+    return SpecError(
+        str(lock_path_for(spec_path)), "nixpkgs.rev", problem,
+        f"re-run `nixsnake lock {spec_path}` (the lock was made against another nixpkgs source or version)",
+    )
 
 
 def stale_reason(spec: EnvFile, spec_path: Path, lock: Lock | None = None) -> str | None:

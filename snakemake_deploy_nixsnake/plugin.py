@@ -42,8 +42,11 @@ from .spec import EnvFile, lock_path_for, parse_spec
 common_settings = CommonSettings(provides="nixsnake")
 
 
-def _help(text: str, env_var: bool = True) -> dict[str, Any]:
-    return {"help": text, "env_var": env_var}
+def _help(text: str) -> dict[str, Any]:
+    # env_var stays False: snakemake's plugin branch puts only non-env-var settings on a
+    # spawned job's command line, and the SLURM executor forwards no environment, so an
+    # env-var setting would never reach cluster jobs. None of these is a secret.
+    return {"help": text, "env_var": False}
 
 
 @dataclass
@@ -66,7 +69,8 @@ class Settings(SoftwareDeploymentSettingsBase):
     compression: Optional[str] = field(default=None, metadata={**_help(
         "Image compression: zstd (default) or gzip for old squashfuse/kernels."), "choices": COMPRESSIONS})
     nix_options: Optional[str] = field(default=None, metadata=_help(
-        "Extra nix options, 'name=value;name=value' (e.g. 'substituters=' without a binary cache)."))
+        "Extra nix options, 'name=value;name=value' (e.g. 'substituters=' without a binary cache); "
+        "merged into nixsnake.toml's nix_options, these win per option."))
 
 
 def _config(settings: Any) -> Config:

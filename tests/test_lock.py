@@ -244,3 +244,23 @@ def test_tampered_lock_through_the_cli_is_one_line_65(tmp_path, run_cli):
     r = run_cli("inspect", str(spec))
     assert r.returncode == 65, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "says six 99.0 but the wheel is six 1.16.0" in r.stderr
+
+
+def test_lock_check_and_build_refuse_a_rev_the_source_does_not_have(workspace, run_cli):
+    """A committed lock naming a commit the configured source lacks (made against another
+    source): `lock --check` says so (65) and a build stops with nixsnake's message, not
+    nix's."""
+    spec = workspace / "envs" / "x.toml"
+    spec.write_text('date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n')
+    assert run_cli("lock", str(spec)).returncode == 0
+    assert run_cli("lock", "--check", str(spec)).returncode == 0
+    lock = lock_path_for(spec)
+    real = read_lock(spec).nixpkgs.rev
+    lock.write_text(lock.read_text().replace(real, "0123456789abcdef0123456789abcdef01234567"))
+    r = run_cli("lock", "--check", str(spec))
+    assert r.returncode == 65, r.stderr
+    assert f"{lock}: nixpkgs.rev: commit 0123456789abcdef0123456789abcdef01234567 is not in the demo package set" in r.stderr
+    r = run_cli("build", str(spec))
+    assert r.returncode == 65, r.stderr
+    assert "is not in the demo package set" in r.stderr and "re-run `nixsnake lock" in r.stderr
+    assert "error:" not in r.stderr.lower().replace("nixsnake:", "")  # no nix error text

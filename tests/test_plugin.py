@@ -4,6 +4,7 @@ the apptainer stand-in, plus the failure modes a user meets."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import os
 import shutil
@@ -175,8 +176,6 @@ def test_contains_executable_from_image_metadata(tmp_path):
 
 
 def test_settings_are_all_optional_with_help():
-    import dataclasses
-
     for f in dataclasses.fields(Settings):
         assert f.default is None and f.metadata.get("help")
 
@@ -211,3 +210,62 @@ def test_scheduler_gpu_assignment_reaches_the_job(tmp_path, monkeypatch):
                        env={**os.environ, "CUDA_VISIBLE_DEVICES": "1", "SLURM_JOB_ID": "77", "NOT_PASSED": "x"})
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "cvd=1 job=77 unset=none"
+
+
+def _job_args(settings: Settings) -> str:
+    """The ``--sdm-nixsnake-*`` part of a spawned job's command line, as snakemake builds
+    it: with the plugin branch's own collector when that snakemake is installed, else by
+    its rule (stated in spawn_jobs.PluginArgCollectorBase.get_cli_args: every set field,
+    except those marked env_var, becomes ``format_cli_arg(plugin.get_cli_arg(name), value)``),
+    through the interface package's registry."""
+    from snakemake_interface_executor_plugins.utils import format_cli_arg, join_cli_args
+    from snakemake_interface_software_deployment_plugins.registry import SoftwareDeploymentPluginRegistry
+
+    plugin = SoftwareDeploymentPluginRegistry().get_plugin("nixsnake")
+    try:
+        from snakemake.spawn_jobs import SoftwareDeploymentPluginArgCollector  # the plugin branch
+    except ImportError:
+        args = []
+        for f in dataclasses.fields(plugin.settings_cls):
+            value = getattr(settings, f.name)
+            if value is None or f.metadata.get("env_var"):
+                continue
+            args.append(format_cli_arg(plugin.get_cli_arg(f.name), f.metadata.get("unparse", lambda v: v)(value)))
+        return join_cli_args(args)
+    workflow = type("W", (), {"software_deployment_provider_settings": {"nixsnake": settings}})()
+    return join_cli_args(SoftwareDeploymentPluginArgCollector(workflow).get_cli_args())
+
+
+def test_every_setting_reaches_cluster_jobs_on_their_command_line():
+    """With --executor slurm a job gets snakemake's command line, not the head node's
+    environment: a setting declared env_var would be lost (jobs looking in the wrong
+    store). Head-node settings -> job command line -> the job's parsed settings."""
+    import shlex
+
+    pytest.importorskip("snakemake")
+    from snakemake.common.argparse import ArgumentParser
+    from snakemake_interface_software_deployment_plugins.registry import SoftwareDeploymentPluginRegistry
+
+    registry = SoftwareDeploymentPluginRegistry()
+    plugin = registry.get_plugin("nixsnake")
+    assert all(info["env_var"] is None for info in plugin.get_settings_info())
+    head = Settings(store=Path("/shared/nix snake/images"), runtime="singularity", gpu="never",
+                    runtime_bin="/opt/apptainer/bin/apptainer", binds="/ref:/ref:ro,/scratch",
+                    nixpkgs_source="demo", compression="gzip", nix_options="sandbox=false;substituters=")
+    assert {f.name for f in dataclasses.fields(Settings)} == {
+        f for f in vars(head) if getattr(head, f) is not None}  # (every field is set above)
+    line = _job_args(head)
+    parser = ArgumentParser()
+    registry.register_cli_args(parser)
+    job = plugin.get_settings(parser.parse_args(shlex.split(line)))
+    assert job == head, line
+
+
+def test_nix_options_flag_adds_to_the_project_table(tmp_path, monkeypatch):
+    from snakemake_deploy_nixsnake.plugin import _config
+
+    (tmp_path / "nixsnake.toml").write_text(
+        '[nixsnake]\nnix_options = { build-users-group = "", substituters = "" }\n')
+    monkeypatch.chdir(tmp_path)
+    cfg = _config(Settings(nix_options="sandbox=false;substituters=https://cache.example"))
+    assert dict(cfg.nix_options) == {"build-users-group": "", "sandbox": "false", "substituters": "https://cache.example"}

@@ -13,7 +13,9 @@ let
 
   src =
     if spec.nixpkgs.type == "git" then
-      builtins.fetchGit { url = spec.nixpkgs.url; rev = spec.nixpkgs.rev; ref = spec.nixpkgs.ref; }
+      # allRefs: a rev pinned in the env file need not be on the branch (nix only looks
+      # at refs/heads/<ref> otherwise: "Cannot find Git revision ... in ref")
+      builtins.fetchGit { url = spec.nixpkgs.url; rev = spec.nixpkgs.rev; ref = spec.nixpkgs.ref; allRefs = true; }
     else if spec.nixpkgs.type == "tarball" then
       builtins.fetchTarball { url = spec.nixpkgs.url; }
     else if spec.nixpkgs.type == "path" then
