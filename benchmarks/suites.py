@@ -26,11 +26,11 @@ from typing import Any
 from bench_setup import CLI, REPO, Bench
 from common import interleaved, log, ratio, rmtree, run, summarize, timed, timed_run
 
-from snakemake_deploy_nixsnake.build import nix_dir, nix_input, nix_option_args
+from snakemake_deploy_nixsnake.nixbuild import NixInput, nix_dir, nix_option_args
 from snakemake_deploy_nixsnake.config import load_config
 from snakemake_deploy_nixsnake.deploy import ensure_image, resolve
 from snakemake_deploy_nixsnake.image.sif import PARTITION_OFFSET, read_sif
-from snakemake_deploy_nixsnake.lock import parse_source
+from snakemake_deploy_nixsnake.nixpkgs import parse_source
 
 HERE = Path(__file__).resolve().parent
 STANDIN = REPO / "tests" / "standin"
@@ -81,14 +81,15 @@ def _plugin_env(spec: Path, store: Path, **settings: Any):
 def _phase_timer():
     """Wrap nixsnake's build steps (where they exist) to time them inside one real
     ``ensure_image`` call; returns (phases dict, undo function)."""
-    import snakemake_deploy_nixsnake.deploy as D
+    import snakemake_deploy_nixsnake.nixbuild as NB
+    import snakemake_deploy_nixsnake.nixpkgs as NP
     import snakemake_deploy_nixsnake.image.sif as SIF
     import snakemake_deploy_nixsnake.image.squashfs as SQ
     from snakemake_deploy_nixsnake.store import Store
 
     phases: dict[str, float] = {}
     undo = []
-    for owner, name in [(D, "parse_source"), (D, "nix_build"), (SQ, "pack_squashfs"), (SIF, "write_sif"),
+    for owner, name in [(NP, "parse_source"), (NB, "nix_build"), (SQ, "pack_squashfs"), (SIF, "write_sif"),
                         (Store, "publish")]:  # fmt: skip
         orig = getattr(owner, name, None)
         if orig is None:
@@ -127,7 +128,7 @@ def cold_build(b: Bench, reps: int, warmup: int = 1) -> dict[str, Any]:
         raw_dir = scratch / "raw"
         raw_dir.mkdir(exist_ok=True)
         input_json = raw_dir / "input.json"
-        input_json.write_text(json.dumps(nix_input(r.spec, r.lock, source), sort_keys=True, indent=1))
+        input_json.write_text(NixInput.of(r.env, r.lock, source).to_json())
         (raw_dir / "sif-head.bin").write_bytes(bytes(PARTITION_OFFSET))
         raw_steps: dict[str, list[float]] = {"nix-build": [], "nix-store -qR": [], "mksquashfs": [], "write+fsync": []}
 
@@ -142,7 +143,7 @@ def cold_build(b: Bench, reps: int, warmup: int = 1) -> dict[str, Any]:
             for f in ("result", "raw.sqfs", "raw.sif"):
                 (raw_dir / f).unlink(missing_ok=True)
             t0 = time.perf_counter()
-            run(["nix-build", str(nix_dir() / "env.nix"), "--argstr", "specFile", str(input_json),
+            run(["nix-build", str(nix_dir() / "env.nix"), "--argstr", "inputFile", str(input_json),
                  "--out-link", str(raw_dir / "result"), *nix_option_args(cfg)])  # fmt: skip
             t1 = time.perf_counter()
             closure = run(["nix-store", "--query", "--requisites", str(raw_dir / "result")]).stdout.split()
@@ -169,7 +170,8 @@ def cold_build(b: Bench, reps: int, warmup: int = 1) -> dict[str, Any]:
             phases, restore = _phase_timer()
             try:
                 t0 = time.perf_counter()
-                img = ensure_image(spec, cfg.with_overrides(store=store), auto_lock=False)
+                inproc = cfg.with_overrides(store=store)
+                img = ensure_image(resolve(spec, inproc, auto_lock=False), inproc)
                 phases["total (in process)"] = time.perf_counter() - t0
             finally:
                 restore()
@@ -227,7 +229,7 @@ def warm_path(b: Bench, reps: int, dag_jobs: int, dag_reps: int) -> dict[str, An
             "python -c pass": lambda: timed_run([sys.executable, "-c", "pass"]),
             "nixsnake build (image present)": lambda: timed_run([*CLI, "build", str(spec)], cwd=b.ws),
             "import nixsnake CLI": lambda: timed_run([sys.executable, "-c", "import snakemake_deploy_nixsnake.cli"]),
-            "ensure_image() in process": lambda: timed(lambda: ensure_image(spec, cfg, auto_lock=False)),
+            "ensure_image() in process": lambda: timed(lambda: ensure_image(resolve(spec, cfg, auto_lock=False), cfg)),
             "plugin deploy() in process": deploy_once,
         },
         reps,

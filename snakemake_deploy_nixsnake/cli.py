@@ -100,7 +100,7 @@ def lock(
         for path in specs:
             reason = stale_reason(load_spec(path), path)
             if reason is None and source is not None:
-                problem = missing_rev(read_lock(path), source)
+                problem = missing_rev(read_lock(path).nixpkgs.rev, source)
                 reason = f"{lock_path_for(path)}: nixpkgs.rev: {problem}" if problem else None
             if reason:
                 stale.append(reason)
@@ -158,7 +158,7 @@ def build(
 
     from rich.live import Live
 
-    from .deploy import ensure_image
+    from .deploy import ensure_image, resolve
 
     cfg = _config(store=store, nixpkgs_source=nixpkgs_source, compression=compression, jobs=jobs)
     board: dict[str, list[str]] = {}
@@ -169,7 +169,8 @@ def build(
 
     def one(p: Path) -> None:
         try:
-            results[p] = ensure_image(p, cfg, reporter=reporters[p])
+            r = resolve(p, cfg, reporter=reporters[p])
+            results[p] = ensure_image(r, cfg, reporter=reporters[p])
             reporters[p].stage("done")
         except Exception as exc:  # every failure reaches the exit code, bugs as 70
             reporters[p].stage("failed")
@@ -330,20 +331,26 @@ def inspect(
     if not path.exists():
         raise NixsnakeError(f"{path}: no such image", Exit.NOINPUT, "build it with `nixsnake build ENV.toml`")
     info = check_layout(path)
-    meta = info.metadata
     if as_json:
-        out.print_json(json.dumps(meta))
+        out.print_json(json.dumps(info.metadata))
         return
-    out.print(f"[bold]{path}[/bold]")
-    out.print(f"  image id     {meta.get('image_id')}   date {meta.get('env', {}).get('date')}")
-    lock = meta.get("lock", {})
-    out.print(f"  nixpkgs      {lock.get('nixpkgs', {}).get('branch')} @ {lock.get('nixpkgs', {}).get('rev')}")
-    for w in lock.get("wheels", []):
+    from .image.metadata import ImageMetadata
+
+    try:
+        meta = ImageMetadata.from_dict(info.metadata)
+    except ValueError as exc:
+        raise NixsnakeError(f"{path}: not a nixsnake image ({exc})", Exit.DATAERR,
+                            "rebuild it with `nixsnake build ENV.toml`") from None
+    nixpkgs = meta.lock.get("nixpkgs", {})
+    out.print(f"[bold]{path}[/bold]", markup=True)
+    out.print(f"  image id     {meta.image_id}   date {meta.env.get('date')}")
+    out.print(f"  nixpkgs      {nixpkgs.get('branch')} @ {nixpkgs.get('rev')}")
+    for w in meta.lock.get("wheels", []):
         out.print(f"  python       {w['name']}=={w['version']}")
-    for p in meta.get("env", {}).get("nixpkgs", {}).get("packages", []):
+    for p in meta.env.get("nixpkgs", {}).get("packages", []):
         out.print(f"  nixpkgs pkg  {p}")
-    out.print(f"  store paths  {len(meta.get('store_paths', []))}; squashfs {info.partition_size / 2**20:.1f} MiB at offset {info.partition_offset}")
-    out.print(f"  built by     nixsnake {meta.get('nixsnake_version')} (image format {meta.get('image_format')})")
+    out.print(f"  store paths  {len(meta.store_paths)}; squashfs {info.partition_size / 2**20:.1f} MiB at offset {info.partition_offset}")
+    out.print(f"  format       image format {meta.image_format}, {meta.compression}")
 
 
 RuntimeOpt = Annotated[Optional[str], typer.Option("--runtime", help="apptainer (default), singularity or bwrap")]
@@ -353,19 +360,12 @@ BindOpt = Annotated[Optional[list[str]], typer.Option("--bind", "-B", help="extr
 
 def _run_request(spec_path: Path, cfg: Config, binds: list[str] | None):
     """The image (built if needed) and how to run it, for `nixsnake run` / `shell`."""
-    from .deploy import ensure_resolved, resolve
-    from .binds import Bind, parse_user_bind
-    from .runtime import JOB_ENVVARS, RunRequest, gpu_mode
+    from .deploy import ensure_image, resolve, run_request
 
     reporter = _LiveReporter(str(spec_path), {}, True)
     r = resolve(spec_path, cfg, reporter=reporter)
-    image = ensure_resolved(r, cfg, reporter=reporter)
-    all_binds = [parse_user_bind(b) for b in (*cfg.binds, *r.spec.run.binds, *(binds or []))]
-    cwd = Path.cwd().absolute()
-    if all(b.dst != str(cwd) for b in all_binds):
-        all_binds.append(Bind(str(cwd), str(cwd)))
-    return RunRequest(image=image, runtime=cfg.runtime, gpu=gpu_mode(r.spec.gpu.cuda, cfg.gpu),  # type: ignore[arg-type]
-                      binds=tuple(all_binds), workdir=cwd, runtime_bin=cfg.runtime_bin, envvars=JOB_ENVVARS)
+    image = ensure_image(r, cfg, reporter=reporter)
+    return run_request(r, image, cfg, workdir=Path.cwd().absolute(), extra_binds=binds or ())
 
 
 def _exec(argv: list[str]) -> None:

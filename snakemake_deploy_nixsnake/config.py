@@ -16,10 +16,9 @@ from typing import Any, Mapping
 import platformdirs
 
 from .errors import SpecError
+from .image.squashfs import COMPRESSIONS
+from .runtime import GPU_MODES, RUNTIMES
 
-COMPRESSIONS = ("zstd", "gzip", "xz", "lz4")
-RUNTIMES = ("apptainer", "singularity", "bwrap")
-GPU_MODES = ("auto", "always", "never")
 PROJECT_FILE = "nixsnake.toml"
 
 

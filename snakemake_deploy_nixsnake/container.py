@@ -42,9 +42,8 @@ def nixsnake_image(spec: str | os.PathLike[str], *, workflow_dir: str | os.PathL
     directory, which is where snakemake runs). Errors are raised as snakemake's
     ``WorkflowError`` when snakemake is importable, so they print as one clear message.
     """
-    from .deploy import ensure_image, resolve
+    from .deploy import ensure_image, find_image, resolve
     from .slurm import in_slurm_job
-    from .store import Store
 
     base = Path(workflow_dir) if workflow_dir is not None else Path.cwd()
     path = Path(spec)
@@ -53,17 +52,15 @@ def nixsnake_image(spec: str | os.PathLike[str], *, workflow_dir: str | os.PathL
     try:
         cfg = load_config(base)
         if in_slurm_job() or os.environ.get("NIXSNAKE_NO_BUILD"):
-            r = resolve(path, cfg, auto_lock=False)
-            store = Store(cfg.store)
-            store.check()
-            image = store.image_path(r.image_id)
-            if not store.has(r.image_id):  # (has() refuses a tampered or damaged image: 77)
+            image = find_image(resolve(path, cfg, auto_lock=False), cfg)  # (refuses a tampered image: 77)
+            if image is None:
                 raise NixsnakeError(
                     f"image for {spec} is missing in {cfg.store}; images are built on the head node, not in jobs",
                     hint=f"run `nixsnake build {spec}` (or snakemake itself) on the head node first",
                 )
             return str(image)
-        return str(ensure_image(path, cfg, reporter=_StderrReporter(str(spec))))
+        reporter = _StderrReporter(str(spec))
+        return str(ensure_image(resolve(path, cfg, reporter=reporter), cfg, reporter=reporter))
     except NixsnakeError as exc:
         try:
             from snakemake_interface_common.exceptions import WorkflowError

@@ -1,5 +1,15 @@
-"""Env file -> image in the store, once: what ``nixsnake build``, the plugin's
-``deploy()`` and the ``container:`` helper all call.
+"""The pipeline: env file -> image in the store, once; and how to run it.
+
+Every front end -- ``nixsnake build/run/shell``, the plugin's ``deploy()`` and
+``decorate_shellcmd``, the ``container:`` helper -- goes through these functions, so an
+env file means the same image, and the same binds, everywhere. The stages hand typed
+values to each other::
+
+    env file (+ lock)  --resolve-->  ResolvedEnv        (spec.EnvFile, lock.Lock, image id)
+    ResolvedEnv        --NixInput--> nixbuild.NixResult (store path, closure, EnvInfo)
+    NixResult          --plan----->  ImagePlan          (closure, skeleton, ImageMetadata)
+    ImagePlan          --pack----->  published image    (store: images/<id>.sif + meta)
+    image              --run_request--> runtime.RunRequest
 
 The fast path (image exists) reads two small files and hashes a few KiB: no nix, no
 network. The slow path takes the store's build lock, re-checks, builds with nix, packs
@@ -9,21 +19,48 @@ and publishes atomically.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import socket
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from . import __version__
-from .build import IMAGE_FORMAT_VERSION, image_id, nix_available, nix_build, nix_input
+from .binds import Bind, parse_user_bind
 from .config import Config
 from .errors import Exit, NixsnakeError
-from .lock import Lock, lock_file, missing_rev_error, parse_source, read_lock, stale_reason
-from .spec import EnvFile, load_spec, lock_path_for
-from .store import Meta, Store, temp_workdir
+from .image.metadata import ImageMetadata
+from .lock import Lock, lock_file, missing_rev_error, read_lock, stale_reason
+from .spec import EnvFile, load_spec, lock_path_for, sha256_json
+from .store import Meta, Store
+
+if TYPE_CHECKING:  # (imported where used: the fast path and the CLI's start-up stay light)
+    from .image.skeleton import Entry
+    from .nixbuild import NixResult
+    from .runtime import RunRequest
+
+#: Bump whenever the bytes of the image built from one env file and lock can change (the
+#: image layout, the skeleton, the packing, the SIF writer, nix/*): the image id hashes
+#: it, so every store then builds afresh. tests/test_image_identity.py fails when the bytes
+#: change without a bump.
+IMAGE_FORMAT_VERSION = 2
+
+
+def image_id(env: EnvFile, lock: Lock, compression: str) -> str:
+    """Content address of an image: normalized env file + lock + image format +
+    compression. Every byte of the image follows from these, so one id always means one
+    SHA-256 (the nixsnake version is not part of it: a release that does not change the
+    bytes rebuilds nothing).
+
+    Hashing canonical JSON (not concatenated strings) means two different inputs can only
+    share an id through a SHA-256 collision; the nixpkgs *source location* is left out on
+    purpose: the same rev from a mirror or from GitHub is the same software.
+    """
+    return sha256_json(
+        {"format": IMAGE_FORMAT_VERSION, "spec": env.normalized(), "lock": asdict(lock), "compression": compression}
+    )[:40]
 
 
 class Reporter(Protocol):
@@ -39,138 +76,160 @@ class QuietReporter:
         pass
 
 
-@dataclass(frozen=True)
-class Resolved:
-    """An env file with its lock, and the image id they determine."""
+# --- stage 1: env file + lock -> ResolvedEnv ---------------------------------------------
 
-    spec_path: Path
-    spec: EnvFile
+
+@dataclass(frozen=True)
+class ResolvedEnv:
+    """An env file with its (current) lock, and the image id they determine."""
+
+    path: Path  # the env file, as the user named it
+    env: EnvFile
     lock: Lock
     image_id: str
 
 
-def resolve(spec_path: Path, cfg: Config, *, auto_lock: bool = True, reporter: Reporter | None = None) -> Resolved:
-    """Load env + lock (locking first when there is no lock and ``auto_lock``)."""
-    spec = load_spec(spec_path)
-    if not lock_path_for(spec_path).exists():
-        if not auto_lock:
-            read_lock(spec_path)  # raises the clear "missing lock" error
-        (reporter or QuietReporter()).stage(f"locking {spec_path}")
-        lock_file(spec_path, cfg)
-    lock = read_lock(spec_path)
-    reason = stale_reason(spec, spec_path, lock)
+def resolved_env(path: Path, env: EnvFile, lock: Lock, cfg: Config) -> ResolvedEnv:
+    """Check that ``lock`` belongs to ``env`` and compute the image id. (The plugin reads
+    both files from snakemake's source cache; everything else through :func:`resolve`.)"""
+    reason = stale_reason(env, path, lock)
     if reason:
-        raise NixsnakeError(reason, Exit.DATAERR, f"run `nixsnake lock {spec_path}`")
-    return Resolved(spec_path, spec, lock, image_id(spec, lock, cfg.compression))
+        raise NixsnakeError(reason, Exit.DATAERR, f"run `nixsnake lock {path}`")
+    return ResolvedEnv(path, env, lock, image_id(env, lock, cfg.compression))
 
 
-def forbid_build_in_job(spec_path: Path) -> None:
+def resolve(path: Path, cfg: Config, *, auto_lock: bool = True, reporter: Reporter | None = None) -> ResolvedEnv:
+    """Load env file + lock (locking first when there is no lock and ``auto_lock``)."""
+    env = load_spec(path)
+    if not lock_path_for(path).exists():
+        if not auto_lock:
+            read_lock(path)  # raises the clear "missing lock" error
+        (reporter or QuietReporter()).stage(f"locking {path}")
+        lock_file(path, cfg)
+    return resolved_env(path, env, read_lock(path), cfg)
+
+
+# --- stage 2-4: ResolvedEnv -> published image ------------------------------------------
+
+
+def forbid_build_in_job(path: Path) -> None:
     """Compute nodes must never build: they may lack nix, and N jobs would build N times."""
     from .slurm import in_slurm_job
 
     if in_slurm_job() and not os.environ.get("NIXSNAKE_ALLOW_BUILD_IN_JOB"):
         raise NixsnakeError(
-            f"the image for {spec_path} is missing and this is a SLURM job: images are built on the head node",
+            f"the image for {path} is missing and this is a SLURM job: images are built on the head node",
             Exit.UNAVAILABLE,
-            f"run `nixsnake build {spec_path}` (or snakemake itself) on the head node first",
+            f"run `nixsnake build {path}` (or snakemake itself) on the head node first",
         )
 
 
-def image_metadata(r: Resolved, cfg: Config, closure: tuple[str, ...], env_root: str, executables: list[str] | None = None) -> dict:
-    """What ``nixsnake inspect`` and the plugin read back from an image (no container start).
-
-    Only things the image id covers go in (not the env file's name or path): the same id
-    must always mean the same bytes.
-    """
-    return {
-        "nixsnake_version": __version__,
-        "image_format": IMAGE_FORMAT_VERSION,
-        "image_id": r.image_id,
-        "env": r.spec.normalized(),
-        "lock": r.lock.resolved(),
-        "env_root": env_root,
-        "executables": sorted(executables or []),
-        "store_paths": list(closure),
-        "compression": cfg.compression,
-        "labels": {
-            "org.nixsnake.version": __version__,
-            "org.nixsnake.image-id": r.image_id,
-            "org.nixsnake.date": r.spec.date.isoformat(),
-            "org.nixsnake.nixpkgs.rev": r.lock.nixpkgs.rev,
-        },
-    }
+def find_image(r: ResolvedEnv, cfg: Config) -> Path | None:
+    """The image of ``r`` if it is published (and passes the store's checks), else None.
+    Never builds: for jobs, and for NIXSNAKE_NO_BUILD."""
+    store = Store(cfg.store)
+    store.check()
+    return store.image_path(r.image_id) if store.has(r.image_id) else None
 
 
-def ensure_image(spec_path: Path, cfg: Config, *, reporter: Reporter | None = None, auto_lock: bool = True) -> Path:
-    """Return the path of the image for ``spec_path``, building it if needed."""
-    rep = reporter or QuietReporter()
-    return ensure_resolved(resolve(spec_path, cfg, auto_lock=auto_lock, reporter=rep), cfg, reporter=rep)
-
-
-def ensure_resolved(r: Resolved, cfg: Config, *, reporter: Reporter | None = None) -> Path:
+def ensure_image(r: ResolvedEnv, cfg: Config, *, reporter: Reporter | None = None) -> Path:
+    """The path of the image of ``r``, built and published first if needed."""
     rep = reporter or QuietReporter()
     store = Store(cfg.store).ensure()
     if store.has(r.image_id):
-        store.record_use(r.image_id, str(r.spec_path.absolute()))
+        store.record_use(r.image_id, str(r.path.absolute()))
         return store.image_path(r.image_id)
-    forbid_build_in_job(r.spec_path)
+    forbid_build_in_job(r.path)
+    from .nixbuild import nix_available
+
     if not nix_available():
         raise NixsnakeError(
-            f"image for {r.spec_path} is not in {cfg.store} and nix is not available here",
+            f"image for {r.path} is not in {cfg.store} and nix is not available here",
             Exit.UNAVAILABLE,
-            f"build it on the head node: `nixsnake build {r.spec_path}` (or run snakemake there)",
+            f"build it on the head node: `nixsnake build {r.path}` (or run snakemake there)",
         )
-    if r.spec.conda is not None and r.spec.conda.packages:
-        rep.stage(f"warning: {r.spec_path}: [conda] is validated but not built yet; its packages are not in the image")
+    if r.env.conda is not None and r.env.conda.packages:
+        rep.stage(f"warning: {r.path}: [conda] is validated but not built yet; its packages are not in the image")
     with store.build_lock(r.image_id, timeout=cfg.build_wait, on_wait=rep.stage):
         if store.has(r.image_id):  # someone else built it while we waited
-            store.record_use(r.image_id, str(r.spec_path.absolute()))
+            store.record_use(r.image_id, str(r.path.absolute()))
             return store.image_path(r.image_id)
         store.clean_debris()
         return _build(r, cfg, store, rep)
 
 
-def _build(r: Resolved, cfg: Config, store: Store, rep: Reporter) -> Path:
-    from .image.sif import write_sif
+@dataclass(frozen=True)
+class ImagePlan:
+    """Everything the image is made of, decided before a byte is written."""
+
+    closure: tuple[str, ...]
+    entries: tuple[Entry, ...]  # sorted
+    metadata: ImageMetadata
+
+
+def plan_image(r: ResolvedEnv, built: NixResult, cfg: Config) -> ImagePlan:
+    """What nix built + the env file -> the image's content. Pure but for listing the
+    commands on the environment's PATH."""
     from .image.skeleton import skeleton
+
+    info = built.info
+    exes = sorted({f.name for d in map(Path, info.path) if d.is_dir() for f in d.iterdir()})
+    meta = ImageMetadata(
+        image_id=r.image_id,
+        image_format=IMAGE_FORMAT_VERSION,
+        env=r.env.normalized(),
+        lock=asdict(r.lock),
+        env_root=str(built.out),
+        executables=tuple(exes),
+        store_paths=built.closure,
+        compression=cfg.compression,
+        labels={
+            "org.nixsnake.image-id": r.image_id,
+            "org.nixsnake.date": r.env.date.isoformat(),
+            "org.nixsnake.nixpkgs.rev": r.lock.nixpkgs.rev,
+        },
+    )
+    entries = skeleton(
+        str(built.out),
+        path_dirs=list(info.path),
+        ld_library_path=list(info.ld_library_path),
+        env_vars=dict(r.env.env),
+        ssl_cert_file=info.ssl_cert_file or None,
+        bash=info.bash,
+        metadata_json=meta.to_json(),
+    )
+    return ImagePlan(built.closure, tuple(entries), meta)
+
+
+def _build(r: ResolvedEnv, cfg: Config, store: Store, rep: Reporter) -> Path:
+    from .image.sif import write_sif
     from .image.squashfs import pack_squashfs
+    from .nixbuild import NixInput, nix_build
+    from .nixpkgs import parse_source
+    from .store import temp_workdir
 
     t0 = time.monotonic()
     source = parse_source(cfg.nixpkgs_source)
-    gone = missing_rev_error(r.lock, source, r.spec_path)
+    gone = missing_rev_error(r.lock, source, r.path)
     if gone is not None:
         raise gone
     with temp_workdir() as wd:
         work = Path(wd)
-        rep.stage(f"nix build of {r.spec_path.name}")
-        built = nix_build(nix_input(r.spec, r.lock, source), source, cfg, work, on_line=rep.log)
-        bin_dirs = [Path(d) for d in built.info.get("path", [f"{built.out}/bin"])]
-        exes = sorted({f.name for d in bin_dirs if d.is_dir() for f in d.iterdir()})
-        meta = image_metadata(r, cfg, built.closure, str(built.out), exes)
-        meta_json = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
-        info = built.info
-        ld = [p for p in str(info.get("ld_library_path", "")).split(":") if p]
-        entries = skeleton(
-            str(built.out),
-            path_dirs=list(info.get("path", [f"{built.out}/bin"])),
-            ld_library_path=ld,
-            env_vars=dict(r.spec.env),
-            ssl_cert_file=info.get("ssl_cert_file"),
-            bash=str(info.get("bash", f"{built.out}/bin/bash")),
-            metadata_json=meta_json,
-        )
+        rep.stage(f"nix build of {r.path.name}")
+        built = nix_build(NixInput.of(r.env, r.lock, source), source, cfg, work, on_line=rep.log)
+        plan = plan_image(r, built, cfg)
         # The squashfs is packed in the local work directory and then copied into the
         # SIF in the store (one sequential write to what is shared storage on a
         # cluster). Not `mksquashfs -offset` straight into the SIF: squashfs-tools 4.5.1
         # then intermittently writes corrupt images under load (its duplicate check
         # reads blocks back from the output file; see docs/performance.md).
         sqfs = work / "image.sqfs"
-        rep.stage(f"packing {len(built.closure)} store paths ({cfg.compression})")
-        pack_squashfs(sqfs, list(built.closure), entries, compression=cfg.compression)
+        rep.stage(f"packing {len(plan.closure)} store paths ({cfg.compression})")
+        pack_squashfs(sqfs, list(plan.closure), list(plan.entries), compression=cfg.compression)
         tmp = store.temp_path(r.image_id)
         try:
             rep.stage("writing SIF")
-            write_sif(tmp, sqfs, meta)
+            write_sif(tmp, sqfs, plan.metadata.to_dict())
             final, sha256 = store.publish(r.image_id, tmp)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -180,16 +239,61 @@ def _build(r: Resolved, cfg: Config, store: Store, rep: Reporter) -> Path:
         store.write_meta(
             Meta(
                 image_id=r.image_id,
-                env_files=(str(r.spec_path.absolute()),),
+                env_files=(str(r.path.absolute()),),
                 built_at=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                built_by=f"{os.environ.get('USER', os.getuid())}@{socket.gethostname()}",
+                built_by=f"{os.environ.get('USER', os.getuid())}@{socket.gethostname()} (nixsnake {__version__})",
                 build_seconds=round(time.monotonic() - t0, 2),
-                date=r.spec.date.isoformat(),
+                date=r.env.date.isoformat(),
                 nixpkgs_rev=r.lock.nixpkgs.rev,
-                software=tuple(f"{n}=={v}" for n, v in r.lock.software()) + tuple(r.spec.nixpkgs.packages),
+                software=tuple(f"{n}=={v}" for n, v in r.lock.software()) + tuple(r.env.nixpkgs.packages),
                 sha256=sha256,
             )
         )
     except NixsnakeError as exc:  # the image is published and usable; say what is missing
         rep.stage(f"warning: image published, but {exc}")
     return final
+
+
+# --- running ------------------------------------------------------------------------------
+
+
+def run_request(
+    r: ResolvedEnv,
+    image: Path,
+    cfg: Config,
+    *,
+    workdir: Path,
+    extra_binds: Sequence[str] = (),
+    mounts: Iterable[Path] = (),
+    envvars: Iterable[str] = (),
+    shell: str = "bash",
+) -> RunRequest:
+    """How to run something in ``image``: the one place binds are merged.
+
+    In order: the ``binds`` setting, the env file's ``[run] binds``, ``extra_binds`` (the
+    caller's ``--bind``), each checked against the protected targets; then ``mounts``
+    (directories the job needs, e.g. snakemake's temp dir) that exist, each at its own
+    path unless an earlier bind already targets it; the working directory is bound by the
+    runtime the same way. ``envvars`` are passed by name, with the scheduler's
+    (:data:`envvars.JOB_ENVVARS`).
+    """
+    from . import envvars as ev
+    from .runtime import RunRequest, gpu_mode
+
+    binds = [parse_user_bind(b) for b in (*cfg.binds, *r.env.run.binds, *extra_binds)]
+    taken = {b.dst for b in binds}
+    for m in mounts:
+        path = Path(m).absolute()
+        if path.exists() and str(path) not in taken and path != workdir:
+            binds.append(Bind(str(path), str(path)))
+            taken.add(str(path))
+    return RunRequest(
+        image=image,
+        runtime=cfg.runtime,  # type: ignore[arg-type]
+        gpu=gpu_mode(r.env.gpu.cuda, cfg.gpu),
+        binds=tuple(binds),
+        workdir=workdir,
+        envvars=tuple(sorted(set(envvars) | set(ev.JOB_ENVVARS))),
+        shell=shell,
+        runtime_bin=cfg.runtime_bin,
+    )

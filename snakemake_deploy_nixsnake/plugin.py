@@ -33,10 +33,12 @@ from snakemake_interface_software_deployment_plugins.settings import (
     SoftwareDeploymentSettingsBase,
 )
 
-from .build import image_id
-from .config import COMPRESSIONS, GPU_MODES, RUNTIMES, Config, load_config, parse_nix_options
+from .config import Config, load_config, parse_nix_options
+from .image.squashfs import COMPRESSIONS
+from .runtime import GPU_MODES, RUNTIMES
 from .errors import NixsnakeError
-from .lock import Lock, parse_lock, stale_reason
+from .deploy import ResolvedEnv, image_id, resolved_env
+from .lock import Lock, parse_lock
 from .spec import EnvFile, lock_path_for, parse_spec
 
 common_settings = CommonSettings(provides="nixsnake")
@@ -67,7 +69,7 @@ class Settings(SoftwareDeploymentSettingsBase):
     nixpkgs_source: Optional[str] = field(default=None, metadata=_help(
         "Where nixpkgs comes from: github (default), a git mirror path/URL, or demo."))
     compression: Optional[str] = field(default=None, metadata={**_help(
-        "Image compression: zstd (default) or gzip for old squashfuse/kernels."), "choices": COMPRESSIONS})
+        "Image compression: zstd (default), gzip (old squashfuse or kernels), xz or lz4."), "choices": tuple(COMPRESSIONS)})
     nix_options: Optional[str] = field(default=None, metadata=_help(
         "Extra nix options, 'name=value;name=value' (e.g. 'substituters=' without a binary cache); "
         "merged into nixsnake.toml's nix_options, these win per option."))
@@ -135,8 +137,8 @@ class Env(DeployableEnvBase, PinnableEnvBase):
         self.spec_name = str(self.spec.spec.path_or_uri)
         self._parsed: EnvFile | None = None
         self._lock: tuple[Lock | None, str | None] | None = None  # (lock, why unusable)
+        self._resolved: ResolvedEnv | None = None
         self._image: Path | None = None
-        self._cmd_cache: dict[str, str] = {}
 
     # --- reading the env file and its lock (cheap, no tools) ---------------------------
 
@@ -174,20 +176,21 @@ class Env(DeployableEnvBase, PinnableEnvBase):
                     self._lock = (None, str(exc))
         return self._lock
 
-    def resolved(self):
-        from .deploy import Resolved
-
-        spec = self.env_file()
-        lock, problem = self.lock()
-        if lock is None:
-            raise WorkflowError(
-                f"nixsnake: {problem}; fix: run `nixsnake lock {self.spec_name}` "
-                "(or `snakemake --pin-software`) and commit the lock"
-            )
-        reason = stale_reason(spec, Path(self.spec_name), lock)
-        if reason:
-            raise WorkflowError(f"nixsnake: {reason}; fix: run `nixsnake lock {self.spec_name}`")
-        return Resolved(Path(self.spec_name), spec, lock, image_id(spec, lock, self.config.compression))
+    def resolved(self) -> ResolvedEnv:
+        """The pipeline's first stage (deploy.resolved_env), from snakemake's copies."""
+        if self._resolved is None:
+            env = self.env_file()  # (a missing env file is reported before its lock)
+            lock, problem = self.lock()
+            if lock is None:
+                raise WorkflowError(
+                    f"nixsnake: {problem}; fix: run `nixsnake lock {self.spec_name}` "
+                    "(or `snakemake --pin-software`) and commit the lock"
+                )
+            try:
+                self._resolved = resolved_env(Path(self.spec_name), env, lock, self.config)
+            except NixsnakeError as exc:
+                raise WorkflowError(f"nixsnake: {exc}") from None
+        return self._resolved
 
     def image_path(self) -> Path:
         if self._image is None:
@@ -208,29 +211,16 @@ class Env(DeployableEnvBase, PinnableEnvBase):
             hash_object.update(b"\0invalid-lock")
 
     def decorate_shellcmd(self, cmd: str) -> str:
-        from .binds import Bind, parse_user_bind
-        from .runtime import JOB_ENVVARS, RunRequest, gpu_mode, shell_command
+        from .deploy import run_request
+        from .runtime import shell_command
 
-        binds = [parse_user_bind(b) for b in (*self.config.binds, *self.env_file().run.binds)]
-        workdir = Path.cwd()
-        for mp in [workdir, Path(self.tempdir), *self.mountpoints]:
-            if Path(mp).exists():  # like snakemake's own apptainer support: skip absent paths
-                binds.append(Bind(str(Path(mp).absolute()), str(Path(mp).absolute())))
-        seen: set[str] = set()
-        uniq = []
-        for b in binds:
-            if b.dst not in seen:
-                seen.add(b.dst)
-                uniq.append(b)
-        req = RunRequest(
-            image=self.image_path(),
-            runtime=self.config.runtime,  # type: ignore[arg-type]
-            gpu=gpu_mode(self.env_file().gpu.cuda, self.config.gpu),
-            binds=tuple(uniq),
-            workdir=workdir,
-            envvars=tuple(sorted(set(getattr(self, "envvars", set()) or ()) | set(JOB_ENVVARS))),
+        req = run_request(
+            self.resolved(), self.image_path(), self.config,
+            workdir=Path.cwd(),
+            # like snakemake's own apptainer support: bind what exists of these
+            mounts=[Path(self.tempdir), *map(Path, self.mountpoints)],
+            envvars=getattr(self, "envvars", set()) or (),  # (interface 0.18.6 has no envvars)
             shell=Path(self.shell_executable.executable).name or "bash",
-            runtime_bin=self.config.runtime_bin,
         )
         image = shlex.quote(str(req.image))
         missing = shlex.quote(
@@ -243,11 +233,12 @@ class Env(DeployableEnvBase, PinnableEnvBase):
     def contains_executable(self, executable: str) -> bool:
         path = self.image_path()
         if path.exists():
+            from .image.metadata import ImageMetadata
             from .image.sif import read_sif
 
             try:
-                return executable in read_sif(path).metadata.get("executables", [])
-            except NixsnakeError:
+                return executable in ImageMetadata.from_dict(read_sif(path).metadata).executables
+            except (NixsnakeError, ValueError):
                 return False
         spec = self.env_file()
         if executable in ("python", "python3"):
@@ -291,6 +282,7 @@ class Env(DeployableEnvBase, PinnableEnvBase):
             raise WorkflowError(f"nixsnake: {exc}") from None
         self._image = None
         self._lock = None
+        self._resolved = None
         self.clear_hashes()
         self.pinfile.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(lock_path_for(spec_path), self.pinfile)
@@ -301,11 +293,11 @@ class Env(DeployableEnvBase, PinnableEnvBase):
         return True  # images are position independent
 
     async def deploy(self) -> None:
-        from .deploy import ensure_resolved
+        from .deploy import ensure_image
 
         r = self.resolved()
         try:
-            image = await asyncio.to_thread(ensure_resolved, r, self.config, reporter=_LogReporter())
+            image = await asyncio.to_thread(ensure_image, r, self.config, reporter=_LogReporter())
         except NixsnakeError as exc:
             raise WorkflowError(f"nixsnake: {exc}") from None
         self._image = image

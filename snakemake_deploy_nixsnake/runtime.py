@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
+from . import envvars
 from .binds import Bind, check_target
 from .errors import Exit, NixsnakeError
 
@@ -55,9 +56,6 @@ Gpu = Literal["auto", "always", "never"]
 RUNTIMES: tuple[str, ...] = get_args(Runtime)
 GPU_MODES: tuple[str, ...] = get_args(Gpu)
 
-#: The squashfs partition of every nixsnake SIF starts at this byte
-#: (``image.sif.PARTITION_OFFSET``); ``bwrap-exec.sh`` hard-codes the same number.
-PARTITION_OFFSET = 32768
 
 #: ``bwrap-exec.sh``, shipped as package data.
 BWRAP_EXEC: Path = Path(__file__).resolve().parent / "data" / "bwrap-exec.sh"
@@ -81,27 +79,6 @@ ENV_PREFIXES: dict[str, tuple[str, ...]] = {
     "singularity": ("APPTAINERENV_", "SINGULARITYENV_"),
 }
 
-#: Names that cannot be passed through: apptainer refuses ``PATH``/``HOME`` overrides,
-#: ``LD_LIBRARY_PATH`` would break the image, the rest are shell-internal.
-RESERVED_ENVVARS = frozenset(
-    {
-        "PATH", "HOME", "LD_LIBRARY_PATH", "IFS", "PWD", "OLDPWD", "OPTIND", "OPTARG", "PPID",
-        "PS1", "PS2", "PS4", "ENV", "UID", "EUID", "GID", "LINENO", "SHELLOPTS", "BASHOPTS",
-        "BASH_ENV", "CDPATH",
-    }
-)  # fmt: skip
-
-#: Host variables every job gets inside the image when they are set: what the scheduler
-#: tells a job about its allocation (the GPUs it may use above all; --cleanenv would
-#: drop them and a CUDA program would see every GPU of the node) and its temp dir.
-JOB_ENVVARS = (
-    "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL",
-    "SLURM_JOB_ID", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_GPUS_ON_NODE", "SLURM_CPUS_PER_TASK",
-    "SLURM_CPUS_ON_NODE", "SLURM_NTASKS", "SLURM_JOB_NODELIST", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID",
-    "SLURM_LOCALID", "SLURM_MEM_PER_NODE", "SLURM_MEM_PER_CPU", "TMPDIR",
-)  # fmt: skip
-
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _SHELL_NAME = re.compile(r"[A-Za-z0-9_.+-]+\Z")
 
 
@@ -157,20 +134,22 @@ class RunRequest:
 
     @property
     def all_binds(self) -> tuple[Bind, ...]:
-        """The work directory (first) and then the caller's binds."""
-        wd = (Bind(str(self.workdir), str(self.workdir)),) if self.workdir is not None else ()
-        return wd + tuple(self.binds)
+        """The work directory (first, unless a bind already targets it), then the binds."""
+        wd = str(self.workdir) if self.workdir is not None else None
+        if wd is None or any(b.dst == wd for b in self.binds):
+            return tuple(self.binds)
+        return (Bind(wd, wd), *self.binds)
 
 
 def check_envvar(name: str) -> str:
     """Validate a pass-through variable name (raises ``NixsnakeError(DATAERR)``)."""
-    if not isinstance(name, str) or not _ENV_NAME.match(name):
+    if not envvars.valid_name(name):
         raise NixsnakeError(
             f"environment variable name {name!r} is not valid",
             Exit.DATAERR,
             hint="use letters, digits and '_', not starting with a digit",
         )
-    if name in RESERVED_ENVVARS or name.startswith(("APPTAINER", "SINGULARITY", "_nx_")):
+    if not envvars.passable(name):
         raise NixsnakeError(
             f"environment variable {name!r} cannot be passed into the container",
             Exit.DATAERR,
@@ -178,6 +157,22 @@ def check_envvar(name: str) -> str:
             "the image or the runtime; set what you need in the env file's [env] table",
         )
     return name
+
+
+def bwrap_header() -> str:
+    """The values ``bwrap-exec.sh`` takes from Python, as the shell lines between its
+    "generated" markers (``scripts/generate.py`` writes them; a test checks they match)."""
+    from .binds import FORBIDDEN_CHARS
+    from .image.sif import PARTITION_OFFSET
+
+    chars = "".join(c for c in FORBIDDEN_CHARS if c.isprintable())
+    assert "'" not in chars and not chars.startswith(("!", "^"))  # safe inside '...' and [...]
+    return (
+        f"_nx_sif_offset={PARTITION_OFFSET}\n"
+        f"_nx_bind_forbidden='{chars}'\n"
+        f"_nx_not_passable='{' '.join(sorted(envvars.NOT_PASSABLE))}'\n"
+        f"_nx_not_passable_prefixes='{' '.join(envvars.NOT_PASSABLE_PREFIXES)}'\n"
+    )
 
 
 def gpu_probe_snippet() -> str:

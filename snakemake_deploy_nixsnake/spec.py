@@ -31,6 +31,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from . import envvars
 from .binds import BindError, parse_user_bind
 from .errors import MissingFileError, SpecError, UnreadableFileError
 
@@ -49,7 +50,6 @@ ATTR_PATH_RE = re.compile(rf"{_ATTR_SEGMENT}(\.{_ATTR_SEGMENT})*")
 PY_VERSION_RE = re.compile(r"3\.[0-9]{1,2}")
 REV_RE = re.compile(r"[0-9a-f]{40}")
 BRANCH_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,99}")
-ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 CONDA_CHANNEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 CONDA_SPEC_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(\s*[=<>!~]{1,2}\s*[A-Za-z0-9_.*+!]+(\s*,\s*[=<>!~]{1,2}\s*[A-Za-z0-9_.*+!]+)*)?")
 R_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.]*")
@@ -57,24 +57,6 @@ R_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.]*")
 #: never allowed in requirement strings. (Quotes stay allowed: PEP 508 markers use them.)
 SHELL_META = set("$`|&\\\n\r\t{}#?")
 
-#: Variables the image must control itself, or that let one job hijack every process
-#: in the container: the loader and libc (code or tunables injected into every program),
-#: shell start-up hooks, interpreters' "run this first" options, runtime configuration.
-#: docs/security.md lists them (a test keeps the list there in step with this one).
-REFUSED_ENV_EXACT = {
-    # the image / the runtime own these
-    "PATH", "HOME", "SHELL", "USER", "PWD", "TMPDIR", "PS1", "SSL_CERT_FILE", "NIX_SSL_CERT_FILE",
-    # loader and libc
-    "GCONV_PATH", "GLIBC_TUNABLES", "HOSTALIASES", "LOCALDOMAIN", "RES_OPTIONS", "LOCPATH", "NLSPATH",
-    # shells
-    "IFS", "ENV", "BASH_ENV", "PS4", "SHELLOPTS", "BASHOPTS", "PROMPT_COMMAND",
-    # interpreters: code to run at start-up, or a search path ahead of the image's own
-    "PYTHONHOME", "PYTHONPATH", "PYTHONSTARTUP", "PYTHONUSERBASE", "PYTHONBREAKPOINT", "PYTHONINSPECT",
-    "PERL5OPT", "PERL5LIB", "PERLLIB", "PERL5DB", "NODE_OPTIONS", "NODE_PATH", "RUBYOPT", "RUBYLIB",
-    "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS",
-    "R_PROFILE", "R_PROFILE_USER", "R_ENVIRON", "R_ENVIRON_USER", "R_LIBS", "R_LIBS_USER", "R_LIBS_SITE",
-}  # fmt: skip
-REFUSED_ENV_PREFIXES = ("LD_", "APPTAINER", "SINGULARITY", "NIXSNAKE_", "BASH_FUNC_", "DYLD_", "MALLOC_")
 
 
 def check_attr_path(value: str) -> str:
@@ -289,10 +271,9 @@ class EnvFile(_Strict):
     @classmethod
     def _env(cls, v: dict[str, str]) -> dict[str, str]:
         for name, value in v.items():
-            if not ENV_NAME_RE.fullmatch(name):
+            if not envvars.valid_name(name):
                 raise _bad(f"{name!r} is not a variable name", "use letters, digits and '_', not starting with a digit")
-            upper = name.upper()
-            if upper in REFUSED_ENV_EXACT or upper.startswith(REFUSED_ENV_PREFIXES):
+            if envvars.refused_in_env_file(name):
                 raise _bad(
                     f"{name} is managed by nixsnake or can hijack every process in the image",
                     "pick another name; use [nixpkgs]/[python] packages instead of loader or path variables",
@@ -307,6 +288,17 @@ class EnvFile(_Strict):
 
     def spec_hash(self) -> str:
         return sha256_json(self.normalized())
+
+
+def day_start(day: dt.date) -> dt.datetime:
+    """What "as of this date" means everywhere: the instant the day starts, in UTC. A
+    package published during that day is not included."""
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+
+
+def cutoff(day: dt.date) -> str:
+    """:func:`day_start` as the ISO string git, GitHub and uv take."""
+    return day_start(day).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def sha256_json(data: Any) -> str:

@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import PY_ENV, run_in_mounted_image, write_env
-from snakemake_deploy_nixsnake.build import image_id
 from snakemake_deploy_nixsnake.config import Config
-from snakemake_deploy_nixsnake.deploy import ensure_image, resolve
+from snakemake_deploy_nixsnake.deploy import ensure_image, image_id, resolve
 from snakemake_deploy_nixsnake.errors import Exit, NixsnakeError
 from snakemake_deploy_nixsnake.lock import parse_lock
 from snakemake_deploy_nixsnake.spec import parse_spec
@@ -120,7 +119,7 @@ def test_kill_9_mid_build_then_rebuild_leaves_no_debris(workspace, tmp_path):
     assert not list((workspace / "store" / "images").glob("*.sif"))
 
     t0 = time.monotonic()
-    image = ensure_image(env, _cfg(workspace))
+    image = ensure_image(resolve(env, _cfg(workspace)), _cfg(workspace))
     assert time.monotonic() - t0 < 120  # the dead holder's lock was taken over, not waited out
     assert image.exists()
     assert list((workspace / "store" / "tmp").iterdir()) == []

@@ -361,8 +361,10 @@ _HOST_PATH = re.compile(
 def _env_drv(repo: Path, tmp_path: Path) -> str:
     """The .drv of a nixsnake environment on the demo set: python + a locked wheel, a
     nixpkgs python package, a library, R packages (nixsnake's own env.nix, as a build)."""
-    from snakemake_deploy_nixsnake.build import nix_dir, nix_input
-    from snakemake_deploy_nixsnake.lock import PY_PLATFORM, Lock, NixpkgsPin, NixpkgsSource, Wheel
+    from snakemake_deploy_nixsnake.lock import Lock
+    from snakemake_deploy_nixsnake.nixbuild import NixInput, nix_dir
+    from snakemake_deploy_nixsnake.nixpkgs import NixpkgsPin, NixpkgsSource
+    from snakemake_deploy_nixsnake.pypi import PY_PLATFORM, Wheel
     from snakemake_deploy_nixsnake.spec import parse_spec
 
     spec = parse_spec(
@@ -372,9 +374,9 @@ def _env_drv(repo: Path, tmp_path: Path) -> str:
     rev = git(repo, "rev-parse", "nixos-unstable")
     lock = Lock(spec.spec_hash(), "2024-06-01", NixpkgsPin("nixos-unstable", rev, "2024-01-15T12:00:00Z", False),
                 "3.11", PY_PLATFORM, (Wheel("numpy", "1.26.2", NUMPY_URL, NUMPY_SHA256),))
-    data = nix_input(spec, lock, NixpkgsSource("git", str(repo), f"file://{repo}", demo=True))
-    (tmp_path / "input.json").write_text(json.dumps(data))
-    cp = subprocess.run(["nix-instantiate", *nix_option_args(), str(nix_dir() / "env.nix"), "--argstr", "specFile",
+    data = NixInput.of(spec, lock, NixpkgsSource("git", str(repo), f"file://{repo}", demo=True))
+    (tmp_path / "input.json").write_text(data.to_json())
+    cp = subprocess.run(["nix-instantiate", *nix_option_args(), str(nix_dir() / "env.nix"), "--argstr", "inputFile",
                          str(tmp_path / "input.json")], capture_output=True, text=True, env=nix_env(), timeout=600)
     assert cp.returncode == 0, cp.stderr[-3000:]
     return cp.stdout.strip()
@@ -432,10 +434,10 @@ def test_the_env_builds_without_the_sandbox_in_a_fresh_store(repo, tmp_path):
     fresh = tmp_path / "fresh"
     env = nix_env(XDG_CACHE_HOME=str(fresh / "cache"), NIX_STORE_DIR=str(fresh / "store"),
                   NIX_STATE_DIR=str(fresh / "state"), NIX_LOG_DIR=str(fresh / "log"))
-    from snakemake_deploy_nixsnake.build import nix_dir
+    from snakemake_deploy_nixsnake.nixbuild import nix_dir
 
     cp = subprocess.run(["nix-build", "--no-out-link", "--option", "substituters", "", "--option", "build-users-group",
-                         "", "--option", "sandbox", "false", str(nix_dir() / "env.nix"), "--argstr", "specFile",
+                         "", "--option", "sandbox", "false", str(nix_dir() / "env.nix"), "--argstr", "inputFile",
                          str(tmp_path / "input.json")], capture_output=True, text=True, env=env, timeout=1800)
     assert cp.returncode == 0, cp.stderr[-3000:]
     out = cp.stdout.strip()

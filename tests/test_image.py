@@ -16,16 +16,9 @@ from pathlib import Path
 import pytest
 
 from snakemake_deploy_nixsnake.errors import Exit, NixsnakeError
-from snakemake_deploy_nixsnake.image import (
-    PARTITION_OFFSET,
-    Entry,
-    metadata_json,
-    mksquashfs_argv,
-    pack_squashfs,
-    read_sif,
-    skeleton,
-    write_sif,
-)
+from snakemake_deploy_nixsnake.image.sif import PARTITION_OFFSET, metadata_json, read_sif, write_sif
+from snakemake_deploy_nixsnake.image.skeleton import Entry, skeleton
+from snakemake_deploy_nixsnake.image.squashfs import mksquashfs_argv, pack_squashfs
 from snakemake_deploy_nixsnake.image import squashfs as squashfs_mod
 
 TOOLS = ("nix-build", "nix-store", "mksquashfs", "squashfuse", "fusermount3")

@@ -222,7 +222,8 @@ def test_usage_error_is_not_an_internal_error(run_cli):
 
 
 def test_refused_variables_are_all_documented_and_refused():
-    from snakemake_deploy_nixsnake.spec import REFUSED_ENV_EXACT, REFUSED_ENV_PREFIXES
+    from snakemake_deploy_nixsnake.envvars import REFUSED_IN_ENV_FILE as REFUSED_ENV_EXACT
+    from snakemake_deploy_nixsnake.envvars import REFUSED_IN_ENV_FILE_PREFIXES as REFUSED_ENV_PREFIXES
 
     doc = (Path(__file__).resolve().parent.parent / "docs" / "security.md").read_text()
     section = doc[doc.index("## Threat: variables that hijack") :]

@@ -53,10 +53,15 @@
 # removes it). A SIGTERM sent to this script alone (not to its process group) does not
 # stop CMD: it is noted and the script exits once CMD ends.
 
-# The squashfs partition of a nixsnake SIF always starts here
-# (snakemake_deploy_nixsnake.image.sif.PARTITION_OFFSET). Plain squashfs files (offset 0)
-# are accepted too.
+# --- generated from snakemake_deploy_nixsnake by scripts/generate.py: do not edit ---
 _nx_sif_offset=32768
+_nx_bind_forbidden=',:^'
+_nx_not_passable='BASHOPTS BASH_ENV CDPATH ENV EUID GID HOME IFS LD_LIBRARY_PATH LINENO OLDPWD OPTARG OPTIND PATH PPID PS1 PS2 PS4 PWD SHELLOPTS UID'
+_nx_not_passable_prefixes='APPTAINER SINGULARITY _nx_'
+# --- end generated ---
+# (_nx_sif_offset: where a nixsnake SIF's squashfs starts; plain squashfs files, offset 0,
+# are accepted too. _nx_bind_forbidden: characters no bind path may hold. The
+# _nx_not_passable lists: names --pass refuses.)
 _nx_default_path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 _nx_nl='
 '
@@ -91,7 +96,7 @@ _nx_abs() { # _nx_abs WHAT PATH: reject what apptainer's --bind grammar cannot c
     *) _nx_die 64 "$1 must be an absolute path: '$2'" ;;
     esac
     case $2 in
-    *[:,]* | *"$_nx_nl"*) _nx_die 64 "$1 must not contain ':', ',' or a newline: '$2'" ;;
+    *["$_nx_bind_forbidden"]* | *"$_nx_nl"*) _nx_die 64 "$1 must not contain any of '$_nx_bind_forbidden' or a newline: '$2'" ;;
     esac
 }
 
@@ -173,13 +178,14 @@ while [ "$#" -gt 0 ]; do
             '' | [0-9]* | *[!A-Za-z0-9_]*) _nx_die 64 "--pass: not a variable name: '$_nx_v'" ;;
             esac
         done
-        case $_nx_name in
-        _nx_* | PATH | HOME | LD_LIBRARY_PATH | IFS | PWD | OLDPWD | OPTIND | OPTARG | PPID | \
-            PS1 | PS2 | PS4 | ENV | UID | EUID | GID | LINENO | SHELLOPTS | BASHOPTS | BASH_ENV | \
-            CDPATH | APPTAINER* | SINGULARITY*)
-            _nx_die 64 "--pass: variable '$_nx_name' cannot be passed into the container"
-            ;;
+        case " $_nx_not_passable " in *" $_nx_name "*)
+            _nx_die 64 "--pass: variable '$_nx_name' cannot be passed into the container" ;;
         esac
+        for _nx_v in $_nx_not_passable_prefixes; do
+            case $_nx_name in "$_nx_v"*)
+                _nx_die 64 "--pass: variable '$_nx_name' cannot be passed into the container" ;;
+            esac
+        done
         case $_nx_from in _nx_*) _nx_die 64 "--pass: cannot read '$_nx_from'" ;; esac
         [ "$_nx_from" = "$_nx_name" ] || _nx_passfrom=$_nx_passfrom$_nx_from$_nx_nl
         eval "_nx_isset=\${$_nx_from+x}"

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from .. import envvars
 from ..errors import Exit, NixsnakeError
 from .sif import labels_json
 
@@ -57,9 +58,6 @@ DIRS: tuple[str, ...] = (
 )
 STICKY_DIRS = frozenset({"tmp", "var/tmp"})
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-#: Set by the image itself; an [env] entry may not silently replace them.
-RESERVED_VARS = frozenset({"PATH", "LD_LIBRARY_PATH", "SSL_CERT_FILE", "NIX_SSL_CERT_FILE", "PS1"})
 
 
 @dataclass(frozen=True)
@@ -84,13 +82,13 @@ def _abs(what: str, value: str) -> str:
 
 
 def _check_env_name(name: str) -> None:
-    if not _ENV_NAME.match(name):
+    if not envvars.valid_name(name):
         raise NixsnakeError(
             f"environment variable name {name!r} is not valid",
             Exit.DATAERR,
             hint="use letters, digits and '_' and do not start with a digit",
         )
-    if name in RESERVED_VARS or name.startswith(("APPTAINER", "SINGULARITY")):
+    if envvars.refused_in_env_file(name):
         raise NixsnakeError(
             f"environment variable {name!r} is set by nixsnake or apptainer and cannot be set in [env]",
             Exit.DATAERR,

@@ -1,29 +1,30 @@
 # nixsnake: build one environment from a locked env file.
 #
-# This file is static and shipped with nixsnake. Everything user-specific arrives as
-# JSON data through `specFile` (written by nixsnake's build step): no user string is ever
-# spliced into nix source, so an env file cannot inject nix code.
+# This file is static and shipped with nixsnake. Everything user-specific arrives as one
+# JSON document through `inputFile`, written by nixsnake from the dataclass
+# `NixInput` (snakemake_deploy_nixsnake/nixbuild.py), its only producer: no user string
+# is ever spliced into nix source, so an env file cannot inject nix code.
 #
-# JSON fields: nixpkgs.{type,url,rev,ref}, allowUnfree, cudaSupport, packages and
-# libraries (attribute paths), python (null or {attr, version, wheels: [{url, sha256, name}]}), rPackages
-# (null or [names]).
-{ specFile }:
+# NixInput fields (a test keeps this list equal to the dataclass):
+#   nixpkgs.type nixpkgs.url nixpkgs.rev nixpkgs.ref
+#   allow_unfree cuda_support packages libraries
+#   python python.attr python.version python.wheels python.wheels.url python.wheels.sha256 python.wheels.name
+#   r_packages
+{ inputFile }:
 let
-  spec = builtins.fromJSON (builtins.readFile specFile);
+  input = builtins.fromJSON (builtins.readFile inputFile);
 
   src =
-    if spec.nixpkgs.type == "git" then
+    if input.nixpkgs.type == "git" then
       # allRefs: a rev pinned in the env file need not be on the branch (nix only looks
       # at refs/heads/<ref> otherwise: "Cannot find Git revision ... in ref")
-      builtins.fetchGit { url = spec.nixpkgs.url; rev = spec.nixpkgs.rev; ref = spec.nixpkgs.ref; allRefs = true; }
-    else if spec.nixpkgs.type == "tarball" then
-      builtins.fetchTarball { url = spec.nixpkgs.url; }
-    else if spec.nixpkgs.type == "path" then
-      builtins.path { path = spec.nixpkgs.url; name = "nixpkgs"; }
+      builtins.fetchGit { url = input.nixpkgs.url; rev = input.nixpkgs.rev; ref = input.nixpkgs.ref; allRefs = true; }
+    else if input.nixpkgs.type == "tarball" then
+      builtins.fetchTarball { url = input.nixpkgs.url; }
     else throw "nixsnake: unknown nixpkgs source type";
 
   pkgs = import src {
-    config = { allowUnfree = spec.allowUnfree; cudaSupport = spec.cudaSupport; };
+    config = { allowUnfree = input.allow_unfree; cudaSupport = input.cuda_support; };
     overlays = [ ];
   };
 
@@ -32,38 +33,38 @@ let
     builtins.foldl'
       (acc: name:
         if builtins.isAttrs acc && builtins.hasAttr name acc then builtins.getAttr name acc
-        else throw "nixsnake: nixpkgs (rev ${spec.nixpkgs.rev}) has no attribute '${path}'; check the name in [nixpkgs] packages")
+        else throw "nixsnake: nixpkgs (rev ${input.nixpkgs.rev}) has no attribute '${path}'; check the name in [nixpkgs] packages")
       pkgs (splitDots path);
 
   system = builtins.currentSystem;
   base = [ pkgs.bash pkgs.coreutils pkgs.findutils pkgs.gnugrep pkgs.gnused pkgs.which ];
-  userPkgs = map getAttrPath spec.packages;
+  userPkgs = map getAttrPath input.packages;
   toolPath = builtins.concatStringsSep ":" (map (p: "${p}/bin") [ pkgs.coreutils pkgs.findutils pkgs.gnugrep pkgs.gnused ]);
 
   # Libraries that manylinux wheels expect from the "system" (the LD_pkgs lesson), plus
   # the env file's [nixpkgs] libraries.
-  ldLibs = [ pkgs.stdenv.cc.cc.lib pkgs.zlib ] ++ map getAttrPath (spec.libraries or [ ]);
+  ldLibs = [ pkgs.stdenv.cc.cc.lib pkgs.zlib ] ++ map getAttrPath input.libraries;
 
-  python = if spec.python == null then null else getAttrPath spec.python.attr;
+  python = if input.python == null then null else getAttrPath input.python.attr;
 
   # Each wheel is a fixed-output fetch: nix downloads, verifies and caches it by sha256.
-  wheels = if spec.python == null then [ ] else
-    map (w: import <nix/fetchurl.nix> { url = w.url; sha256 = w.sha256; name = w.name; }) spec.python.wheels;
+  wheels = if input.python == null then [ ] else
+    map (w: import <nix/fetchurl.nix> { url = w.url; sha256 = w.sha256; name = w.name; }) input.python.wheels;
 
   pythonPackages = if python == null then null else derivation {
-    name = "nixsnake-python${spec.python.version}-packages";
+    name = "nixsnake-python${input.python.version}-packages";
     inherit system wheels;
     builder = "${pkgs.bash}/bin/bash";
     args = [ "-eu" "-o" "pipefail" ./install-wheels.sh ];
     PATH = toolPath;
     python = "${python}/bin/python3";
     installer = ./install_wheels.py;
-    sitePackages = "lib/python${spec.python.version}/site-packages";
+    sitePackages = "lib/python${input.python.version}/site-packages";
     SOURCE_DATE_EPOCH = "1";
   };
 
-  rEnv = if spec.rPackages == null then null else
-    pkgs.rWrapper.override { packages = map (n: builtins.getAttr n pkgs.rPackages) spec.rPackages; };
+  rEnv = if input.r_packages == null then null else
+    pkgs.rWrapper.override { packages = map (n: builtins.getAttr n pkgs.rPackages) input.r_packages; };
 
   present = builtins.filter (x: x != null);
 in
@@ -76,7 +77,7 @@ derivation {
   # Order matters: the first package providing a command wins.
   paths = present ([ pythonPackages python ] ++ userPkgs ++ [ rEnv ] ++ base);
   python = if python == null then "" else "${python}/bin";
-  pythonVersion = if spec.python == null then "" else spec.python.version;
+  pythonVersion = if input.python == null then "" else input.python.version;
   pythonPackages = if pythonPackages == null then "" else pythonPackages;
   ldLibraryPath = builtins.concatStringsSep ":" (map (p: "${p}/lib") ldLibs);
   sslCertFile = "${pkgs.cacert}/etc/ssl/certs/ca-bundle.crt";

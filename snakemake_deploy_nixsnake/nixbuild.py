@@ -1,0 +1,202 @@
+"""Resolved env -> nix store path: the nix stage of the pipeline (deploy.py runs it).
+
+nix sees only the shipped ``nix/env.nix`` plus one JSON document, :class:`NixInput`, the
+only producer of that JSON (env.nix's header names this class). We use a pinned
+non-flake expression rather than a flake: it works on nix 2.x without experimental
+features (many head nodes run old nix), passes the nixpkgs rev as data instead of
+generating ``flake.nix``, and does not copy a workspace into the store or churn a
+``flake.lock``. What nix built is read back once, from ``nix-support/nixsnake-env.json``,
+into :class:`EnvInfo`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from . import proc
+from .config import Config
+from .errors import Exit, NixsnakeError
+from .lock import Lock
+from .nixpkgs import NixpkgsSource
+from .spec import EnvFile
+
+
+def nix_dir() -> Path:
+    return Path(str(resources.files("snakemake_deploy_nixsnake") / "nix"))
+
+
+def wheel_store_name(url: str) -> str:
+    """A valid store-path name for a wheel (the file name, restricted to nix's charset)."""
+    base = url.rsplit("/", 1)[-1]
+    return "".join(c if (c.isalnum() or c in "+-._?=") else "_" for c in base)[-200:].lstrip(".") or "wheel"
+
+
+# --- what nix is given --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NixpkgsFetch:
+    type: Literal["git", "tarball"]
+    url: str
+    rev: str
+    ref: str  # the branch (git); "" for tarballs
+
+
+@dataclass(frozen=True)
+class WheelFetch:
+    url: str
+    sha256: str
+    name: str  # store-path name
+
+
+@dataclass(frozen=True)
+class PythonInput:
+    attr: str  # the interpreter's attribute, e.g. python311
+    version: str
+    wheels: tuple[WheelFetch, ...]
+
+
+@dataclass(frozen=True)
+class NixInput:
+    """The JSON document ``nix/env.nix`` reads (its header lists these fields).
+
+    Pure: the same env file, lock and source give the same document. Every user string
+    reaches nix only inside it, as data."""
+
+    nixpkgs: NixpkgsFetch
+    allow_unfree: bool
+    cuda_support: bool
+    packages: tuple[str, ...]  # attribute paths
+    libraries: tuple[str, ...]  # attribute paths whose lib/ goes on LD_LIBRARY_PATH
+    python: PythonInput | None
+    r_packages: tuple[str, ...] | None  # rPackages attribute names
+
+    @classmethod
+    def of(cls, env: EnvFile, lock: Lock, source: NixpkgsSource) -> "NixInput":
+        rev = lock.nixpkgs.rev
+        if source.kind == "github":
+            fetch = NixpkgsFetch("tarball", source.fetch_url.format(rev=rev), rev, "")
+        else:
+            fetch = NixpkgsFetch("git", source.fetch_url, rev, lock.nixpkgs.branch)
+        python = None
+        if env.python is not None:
+            major, minor = env.python.version.split(".")
+            python = PythonInput(
+                f"python{major}{minor}",
+                env.python.version,
+                tuple(WheelFetch(w.url, w.sha256, wheel_store_name(w.url)) for w in lock.wheels),
+            )
+        return cls(
+            nixpkgs=fetch,
+            # CUDA is unfree in nixpkgs: asking for it is consent to build it.
+            allow_unfree=env.nixpkgs.allow_unfree or env.gpu.cuda is True,
+            cuda_support=env.gpu.cuda is True,
+            packages=tuple(env.nixpkgs.packages),
+            libraries=tuple(env.nixpkgs.libraries),
+            python=python,
+            r_packages=tuple(n.replace(".", "_") for n in env.r.packages) if env.r else None,
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, indent=1)
+
+
+def schema_fields(cls: type = NixInput, prefix: str = "") -> list[str]:
+    """Dotted names of every field of the document (for env.nix's header and its test)."""
+    out: list[str] = []
+    for f in fields(cls):
+        out.append(prefix + f.name)
+        for t in (NixpkgsFetch, WheelFetch, PythonInput):
+            if t.__name__ in str(f.type):
+                out += schema_fields(t, prefix + f.name + ".")
+    return out
+
+
+# --- what nix built -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnvInfo:
+    """``nix-support/nixsnake-env.json`` of the environment root (written by mkenv.sh):
+    what the image's environment script must set."""
+
+    path: tuple[str, ...]  # PATH entries
+    ld_library_path: tuple[str, ...]
+    ssl_cert_file: str
+    bash: str  # the shell of `nixsnake shell` and the runscript
+    python: str  # the interpreter's bin dir, "" without [python]
+
+    @classmethod
+    def parse(cls, text: str, where: Path) -> "EnvInfo":
+        try:
+            data = json.loads(text)
+            return cls(
+                path=tuple(_strings(data["path"])),
+                ld_library_path=tuple(p for p in str(data["ld_library_path"]).split(":") if p),
+                ssl_cert_file=str(data["ssl_cert_file"]),
+                bash=str(data["bash"]),
+                python=str(data["python"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise NixsnakeError(f"nix built {where} with unusable environment data ({exc!r})", Exit.SOFTWARE) from None
+
+
+def _strings(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError("expected a list of strings")
+    return value
+
+
+@dataclass(frozen=True)
+class NixResult:
+    out: Path  # the environment root in /nix/store
+    closure: tuple[str, ...]  # sorted store paths
+    info: EnvInfo
+
+
+def nix_env(source: NixpkgsSource) -> dict[str, str]:
+    env = dict(os.environ)
+    # Builds must not depend on the user's channels or NIX_PATH beyond <nix/...>.
+    env.pop("NIX_PATH", None)
+    if source.demo:
+        from . import demo  # (the demo set's host manifest: only for demo builds)
+
+        env.update(demo.nix_env())
+    return env
+
+
+def nix_option_args(cfg: Config) -> list[str]:
+    return [a for name, value in cfg.nix_options for a in ("--option", name, value)]
+
+
+def nix_build(
+    data: NixInput, source: NixpkgsSource, cfg: Config, workdir: Path, on_line: Callable[[str], None] | None = None
+) -> NixResult:
+    """Run nix-build on env.nix with ``data``; keep a GC root in ``workdir`` until packed."""
+    proc.require("nix-build")
+    input_file = workdir / "nixsnake-input.json"
+    input_file.write_text(data.to_json())
+    link = workdir / "result"
+    argv = [
+        "nix-build", str(nix_dir() / "env.nix"), "--argstr", "inputFile", str(input_file),
+        "--out-link", str(link), *nix_option_args(cfg),
+    ]  # fmt: skip
+    stdout = proc.stream(argv, on_line=on_line, env=nix_env(source), what="nix-build of the environment", code=Exit.SOFTWARE)
+    out = Path(stdout.strip().splitlines()[-1]) if stdout.strip() else link.resolve()
+    closure = proc.run(["nix-store", "--query", "--requisites", str(out)], what="nix-store --query --requisites").stdout.split()
+    info_path = out / "nix-support" / "nixsnake-env.json"
+    try:
+        text = info_path.read_text()
+    except OSError as exc:
+        raise NixsnakeError(f"nix built {out} without a readable {info_path.name}: {exc.strerror}", Exit.SOFTWARE) from None
+    return NixResult(out, tuple(sorted(closure)), EnvInfo.parse(text, out))
+
+
+def nix_available() -> bool:
+    return proc.which("nix-build") is not None and proc.which("nix-store") is not None
