@@ -23,6 +23,7 @@ from typing import Any
 
 import tomlkit
 
+from . import conda as conda_layer
 from . import proc
 from .config import Config, cache_dir
 from .errors import Exit, NixsnakeError, SpecError
@@ -60,10 +61,13 @@ class Lock:
     python_version: str | None = None
     python_platform: str | None = None
     wheels: tuple[Wheel, ...] = ()
+    conda: conda_layer.CondaLock | None = None  # the [conda] section (conda.py)
 
     def resolved(self) -> dict[str, Any]:
         """What the built software depends on (for the image hash)."""
         d = asdict(self)
+        if d["conda"] is None:  # envs without [conda] keep the ids they had before it existed
+            del d["conda"]
         return d
 
     def software(self) -> list[tuple[str, str]]:
@@ -276,6 +280,7 @@ def make_lock(spec: EnvFile, spec_path: Path, cfg: Config, source: NixpkgsSource
     src = source or parse_source(cfg.nixpkgs_source)
     pin = resolve_nixpkgs(spec, src, str(spec_path))
     wheels = resolve_python(spec, str(spec_path))
+    conda = conda_layer.resolve(spec, str(spec_path))
     return Lock(
         spec_sha256=spec.spec_hash(),
         date=spec.date.isoformat(),
@@ -283,6 +288,7 @@ def make_lock(spec: EnvFile, spec_path: Path, cfg: Config, source: NixpkgsSource
         python_version=spec.python.version if spec.python else None,
         python_platform=PY_PLATFORM if wheels else None,
         wheels=wheels,
+        conda=conda,
     )
 
 
@@ -314,6 +320,8 @@ def render_lock(lock: Lock, spec_name: str) -> str:
         if lock.wheels:
             py.add("wheels", aot)
         doc.add("python", py)
+    if lock.conda is not None:
+        doc.add("conda", conda_layer.render(lock.conda))
     return tomlkit.dumps(doc)
 
 
@@ -338,10 +346,11 @@ def parse_lock(text: str, path: str) -> Lock:
             python_version=py.get("version"),
             python_platform=py.get("platform"),
             wheels=tuple(wheels),
+            conda=conda_layer.parse(d["conda"], path) if "conda" in d else None,
         )
     except SpecError:
         raise
-    except (tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError) as exc:
+    except (tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
         raise SpecError(path, "", f"not a valid lock file ({exc.__class__.__name__}: {exc})", "delete it and re-run `nixsnake lock`") from None
 
 
