@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, proc
+from . import conda as conda_layer
 from .config import Config
 from .errors import Exit, NixsnakeError
 from .lock import Lock, NixpkgsSource
@@ -52,7 +53,7 @@ def nix_input(spec: EnvFile, lock: Lock, source: NixpkgsSource) -> dict[str, Any
             "version": spec.python.version,
             "wheels": [{"url": w.url, "sha256": w.sha256, "name": wheel_store_name(w.url)} for w in lock.wheels],
         }
-    return {
+    data = {
         "nixpkgs": nixpkgs,
         # CUDA is unfree in nixpkgs: asking for it is consent to build it.
         "allowUnfree": spec.nixpkgs.allow_unfree or spec.gpu.cuda is True,
@@ -62,6 +63,9 @@ def nix_input(spec: EnvFile, lock: Lock, source: NixpkgsSource) -> dict[str, Any
         "python": python,
         "rPackages": [n.replace(".", "_") for n in spec.r.packages] if spec.r else None,
     }
+    if lock.conda is not None:  # only then: envs without [conda] keep their exact input
+        data["conda"] = conda_layer.nix_input(lock.conda)
+    return data
 
 
 def image_id(spec: EnvFile, lock: Lock, compression: str) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from . import __version__
+from . import conda as conda_layer
 from .build import IMAGE_FORMAT_VERSION, image_id, nix_available, nix_build, nix_input, temp_workdir
 from .config import Config
 from .errors import Exit, NixsnakeError
@@ -120,8 +121,6 @@ def ensure_resolved(r: Resolved, cfg: Config, *, reporter: Reporter | None = Non
             Exit.UNAVAILABLE,
             f"build it on the head node: `nixsnake build {r.spec_path}` (or run snakemake there)",
         )
-    if r.spec.conda is not None and r.spec.conda.packages:
-        rep.stage(f"warning: {r.spec_path}: [conda] is validated but not built yet; its packages are not in the image")
     with store.build_lock(r.image_id, timeout=cfg.build_wait, on_wait=rep.stage):
         if store.has(r.image_id):  # someone else built it while we waited
             store.record_use(r.image_id, str(r.spec_path.absolute()))
@@ -147,14 +146,17 @@ def _build(r: Resolved, cfg: Config, store: Store, rep: Reporter) -> Path:
         meta_json = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
         info = built.info
         ld = [p for p in str(info.get("ld_library_path", "")).split(":") if p]
+        for warning in conda_layer.build_warnings(info):
+            rep.stage(f"warning: {r.spec_path}: {warning}")
         entries = skeleton(
             str(built.out),
             path_dirs=list(info.get("path", [f"{built.out}/bin"])),
             ld_library_path=ld,
-            env_vars=dict(r.spec.env),
+            env_vars={**conda_layer.image_env(info), **r.spec.env},
             ssl_cert_file=info.get("ssl_cert_file"),
             bash=str(info.get("bash", f"{built.out}/bin/bash")),
             metadata_json=meta_json,
+            loader=conda_layer.loader(info),
         )
         # The squashfs is packed in the local work directory and then copied into the
         # SIF in the store (one sequential write to what is shared storage on a
@@ -179,7 +181,8 @@ def _build(r: Resolved, cfg: Config, store: Store, rep: Reporter) -> Path:
                     "build_seconds": round(time.monotonic() - t0, 2),
                     "date": r.spec.date.isoformat(),
                     "nixpkgs_rev": r.lock.nixpkgs.rev,
-                    "software": [f"{n}=={v}" for n, v in r.lock.software()] + list(r.spec.nixpkgs.packages),
+                    "software": [f"{n}=={v}" for n, v in r.lock.software()] + list(r.spec.nixpkgs.packages)
+                    + [f"conda:{n}=={v}" for n, v, _ in conda_layer.software(r.lock.conda, r.spec)],
                 },
             )
         except BaseException:

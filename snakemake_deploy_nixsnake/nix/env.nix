@@ -6,7 +6,7 @@
 #
 # JSON fields: nixpkgs.{type,url,rev,ref}, allowUnfree, cudaSupport, packages and
 # libraries (attribute paths), python (null or {attr, version, wheels: [{url, sha256, name}]}), rPackages
-# (null or [names]).
+# (null or [names]), conda (absent/null, or the locked [conda] layer: see conda.nix).
 { specFile }:
 let
   spec = builtins.fromJSON (builtins.readFile specFile);
@@ -40,7 +40,13 @@ let
 
   # Libraries that manylinux wheels expect from the "system" (the LD_pkgs lesson), plus
   # the env file's [nixpkgs] libraries.
-  ldLibs = [ pkgs.stdenv.cc.cc.lib pkgs.zlib ] ++ map getAttrPath (spec.libraries or [ ]);
+  ldLibs = [ pkgs.stdenv.cc.cc.lib pkgs.zlib ] ++ map getAttrPath (spec.libraries or [ ])
+    # conda's binaries run on nixpkgs' glibc (through /lib64/ld-linux-x86-64.so.2 in the image)
+    ++ (if conda == null then [ ] else [ pkgs.glibc ]);
+
+  # [conda]: a conda prefix installed from the lock (conda.nix), or null.
+  conda = if (spec.conda or null) == null then null
+    else import ./conda.nix { inherit pkgs system toolPath; conda = spec.conda; };
 
   python = if spec.python == null then null else getAttrPath spec.python.attr;
 
@@ -65,7 +71,7 @@ let
 
   present = builtins.filter (x: x != null);
 in
-derivation {
+derivation ({
   name = "nixsnake-env";
   inherit system;
   builder = "${pkgs.bash}/bin/bash";
@@ -79,4 +85,11 @@ derivation {
   ldLibraryPath = builtins.concatStringsSep ":" (map (p: "${p}/lib") ldLibs);
   sslCertFile = "${pkgs.cacert}/etc/ssl/certs/ca-bundle.crt";
   bash = "${pkgs.bash}/bin/bash";
-}
+} // (if conda == null then { } else {
+  # the same root, plus the conda prefix (mkenv-conda.sh); envs without [conda] keep
+  # exactly the derivation they had before [conda] existed
+  args = [ "-eu" "-o" "pipefail" ./mkenv-conda.sh ];
+  mkenv = ./mkenv.sh;
+  condaPrefix = conda;
+  loader = "${pkgs.glibc}/lib/ld-linux-x86-64.so.2";
+}))
