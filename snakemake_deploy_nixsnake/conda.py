@@ -38,7 +38,7 @@ import tomlkit
 
 from . import proc
 from .config import cache_dir
-from .errors import Exit, NixsnakeError, SpecError
+from .errors import Exit, MissingFileError, NixsnakeError, SpecError
 from .spec import ENV_NAME_RE, REFUSED_ENV_EXACT, REFUSED_ENV_PREFIXES, EnvFile, conda_spec_name
 
 #: The platform every image is for, and the subdirs solved (noarch packages included).
@@ -405,6 +405,30 @@ def build_warnings(info: Mapping[str, Any]) -> list[str]:
     if skipped:
         out.append("conda activation variables not set in the image: " + "; ".join(skipped))
     return out
+
+
+_THROWN_MISMATCH = re.compile(r"nixsnake: conda package (\S+): sha256 mismatch: (.*?); refusing to build \((.*?)\)")
+_THROWN_MISSING = re.compile(r"nixsnake: conda package (\S+): (.*?) \(its locked file:// URL\) does not exist; ([^\n]*)")
+_FOD_MISMATCH = re.compile(r"hash mismatch in fixed-output derivation '/nix/store/[a-z0-9]{32}-([^']+?)\.drv'")
+
+
+def explain_build_failure(exc: NixsnakeError, lock_file: str) -> NixsnakeError:
+    """A failed nix build whose cause is a conda archive that no longer matches the lock
+    becomes one line naming the lock, the archive and the fix (exit 65; 66 when the
+    file of a file:// URL is gone); any other failure is returned unchanged."""
+    text = exc.message
+    m = _THROWN_MISMATCH.search(text)
+    if m:
+        return SpecError(lock_file, "conda.packages", f"{m[1]}: sha256 mismatch: {m[2]}", m[3])
+    m = _THROWN_MISSING.search(text)
+    if m:
+        return MissingFileError(m[2], f"{m[3]} (conda package {m[1]} in {lock_file})")
+    m = _FOD_MISMATCH.search(text)
+    if m and m[1].endswith((".conda", ".tar.bz2", ".whl")):
+        key = "conda.installer" if m[1].endswith(".whl") else "conda.packages"
+        return SpecError(lock_file, key, f"{m[1]}: the file at its locked URL does not match the lock's sha256; refusing to build",
+                         "the channel changed after locking: use the original file (a mirror), or re-run `nixsnake lock` and review the change")
+    return exc
 
 
 def software(lock_conda: CondaLock | None, spec: EnvFile) -> list[tuple[str, str, bool]]:

@@ -139,7 +139,10 @@ def _build(r: Resolved, cfg: Config, store: Store, rep: Reporter) -> Path:
     with temp_workdir() as wd:
         work = Path(wd)
         rep.stage(f"nix build of {r.spec_path.name}")
-        built = nix_build(nix_input(r.spec, r.lock, source), source, cfg, work, on_line=rep.log)
+        try:
+            built = nix_build(nix_input(r.spec, r.lock, source), source, cfg, work, on_line=rep.log)
+        except NixsnakeError as exc:  # a conda archive that no longer matches the lock: one line, 65
+            raise conda_layer.explain_build_failure(exc, str(lock_path_for(r.spec_path))) from None
         bin_dirs = [Path(d) for d in built.info.get("path", [f"{built.out}/bin"])]
         exes = sorted({f.name for d in bin_dirs if d.is_dir() for f in d.iterdir()})
         meta = image_metadata(r, cfg, built.closure, str(built.out), exes)

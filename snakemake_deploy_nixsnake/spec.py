@@ -52,7 +52,9 @@ ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 #: A channel name (``conda-forge``, ``bioconda/label/main``) ...
 CONDA_CHANNEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*$")
 #: ... or a channel URL: https/http for mirrors, file:// for a channel on a file system.
-CONDA_CHANNEL_URL_RE = re.compile(r"^(https?://[A-Za-z0-9.-]+(:[0-9]+)?|file://)(/[A-Za-z0-9_.~+%@-]+)+/?$")
+CONDA_CHANNEL_URL_RE = re.compile(
+    r"^(https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9_.~+%@-]+)*|file://(/[A-Za-z0-9_.~+%@-]+)+)/?$"
+)
 CONDA_NAME_RE = re.compile(r"^[a-z0-9_][a-z0-9_.-]*$")
 R_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*$")
 #: Characters a shell (or nix) would treat as code, or a requirements file as a comment;
@@ -118,7 +120,9 @@ def conda_spec_name(value: str) -> str:
         raise _bad(f"{value!r} contains a control character", fix)
     try:
         ms = MatchSpec(value, extras=False, conditionals=False, flags=False)
-    except Exception as exc:  # rattler raises InvalidMatchSpecError
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # InvalidMatchSpecError; a Rust panic would be a PanicException (BaseException)
         reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         raise _bad(f"{value!r} is not a conda match spec ({reason})", fix) from None
     if ms.name is None:
