@@ -115,7 +115,8 @@ def activation(out, tmp):
         "LANG": "C",
     }
     dump = "import json, os, sys; json.dump(dict(os.environ), sys.stdout)"
-    script = 'for f in "$@"; do . "$f"; done; exec "$NIXSNAKE_PY" -I -c "$NIXSNAKE_DUMP"'
+    # the scripts' own output goes to the build log, the environment dump alone to stdout
+    script = 'for f in "$@"; do . "$f" >&2; done; exec "$NIXSNAKE_PY" -I -c "$NIXSNAKE_DUMP"'
     env = dict(before, NIXSNAKE_PY=sys.executable, NIXSNAKE_DUMP=dump)
     r = subprocess.run([os.environ["bash"], "--norc", "--noprofile", "-c", script, "activate", *scripts],
                        env=env, cwd=out, capture_output=True, text=True)
@@ -124,7 +125,7 @@ def activation(out, tmp):
     try:
         after = json.loads(r.stdout)
     except ValueError:
-        fail("an activation script wrote to stdout or broke the environment dump: " + r.stdout[-500:])
+        fail("an activation script broke the environment dump: " + r.stdout[-500:])
     build_dirs = [d for d in {tmp, os.environ.get("NIX_BUILD_TOP", ""), "/homeless-shelter"} if d]
     values, skipped = {}, []
     for name in sorted(after):
