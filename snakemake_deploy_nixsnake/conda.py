@@ -176,7 +176,8 @@ def _run_solver(request: dict[str, Any]) -> dict[str, Any]:
         req = Path(tmp) / "request.json"
         out = Path(tmp) / "result.json"
         req.write_text(json.dumps(request))
-        r = proc.run([sys.executable, "-P", "-m", "snakemake_deploy_nixsnake.conda_solve", str(req), str(out)], check=False)
+        r = proc.run([sys.executable, "-P", "-m", "snakemake_deploy_nixsnake.conda_solve", str(req), str(out)], check=False,
+                     timeout=SOLVE_TIMEOUT_S + 300, what="the conda solve")
         try:
             return json.loads(out.read_text())
         except (OSError, ValueError):

@@ -165,6 +165,14 @@ def test_unreachable_channel_is_69_with_a_hint(workspace, run_cli, url):
     assert "Traceback" not in r.stderr
 
 
+def test_virtual_packages_are_fixed_and_cuda_only_when_asked():
+    plain = parse_spec(b'date = 2024-01-01\n[conda]\npackages = ["x"]\n', "c")
+    cuda = parse_spec(b'date = 2024-01-01\n[gpu]\ncuda = true\n[conda]\npackages = ["x"]\n', "c")
+    assert ("__glibc", "2.28", "0") in conda_layer.virtual_packages(plain)
+    assert not any(n == "__cuda" for n, _, _ in conda_layer.virtual_packages(plain))
+    assert ("__cuda", "12.0", "0") in conda_layer.virtual_packages(cuda)
+
+
 def test_channel_names_become_urls():
     assert conda_layer.channel_url("bioconda") == "https://conda.anaconda.org/bioconda"
     assert conda_layer.channel_url("conda-forge/label/main") == "https://conda.anaconda.org/conda-forge/label/main"
