@@ -59,7 +59,7 @@ async def _solve(req: dict[str, Any]) -> list:
     from rattler import BuildString, Channel, ChannelPriority, Gateway, GenericVirtualPackage, PackageName, Version
 
     gateway = Gateway(cache_dir=req["cache_dir"], show_progress=False)
-    cutoff = dt.datetime.fromtimestamp(req["cutoff_ms"] / 1000, dt.timezone.utc)
+    cutoff = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(milliseconds=req["cutoff_ms"])  # exact
     vps = [GenericVirtualPackage(PackageName(n), Version(v), BuildString(b)) for n, v, b in req["virtual_packages"]]
     channels = [Channel(url) for url in req["channels"]]
     exempt = set(req["exempt"])
