@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(nix-bin squashfs-tools squashfuse fuse3 bubblewrap siftool busybox-static patchelf git strace slurm-wlm munge)
+pkgs=(nix-bin squashfs-tools squashfuse fuse3 bubblewrap siftool busybox-static patchelf git strace slurm-wlm munge gcc libc6-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

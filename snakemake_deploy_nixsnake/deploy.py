@@ -23,7 +23,7 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -59,7 +59,7 @@ def image_id(env: EnvFile, lock: Lock, compression: str) -> str:
     purpose: the same rev from a mirror or from GitHub is the same software.
     """
     return sha256_json(
-        {"format": IMAGE_FORMAT_VERSION, "spec": env.normalized(), "lock": asdict(lock), "compression": compression}
+        {"format": IMAGE_FORMAT_VERSION, "spec": env.normalized(), "lock": lock.as_data(), "compression": compression}
     )[:40]
 
 
@@ -148,8 +148,6 @@ def ensure_image(r: ResolvedEnv, cfg: Config, *, reporter: Reporter | None = Non
             Exit.UNAVAILABLE,
             f"build it on the head node: `nixsnake build {r.path}` (or run snakemake there)",
         )
-    if r.env.conda is not None and r.env.conda.packages:
-        rep.stage(f"warning: {r.path}: [conda] is validated but not built yet; its packages are not in the image")
     with store.build_lock(r.image_id, timeout=cfg.build_wait, on_wait=rep.stage):
         if store.has(r.image_id):  # someone else built it while we waited
             store.record_use(r.image_id, str(r.path.absolute()))
@@ -178,7 +176,7 @@ def plan_image(r: ResolvedEnv, built: NixResult, cfg: Config) -> ImagePlan:
         image_id=r.image_id,
         image_format=IMAGE_FORMAT_VERSION,
         env=r.env.normalized(),
-        lock=asdict(r.lock),
+        lock=r.lock.as_data(),
         env_root=str(built.out),
         executables=tuple(exes),
         store_paths=built.closure,
@@ -193,10 +191,12 @@ def plan_image(r: ResolvedEnv, built: NixResult, cfg: Config) -> ImagePlan:
         str(built.out),
         path_dirs=list(info.path),
         ld_library_path=list(info.ld_library_path),
-        env_vars=dict(r.env.env),
+        # the conda layer's activation variables; the env file's [env] wins on a clash
+        env_vars={**(info.conda.image_env() if info.conda else {}), **r.env.env},
         ssl_cert_file=info.ssl_cert_file or None,
         bash=info.bash,
         metadata_json=meta.to_json(),
+        loader=info.loader,
     )
     return ImagePlan(built.closure, tuple(entries), meta)
 
@@ -204,6 +204,8 @@ def plan_image(r: ResolvedEnv, built: NixResult, cfg: Config) -> ImagePlan:
 def _build(r: ResolvedEnv, cfg: Config, store: Store, rep: Reporter) -> Path:
     from .image.sif import write_sif
     from .image.squashfs import pack_squashfs
+    from .conda import explain_build_failure
+    from .conda import software as conda_software
     from .nixbuild import NixInput, nix_build
     from .nixpkgs import parse_source
     from .store import temp_workdir
@@ -216,7 +218,13 @@ def _build(r: ResolvedEnv, cfg: Config, store: Store, rep: Reporter) -> Path:
     with temp_workdir() as wd:
         work = Path(wd)
         rep.stage(f"nix build of {r.path.name}")
-        built = nix_build(NixInput.of(r.env, r.lock, source), source, cfg, work, on_line=rep.log)
+        try:
+            built = nix_build(NixInput.of(r.env, r.lock, source), source, cfg, work, on_line=rep.log)
+        except NixsnakeError as exc:  # a conda archive that no longer matches the lock: one line, 65
+            raise explain_build_failure(exc, str(lock_path_for(r.path))) from None
+        if built.info.conda is not None:
+            for warning in built.info.conda.warnings():
+                rep.stage(f"warning: {r.path}: {warning}")
         plan = plan_image(r, built, cfg)
         # The squashfs is packed in the local work directory and then copied into the
         # SIF in the store (one sequential write to what is shared storage on a
@@ -245,7 +253,8 @@ def _build(r: ResolvedEnv, cfg: Config, store: Store, rep: Reporter) -> Path:
                 build_seconds=round(time.monotonic() - t0, 2),
                 date=r.env.date.isoformat(),
                 nixpkgs_rev=r.lock.nixpkgs.rev,
-                software=tuple(f"{n}=={v}" for n, v in r.lock.software()) + tuple(r.env.nixpkgs.packages),
+                software=tuple(f"{n}=={v}" for n, v in r.lock.software()) + tuple(r.env.nixpkgs.packages)
+                + tuple(f"conda:{n}=={v}" for n, v, _ in conda_software(r.lock.conda, r.env)),
                 sha256=sha256,
             )
         )

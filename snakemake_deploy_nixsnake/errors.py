@@ -45,6 +45,8 @@ class SpecError(NixsnakeError):
         self.key = key
         self.problem = problem = " ".join(problem.splitlines())  # always one line
         self.fix = fix
+        if not key.isprintable():  # a key that is itself bad input: shown quoted, on one line
+            key = repr(key)
         where = f"{file}: {key}" if key else file
         super().__init__(f"{where}: {problem}; fix: {fix}", Exit.DATAERR)
 

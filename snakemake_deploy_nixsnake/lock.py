@@ -13,9 +13,9 @@ import os
 import tempfile
 import tomllib
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import tomlkit
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
@@ -23,6 +23,7 @@ from packaging.version import InvalidVersion, Version
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
+from . import conda as conda_layer
 from .config import Config
 from .errors import MissingFileError, SpecError
 from .nixpkgs import NixpkgsPin, NixpkgsSource, missing_rev, parse_source, resolve_nixpkgs
@@ -43,6 +44,16 @@ class Lock:
     python_version: str | None = None
     python_platform: str | None = None
     wheels: tuple[Wheel, ...] = ()
+    conda: conda_layer.CondaLock | None = None  # the [conda] section (conda.py)
+
+    def as_data(self) -> dict[str, Any]:
+        """The lock as plain data, for the image id and the image's metadata. A lock
+        without [conda] has no "conda" key, so such envs keep the ids they had before
+        the conda layer existed."""
+        d = asdict(self)
+        if d["conda"] is None:
+            del d["conda"]
+        return d
 
     def software(self) -> list[tuple[str, str]]:
         return [(w.name, w.version) for w in self.wheels]
@@ -55,6 +66,7 @@ def make_lock(spec: EnvFile, spec_path: Path, cfg: Config, source: NixpkgsSource
     src = source or parse_source(cfg.nixpkgs_source)
     pin = resolve_nixpkgs(spec, src, str(spec_path))
     wheels = resolve_python(spec, str(spec_path))
+    conda = conda_layer.resolve(spec, str(spec_path))
     return Lock(
         spec_sha256=spec.spec_hash(),
         date=spec.date.isoformat(),
@@ -62,6 +74,7 @@ def make_lock(spec: EnvFile, spec_path: Path, cfg: Config, source: NixpkgsSource
         python_version=spec.python.version if spec.python else None,
         python_platform=PY_PLATFORM if wheels else None,
         wheels=wheels,
+        conda=conda,
     )
 
 
@@ -93,6 +106,8 @@ def render_lock(lock: Lock, spec_name: str) -> str:
         if lock.wheels:
             py.add("wheels", aot)
         doc.add("python", py)
+    if lock.conda is not None:
+        doc.add("conda", conda_layer.render(lock.conda))
     return tomlkit.dumps(doc)
 
 
@@ -137,6 +152,49 @@ class _LockPython(_LockModel):
     wheels: list[_LockWheel] = Field(default_factory=list)
 
 
+_URL = r"\A(https?|file)://[^\s\"'\\]+\z"
+_HEX64 = r"\A[0-9a-f]{64}\z"
+_TIME = r"\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z\z"
+
+
+class _LockCondaPackage(_LockModel):
+    name: Annotated[str, Field(pattern=r"\A[a-z0-9_][a-z0-9_.-]*\z")]
+    version: Annotated[str, Field(pattern=r"\A[^\s\"'\\]+\z")]
+    build: Annotated[str, Field(pattern=r"\A[^\s\"'\\]+\z")]
+    subdir: Literal["linux-64", "noarch"]
+    channel: Annotated[str, Field(pattern=_URL)]
+    url: Annotated[str, Field(pattern=_URL)]
+    sha256: Annotated[str, Field(pattern=_HEX64)]
+    size: int
+    timestamp: Annotated[str, Field(pattern=r"\A(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z)?\z")]
+    indexed_timestamp: Annotated[str, Field(pattern=r"\A(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z)?\z")] = ""
+
+
+class _LockCondaInstaller(_LockModel):
+    name: str
+    version: str
+    url: Annotated[str, Field(pattern=r"\Ahttps://[^\s\"'\\]+\z")]
+    sha256: Annotated[str, Field(pattern=_HEX64)]
+
+
+class _LockConda(_LockModel):
+    channels: list[Annotated[str, Field(pattern=_URL)]]
+    subdir: Literal["linux-64"]
+    cutoff: Annotated[str, Field(pattern=_TIME)]
+    virtual_packages: list[Annotated[str, Field(pattern=r"\A__[a-z0-9_]+=[A-Za-z0-9_.]+=[A-Za-z0-9_.]+\z")]]
+    exempt: list[Annotated[str, Field(pattern=r"\A[a-z0-9_][a-z0-9_.-]*\z")]] = Field(default_factory=list)
+    installer: _LockCondaInstaller
+    packages: list[_LockCondaPackage] = Field(default_factory=list)
+
+    def to_lock(self) -> conda_layer.CondaLock:
+        i = self.installer
+        return conda_layer.CondaLock(
+            tuple(self.channels), self.subdir, self.cutoff, tuple(self.virtual_packages), tuple(self.exempt),
+            conda_layer.Installer(i.name, i.version, i.url, i.sha256),
+            tuple(conda_layer.CondaPackage(**p.model_dump()) for p in self.packages),
+        )
+
+
 class _LockFile(_LockModel):
     """The lock file as written by :func:`render_lock`: every field typed and checked."""
 
@@ -145,6 +203,7 @@ class _LockFile(_LockModel):
     date: Annotated[str, Field(pattern=r"\A\d{4}-\d\d-\d\d\z")]
     nixpkgs: _LockNixpkgs
     python: _LockPython | None = None
+    conda: _LockConda | None = None
 
 
 def _lock_bad(problem: str, fix: str) -> PydanticCustomError:
@@ -173,6 +232,7 @@ def parse_lock(text: str, path: str) -> Lock:
         python_version=py.version if py else None,
         python_platform=py.platform if py else None,
         wheels=tuple(Wheel(w.name, w.version, w.url, w.sha256) for w in (py.wheels if py else [])),
+        conda=m.conda.to_lock() if m.conda is not None else None,
     )
 
 

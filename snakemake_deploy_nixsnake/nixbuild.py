@@ -13,16 +13,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import proc
 from .config import Config
 from .errors import Exit, NixsnakeError
 from .lock import Lock
+
+if TYPE_CHECKING:
+    from .conda import CondaBuilt, CondaLock
 from .nixpkgs import NixpkgsSource
 from .spec import EnvFile
 
@@ -63,6 +67,35 @@ class PythonInput:
 
 
 @dataclass(frozen=True)
+class CondaInstaller:
+    url: str
+    sha256: str
+    store_name: str
+
+
+@dataclass(frozen=True)
+class CondaArchive:
+    name: str
+    version: str
+    build: str
+    channel: str
+    url: str
+    sha256: str
+    file_name: str
+    store_name: str
+    local: str | None  # the file of a file:// URL (imported at evaluation time), else None
+
+
+@dataclass(frozen=True)
+class CondaInput:
+    """What ``nix/conda.nix`` installs: every archive of the lock's [conda] section."""
+
+    subdir: str
+    installer: CondaInstaller
+    packages: tuple[CondaArchive, ...]
+
+
+@dataclass(frozen=True)
 class NixInput:
     """The JSON document ``nix/env.nix`` reads (its header lists these fields).
 
@@ -76,6 +109,7 @@ class NixInput:
     libraries: tuple[str, ...]  # attribute paths whose lib/ goes on LD_LIBRARY_PATH
     python: PythonInput | None
     r_packages: tuple[str, ...] | None  # rPackages attribute names
+    conda: CondaInput | None
 
     @classmethod
     def of(cls, env: EnvFile, lock: Lock, source: NixpkgsSource) -> "NixInput":
@@ -101,10 +135,26 @@ class NixInput:
             libraries=tuple(env.nixpkgs.libraries),
             python=python,
             r_packages=tuple(n.replace(".", "_") for n in env.r.packages) if env.r else None,
+            conda=_conda_input(lock.conda) if lock.conda is not None else None,
         )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, indent=1)
+
+
+def _conda_input(c: CondaLock) -> CondaInput:
+    from . import conda as conda_layer
+
+    inst_file = c.installer.url.rsplit("/", 1)[-1]
+    return CondaInput(
+        c.subdir,
+        CondaInstaller(c.installer.url, c.installer.sha256, conda_layer.store_name(inst_file)),
+        tuple(
+            CondaArchive(p.name, p.version, p.build, p.channel, p.url, p.sha256, p.file_name,
+                         conda_layer.store_name(p.file_name), conda_layer.local_path(p.url))
+            for p in c.packages
+        ),
+    )
 
 
 def schema_fields(cls: type = NixInput, prefix: str = "") -> list[str]:
@@ -112,8 +162,8 @@ def schema_fields(cls: type = NixInput, prefix: str = "") -> list[str]:
     out: list[str] = []
     for f in fields(cls):
         out.append(prefix + f.name)
-        for t in (NixpkgsFetch, WheelFetch, PythonInput):
-            if t.__name__ in str(f.type):
+        for t in (NixpkgsFetch, WheelFetch, PythonInput, CondaInput, CondaInstaller, CondaArchive):
+            if re.search(rf"\b{t.__name__}\b", str(f.type)):
                 out += schema_fields(t, prefix + f.name + ".")
     return out
 
@@ -131,17 +181,24 @@ class EnvInfo:
     ssl_cert_file: str
     bash: str  # the shell of `nixsnake shell` and the runscript
     python: str  # the interpreter's bin dir, "" without [python]
+    conda: CondaBuilt | None = None  # the [conda] layer (mkenv-conda.sh)
+    loader: str | None = None  # the glibc loader conda's binaries expect at /lib64
 
     @classmethod
     def parse(cls, text: str, where: Path) -> "EnvInfo":
+        from .conda import CondaBuilt
+
         try:
             data = json.loads(text)
+            conda = data.get("conda")
             return cls(
                 path=tuple(_strings(data["path"])),
                 ld_library_path=tuple(p for p in str(data["ld_library_path"]).split(":") if p),
                 ssl_cert_file=str(data["ssl_cert_file"]),
                 bash=str(data["bash"]),
                 python=str(data["python"]),
+                conda=CondaBuilt.parse(conda) if conda is not None else None,
+                loader=str(data["loader"]) if conda is not None else None,
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise NixsnakeError(f"nix built {where} with unusable environment data ({exc!r})", Exit.SOFTWARE) from None

@@ -33,6 +33,7 @@ from snakemake_interface_software_deployment_plugins.settings import (
     SoftwareDeploymentSettingsBase,
 )
 
+from . import conda as conda_layer
 from .config import Config, load_config, parse_nix_options
 from .image.squashfs import COMPRESSIONS
 from .runtime import GPU_MODES, RUNTIMES
@@ -243,7 +244,8 @@ class Env(DeployableEnvBase, PinnableEnvBase):
         spec = self.env_file()
         if executable in ("python", "python3"):
             return spec.python is not None
-        return executable in ("bash", "sh", "env") or executable in {p.rsplit(".", 1)[-1] for p in spec.nixpkgs.packages}
+        return (executable in ("bash", "sh", "env") or executable in {p.rsplit(".", 1)[-1] for p in spec.nixpkgs.packages}
+                or executable in conda_layer.requested_names(spec))
 
     def report_software(self) -> Iterable[SoftwareReport]:
         spec = self.env_file()
@@ -261,6 +263,12 @@ class Env(DeployableEnvBase, PinnableEnvBase):
         if spec.r:
             for name in spec.r.packages:
                 reports.append(SoftwareReport(name=f"R:{name}", version=f"nixpkgs@{rev}"))
+        if lock:  # [conda]: every locked package; the dependencies as secondary
+            for name, version, requested in conda_layer.software(lock.conda, spec):
+                reports.append(SoftwareReport(name=f"conda:{name}", version=version, is_secondary=not requested))
+        elif spec.conda:
+            for name in conda_layer.requested_names(spec):
+                reports.append(SoftwareReport(name=f"conda:{name}", version=None))
         return reports
 
     # --- PinnableEnvBase ------------------------------------------------------------------

@@ -50,8 +50,13 @@ ATTR_PATH_RE = re.compile(rf"{_ATTR_SEGMENT}(\.{_ATTR_SEGMENT})*")
 PY_VERSION_RE = re.compile(r"3\.[0-9]{1,2}")
 REV_RE = re.compile(r"[0-9a-f]{40}")
 BRANCH_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,99}")
-CONDA_CHANNEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-CONDA_SPEC_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(\s*[=<>!~]{1,2}\s*[A-Za-z0-9_.*+!]+(\s*,\s*[=<>!~]{1,2}\s*[A-Za-z0-9_.*+!]+)*)?")
+#: A channel name (``conda-forge``, ``bioconda/label/main``) ...
+CONDA_CHANNEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)*")
+#: ... or a channel URL: https/http for mirrors, file:// for a channel on a file system.
+CONDA_CHANNEL_URL_RE = re.compile(
+    r"(https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9_.~+%@-]+)*|file://(/[A-Za-z0-9_.~+%@-]+)+)/?"
+)
+CONDA_NAME_RE = re.compile(r"[a-z0-9_][a-z0-9_.-]*")
 R_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.]*")
 #: Characters a shell (or nix) would treat as code, or a requirements file as a comment;
 #: never allowed in requirement strings. (Quotes stay allowed: PEP 508 markers use them.)
@@ -106,15 +111,52 @@ def check_r_name(value: str) -> str:
     return value
 
 
+def conda_spec_name(value: str) -> str:
+    """The package name of a conda match spec, parsed with rattler's ``MatchSpec``
+    (normalized: lower case). Raises a pydantic error for anything nixsnake refuses:
+    unparsable specs, globs, a channel or URL inside the spec."""
+    from rattler import MatchSpec  # imported only for env files that have [conda]
+
+    fix = "write a conda match spec such as name=version (samtools=1.19) or 'bwa >=0.7,<0.8'"
+    if any(c in value for c in "\n\r\t\x00"):
+        raise _bad(f"{value!r} contains a control character", fix)
+    try:
+        ms = MatchSpec(value, extras=False, conditionals=False, flags=False)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # InvalidMatchSpecError; a Rust panic would be a PanicException (BaseException)
+        reason = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise _bad(f"{value!r} is not a conda match spec ({reason})", fix) from None
+    if ms.name is None:
+        raise _bad(f"{value!r} names no package", fix)
+    if ms.channel is not None or "::" in value:
+        raise _bad(f"{value!r} names a channel", "list the channel in [conda] channels (their order is the priority) and write only the package")
+    if "url=" in ms.to_canonical_string() or "://" in value:
+        raise _bad(f"{value!r} points to a URL", "name a package from the channels (a URL cannot be date-locked)")
+    return ms.name.normalized
+
+
 def check_conda_spec(value: str) -> str:
-    if not CONDA_SPEC_RE.fullmatch(value):
-        raise _bad(f"{value!r} is not a conda match spec nixsnake accepts", "write name or name=version, e.g. samtools=1.19")
+    conda_spec_name(value)
     return value
 
 
 def check_channel(value: str) -> str:
-    if not CONDA_CHANNEL_RE.fullmatch(value):
-        raise _bad(f"{value!r} is not a conda channel name", "use a channel name such as conda-forge or bioconda")
+    if "://" in value:
+        if not CONDA_CHANNEL_URL_RE.fullmatch(value) or "/../" in value + "/" or "/./" in value + "/":
+            raise _bad(
+                f"{value!r} is not a channel URL nixsnake accepts",
+                "write https://HOST/PATH or file:///ABSOLUTE/PATH (letters, digits, '_.~+%@-' in the path)",
+            )
+        return value
+    if not CONDA_CHANNEL_RE.fullmatch(value) or len(value) > 100 or ".." in value:
+        raise _bad(f"{value!r} is not a conda channel name or URL", "use a channel name such as conda-forge or bioconda, or a full URL")
+    return value
+
+
+def check_conda_name(value: str) -> str:
+    if not CONDA_NAME_RE.fullmatch(value):
+        raise _bad(f"{value!r} is not a conda package name", "write the package name in lower case, without a version, e.g. ensembl-vep")
     return value
 
 
@@ -153,7 +195,8 @@ AttrPath = Annotated[NonEmpty, AfterValidator(check_attr_path)]
 PyReq = Annotated[NonEmpty, AfterValidator(check_requirement)]
 RName = Annotated[NonEmpty, AfterValidator(check_r_name)]
 CondaSpec = Annotated[NonEmpty, AfterValidator(check_conda_spec)]
-Channel = Annotated[NonEmpty, AfterValidator(check_channel)]
+Channel = Annotated[Annotated[str, Field(min_length=1, max_length=1000)], AfterValidator(check_channel)]
+CondaName = Annotated[NonEmpty, AfterValidator(check_conda_name)]
 BindSpec = Annotated[Annotated[str, Field(min_length=1, max_length=1000)], AfterValidator(check_bind)]
 
 
@@ -209,11 +252,29 @@ class R(_Strict):
     packages: Annotated[list[RName], unique("R package")] = Field(default_factory=list, max_length=500)
 
 
+def _conda_key(value: str) -> str:
+    try:
+        return conda_spec_name(value)
+    except PydanticCustomError:
+        return value
+
+
 class Conda(_Strict):
-    channels: Annotated[list[Channel], unique("channel")] = Field(default_factory=lambda: ["conda-forge"], max_length=20)
-    packages: Annotated[list[CondaSpec], unique("conda package", lambda s: re.split(r"[=<>!~ ]", s)[0])] = Field(
-        default_factory=list, max_length=500
+    #: Channel names (conda.anaconda.org) or URLs, highest priority first (strict priority).
+    channels: Annotated[list[Channel], unique("channel", lambda s: s.rstrip("/"))] = Field(
+        default_factory=lambda: ["conda-forge"], max_length=20
     )
+    #: conda match specs, validated with rattler's MatchSpec; never spliced into code.
+    packages: Annotated[list[CondaSpec], unique("conda package", _conda_key)] = Field(default_factory=list, max_length=500)
+    #: Package names resolved without the date (their dependencies keep it).
+    exempt: Annotated[list[CondaName], unique("exempt package")] = Field(default_factory=list, max_length=100)
+
+    @field_validator("channels")
+    @classmethod
+    def _some_channel(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise _bad("no channel is listed", 'name at least one, e.g. channels = ["conda-forge", "bioconda"]')
+        return v
 
 
 class Gpu(_Strict):

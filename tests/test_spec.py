@@ -89,6 +89,15 @@ BAD: list[tuple[str, str | bytes, str, str]] = [
     ("bad branch", 'date = 2024-01-01\n[nixpkgs]\nbranch = "-x;y"\n', "nixpkgs.branch", "branch"),
     ("gpu yes", 'date = 2024-01-01\n[gpu]\ncuda = "yes"\n', "gpu.cuda", "cuda = true"),
     ("conda bad spec", 'date = 2024-01-01\n[conda]\npackages = ["samtools|rm"]\n', "conda.packages[0]", "name=version"),
+    ("conda glob", 'date = 2024-01-01\n[conda]\npackages = ["sam*"]\n', "conda.packages[0]", "name=version"),
+    ("conda channel inside spec", 'date = 2024-01-01\n[conda]\npackages = ["bioconda::samtools"]\n', "conda.packages[0]", "conda] channels"),
+    ("conda URL spec", 'date = 2024-01-01\n[conda]\npackages = ["https://x.org/linux-64/a-1-0.tar.bz2"]\n', "conda.packages[0]", "cannot be date-locked"),
+    ("conda duplicate by name", 'date = 2024-01-01\n[conda]\npackages = ["samtools", "SAMtools>=1"]\n', "conda.packages", "duplicate"),
+    ("conda no channel", 'date = 2024-01-01\n[conda]\nchannels = []\n', "conda.channels", "at least one"),
+    ("conda relative file URL", 'date = 2024-01-01\n[conda]\nchannels = ["file://srv/x"]\n', "conda.channels[0]", "file:///"),
+    ("conda channel with ..", 'date = 2024-01-01\n[conda]\nchannels = ["https://m.org/a/../b"]\n', "conda.channels[0]", "https://HOST/PATH"),
+    ("conda channel name with space", 'date = 2024-01-01\n[conda]\nchannels = ["conda forge"]\n', "conda.channels[0]", "channel name"),
+    ("conda exempt with version", 'date = 2024-01-01\n[conda]\nexempt = ["vep=115"]\n', "conda.exempt[0]", "without a version"),
     ("allow_unfree string", 'date = 2024-01-01\n[nixpkgs]\nallow_unfree = "yes"\n', "nixpkgs.allow_unfree", "true or false"),
     ("non-UTF-8", b'date = 2024-01-01\n# caf\xe9\n', "", "UTF-8"),
     ("broken TOML", 'date = 2024-01-01\n[nixpkgs\n', "", "TOML"),
@@ -124,6 +133,16 @@ def test_good_env_file_round_trip(tmp_path: Path):
     assert again.spec_hash() == spec.spec_hash()
     changed = parse_spec(GOOD.replace('"hello"', '"hello2"').encode(), "x.toml")
     assert changed.spec_hash() != spec.spec_hash()
+
+
+def test_conda_section_accepts_match_specs_and_channel_urls():
+    spec = parse_spec(
+        b'date = 2024-01-01\n[conda]\nchannels = ["conda-forge", "bioconda/label/main", "https://mirror.example.org/bioconda/", '
+        b'"http://127.0.0.1:8080", "file:///srv/conda/site"]\n'
+        b'packages = ["ensembl-vep=115.2", "samtools 1.19 h50ea8bc_0", "bwa >=0.7,<0.8", "htslib[version=\'>=1.19\']"]\n'
+        b'exempt = ["ensembl-vep"]\n', "c.toml")
+    assert spec.conda is not None and len(spec.conda.channels) == 5 and spec.conda.exempt == ["ensembl-vep"]
+    assert parse_spec(b"date = 2024-01-01\n[conda]\n", "d.toml").conda.channels == ["conda-forge"]
 
 
 def test_missing_file_is_66(tmp_path: Path, run_cli):

@@ -30,6 +30,7 @@ Kind = Literal["dir", "file", "symlink"]
 LIBS_DIR = "/.singularity.d/libs"
 METADATA_PATH = ".nixsnake/metadata.json"
 CA_BUNDLE = "etc/ssl/certs/ca-certificates.crt"
+ELF_INTERPRETER = "lib64/ld-linux-x86-64.so.2"
 
 #: Real directories every image has (bind destinations must not be symlinks into the store).
 DIRS: tuple[str, ...] = (
@@ -172,6 +173,7 @@ def skeleton(
     ssl_cert_file: str | None,
     bash: str,
     metadata_json: bytes,
+    loader: str | None = None,
 ) -> list[Entry]:
     """All non-store entries of the image, sorted by path (parents before children)."""
     env_root = _abs("env_root", env_root)
@@ -209,4 +211,6 @@ def skeleton(
     ]
     if ssl_cert_file:
         entries.append(Entry(CA_BUNDLE, "symlink", 0o777, target=_abs("ssl_cert_file", ssl_cert_file)))
+    if loader:  # [conda]: conda's ELF binaries name this interpreter; nixpkgs' glibc serves it
+        entries += [Entry("lib64", "dir", 0o755), Entry(ELF_INTERPRETER, "symlink", 0o777, target=_abs("loader", loader))]
     return sorted(entries, key=lambda e: e.path.split("/"))

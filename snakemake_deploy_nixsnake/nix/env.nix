@@ -10,6 +10,9 @@
 #   allow_unfree cuda_support packages libraries
 #   python python.attr python.version python.wheels python.wheels.url python.wheels.sha256 python.wheels.name
 #   r_packages
+#   conda conda.subdir conda.installer conda.installer.url conda.installer.sha256 conda.installer.store_name
+#   conda.packages conda.packages.name conda.packages.version conda.packages.build conda.packages.channel
+#   conda.packages.url conda.packages.sha256 conda.packages.file_name conda.packages.store_name conda.packages.local
 { inputFile }:
 let
   input = builtins.fromJSON (builtins.readFile inputFile);
@@ -43,7 +46,13 @@ let
 
   # Libraries that manylinux wheels expect from the "system" (the LD_pkgs lesson), plus
   # the env file's [nixpkgs] libraries.
-  ldLibs = [ pkgs.stdenv.cc.cc.lib pkgs.zlib ] ++ map getAttrPath input.libraries;
+  ldLibs = [ pkgs.stdenv.cc.cc.lib pkgs.zlib ] ++ map getAttrPath input.libraries
+    # conda's binaries run on nixpkgs' glibc (through /lib64/ld-linux-x86-64.so.2 in the image)
+    ++ (if conda == null then [ ] else [ pkgs.glibc ]);
+
+  # [conda]: a conda prefix installed from the lock (conda.nix), or null.
+  conda = if input.conda == null then null
+    else import ./conda.nix { inherit pkgs system toolPath; conda = input.conda; };
 
   python = if input.python == null then null else getAttrPath input.python.attr;
 
@@ -68,7 +77,7 @@ let
 
   present = builtins.filter (x: x != null);
 in
-derivation {
+derivation ({
   name = "nixsnake-env";
   inherit system;
   builder = "${pkgs.bash}/bin/bash";
@@ -82,4 +91,11 @@ derivation {
   ldLibraryPath = builtins.concatStringsSep ":" (map (p: "${p}/lib") ldLibs);
   sslCertFile = "${pkgs.cacert}/etc/ssl/certs/ca-bundle.crt";
   bash = "${pkgs.bash}/bin/bash";
-}
+} // (if conda == null then { } else {
+  # the same root, plus the conda prefix (mkenv-conda.sh); envs without [conda] keep
+  # exactly the derivation they had before [conda] existed
+  args = [ "-eu" "-o" "pipefail" ./mkenv-conda.sh ];
+  mkenv = ./mkenv.sh;
+  condaPrefix = conda;
+  loader = "${pkgs.glibc}/lib/ld-linux-x86-64.so.2";
+}))
