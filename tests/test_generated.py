@@ -24,8 +24,8 @@ def test_check_notices_a_stale_section(tmp_path, monkeypatch):
     script = tmp_path / "bwrap-exec.sh"
     text = (REPO / "snakemake_deploy_nixsnake" / "data" / "bwrap-exec.sh").read_text()
     script.write_text(text.replace("_nx_sif_offset=32768", "_nx_sif_offset=4096"))
-    sections = generate._sections()
-    monkeypatch.setattr(generate, "_sections", lambda: [(script, *sections[0][1:])])
+    [bwrap] = [sec for sec in generate._sections() if sec[0].name == "bwrap-exec.sh"]
+    monkeypatch.setattr(generate, "_sections", lambda: [(script, *bwrap[1:])])
     monkeypatch.setattr(generate, "REPO", tmp_path)
     assert generate.main(["--check"]) == 1
     assert generate.main([]) == 0 and generate.main(["--check"]) == 0
