@@ -54,7 +54,8 @@ cat <<EOF
   results/summary.tsv                 samples x metrics (pandas)
   results/counts/<sample>.tsv         per-sample counts (gawk)
   results/sim/                        simulated reads (SAM) and variants (VCF), gzipped
-  results/plot/Rscript-output.txt     output of the (demo stand-in) Rscript
+  results/plot/variants.pdf           SNVs/indels per sample (R, ggplot2)
+  results/plot/Rscript-output.txt     what Rscript printed
   results/gpu/gpu_check.txt           GPU / driver report
   results/proof/*.txt                 evidence that each job ran inside its image
   logs/                               logs of the Python steps

@@ -4,7 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(nix-bin squashfs-tools squashfuse fuse3 bubblewrap siftool busybox-static patchelf git strace slurm-wlm munge gcc libc6-dev)
+pkgs=(nix-bin squashfs-tools squashfuse fuse3 bubblewrap siftool busybox-static patchelf git strace slurm-wlm munge)
+# the [conda] tests compile a small ELF package with a binary prefix placeholder
+pkgs+=(gcc libc6-dev)
+# the real tools of the embedded demo package set (docs/demo-package-set.md): samtools,
+# bcftools, htslib, R + ggplot2, perl + the Perl modules Ensembl VEP needs
+pkgs+=(samtools bcftools tabix libhts3 r-base-core r-cran-ggplot2 perl libbio-perl-perl libdbi-perl libjson-perl
+       libset-intervaltree-perl libbio-db-hts-perl libperlio-gzip-perl liblist-moreutils-perl libwww-perl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -244,7 +244,15 @@ def nix_build(
         "nix-build", str(nix_dir() / "env.nix"), "--argstr", "inputFile", str(input_file),
         "--out-link", str(link), *nix_option_args(cfg),
     ]  # fmt: skip
-    stdout = proc.stream(argv, on_line=on_line, env=nix_env(source), what="nix-build of the environment", code=Exit.SOFTWARE)
+    try:
+        stdout = proc.stream(argv, on_line=on_line, env=nix_env(source), what="nix-build of the environment", code=Exit.SOFTWARE)
+    except NixsnakeError as exc:
+        if source.demo:  # an attribute whose Debian packages this host lacks: exit 69 + apt-get hint
+            from . import demo
+
+            if (missing := demo.unavailable_error(exc.message)) is not None:
+                raise missing from None
+        raise
     out = Path(stdout.strip().splitlines()[-1]) if stdout.strip() else link.resolve()
     closure = proc.run(["nix-store", "--query", "--requisites", str(out)], what="nix-store --query --requisites").stdout.split()
     info_path = out / "nix-support" / "nixsnake-env.json"

@@ -9,6 +9,7 @@ file fails here exactly as on a user's machine.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import subprocess
@@ -65,3 +66,63 @@ def nix_env(**extra: str) -> dict[str, str]:
     from snakemake_deploy_nixsnake import demo
 
     return {**os.environ, **demo.nix_env(), **extra}
+
+
+# --------------------------------------------------------------------------- the demo package set
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", repo, *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def demo_nix_build(repo: Path, expr: str, *attrs: str, rev: str | None = None, config: dict | None = None,
+                   timeout: float = 600) -> list[str]:
+    """Build ``attrs`` of ``expr`` (a function of url, rev and config, a JSON string) from
+    the materialized demo repository, with the test nix options (sandboxed where possible)."""
+    rev = rev or git(repo, "rev-parse", "nixos-unstable")
+    argv = ["nix-build", *nix_option_args(), "--no-out-link", "-E", expr,
+            "--argstr", "url", f"file://{repo}", "--argstr", "rev", rev,
+            "--argstr", "config", json.dumps(config or {})]
+    for a in attrs:
+        argv += ["-A", a]
+    cp = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=timeout, env=nix_env())
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    outs = cp.stdout.split()
+    assert len(outs) == len(attrs), cp.stdout
+    return outs
+
+
+def bwrap(argv: list[str], env: dict[str, str] | None = None, binds: dict[str, str] | None = None,
+          stdin: str | None = None, rw_binds: dict[str, str] | None = None,
+          symlinks: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``argv`` with only /nix/store (and ``binds``) visible: no host /usr, /lib, /bin.
+    ``rw_binds`` are writable (a test's output directory); ``symlinks`` maps a path in
+    the sandbox to a link target (e.g. /bin/sh -> a store path, as in an image)."""
+    assert shutil.which("bwrap"), "bubblewrap is needed (apt-get install bubblewrap)"
+    cmd = ["bwrap", "--tmpfs", "/", "--ro-bind", "/nix/store", "/nix/store", "--proc", "/proc",
+           "--dev", "/dev", "--tmpfs", "/tmp", "--clearenv", "--setenv", "HOME", "/tmp"]
+    for src, dst in (binds or {}).items():
+        cmd += ["--ro-bind", src, dst]
+    for src, dst in (rw_binds or {}).items():
+        cmd += ["--bind", src, dst]
+    for link, target in (symlinks or {}).items():
+        cmd += ["--symlink", target, link]
+    for k, v in (env or {}).items():
+        cmd += ["--setenv", k, v]
+    return subprocess.run(cmd + argv, check=False, capture_output=True, text=True, input=stdin, timeout=120)
+
+
+def closure(*paths: str) -> list[str]:
+    out = subprocess.run(["nix-store", "-qR", *paths], check=True, capture_output=True, text=True).stdout
+    return out.split()
+
+
+def elf_files(root: str):
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            if os.path.islink(p):
+                continue
+            with open(p, "rb") as fh:
+                if fh.read(4) == b"\x7fELF":
+                    yield p

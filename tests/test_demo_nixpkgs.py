@@ -12,7 +12,6 @@ import datetime as dt
 import json
 import re
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 from snakemake_deploy_nixsnake import demo
 from snakemake_deploy_nixsnake.errors import Exit, NixsnakeError
 
-from helpers import can_sandbox, nix_env, nix_option_args
+from helpers import bwrap, can_sandbox, closure, demo_nix_build, elf_files, git, nix_env, nix_option_args
 
 # numpy 1.26.2, cp311 manylinux wheel (what `uv pip compile --exclude-newer 2024-01-01` picks)
 NUMPY_URL = (
@@ -39,7 +38,6 @@ let
   pkgs = import src { config = builtins.fromJSON config; };
 in pkgs // {
   ccLib = pkgs.stdenv.cc.cc.lib;
-  rEnv = pkgs.rWrapper.override { packages = [ pkgs.rPackages.ggplot2 pkgs.rPackages.data_table ]; };
   numpyWheel = pkgs.fetchurl { url = "@NUMPY_URL@"; sha256 = "@NUMPY_SHA256@"; };
   numpySite = pkgs.runCommand "numpy-1.26.2-site" { nativeBuildInputs = [ pkgs.unzip ]; } ''
     mkdir -p $out
@@ -50,22 +48,8 @@ in pkgs // {
 """.replace("@NUMPY_URL@", NUMPY_URL).replace("@NUMPY_SHA256@", NUMPY_SHA256)
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", repo, *args], check=True, capture_output=True, text=True).stdout.strip()
-
-
 def nix_build(repo: Path, *attrs: str, rev: str | None = None, config: dict | None = None) -> list[str]:
-    rev = rev or git(repo, "rev-parse", "nixos-unstable")
-    argv = ["nix-build", *nix_option_args(), "--no-out-link", "-E", PKGS_EXPR,
-            "--argstr", "url", f"file://{repo}", "--argstr", "rev", rev,
-            "--argstr", "config", json.dumps(config or {})]
-    for a in attrs:
-        argv += ["-A", a]
-    cp = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=600, env=nix_env())
-    assert cp.returncode == 0, cp.stderr[-3000:]
-    outs = cp.stdout.split()
-    assert len(outs) == len(attrs), cp.stdout
-    return outs
+    return demo_nix_build(repo, PKGS_EXPR, *attrs, rev=rev, config=config)
 
 
 def nix_eval(repo: Path, expr: str, rev: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -85,35 +69,6 @@ def nix_eval(repo: Path, expr: str, rev: str | None = None, check: bool = True) 
     return cp
 
 
-def bwrap(argv: list[str], env: dict[str, str] | None = None, binds: dict[str, str] | None = None,
-          stdin: str | None = None) -> subprocess.CompletedProcess:
-    """Run ``argv`` with only /nix/store (and ``binds``) visible: no host /usr, /lib, /bin."""
-    assert shutil.which("bwrap"), "bubblewrap is needed (apt-get install bubblewrap)"
-    cmd = ["bwrap", "--tmpfs", "/", "--ro-bind", "/nix/store", "/nix/store", "--proc", "/proc",
-           "--dev", "/dev", "--tmpfs", "/tmp", "--clearenv", "--setenv", "HOME", "/tmp"]
-    for src, dst in (binds or {}).items():
-        cmd += ["--ro-bind", src, dst]
-    for k, v in (env or {}).items():
-        cmd += ["--setenv", k, v]
-    return subprocess.run(cmd + argv, check=False, capture_output=True, text=True, input=stdin, timeout=120)
-
-
-def closure(*paths: str) -> list[str]:
-    out = subprocess.run(["nix-store", "-qR", *paths], check=True, capture_output=True, text=True).stdout
-    return out.split()
-
-
-def elf_files(root: str):
-    for dirpath, _dirs, files in os.walk(root):
-        for f in files:
-            p = os.path.join(dirpath, f)
-            if os.path.islink(p):
-                continue
-            with open(p, "rb") as fh:
-                if fh.read(4) == b"\x7fELF":
-                    yield p
-
-
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     return demo.materialize(tmp_path_factory.mktemp("demo") / "nixpkgs")
@@ -122,7 +77,7 @@ def repo(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def built(repo) -> dict[str, str]:
     names = ["hello", "bash", "coreutils", "findutils", "gnugrep", "gnused", "which", "gawk", "gzip",
-             "glibc", "zlib", "ccLib", "cacert", "python311", "python3", "rEnv"]
+             "glibc", "zlib", "ccLib", "cacert", "python311", "python3"]
     return dict(zip(names, nix_build(repo, *names)))
 
 
@@ -206,16 +161,10 @@ def test_materialize_refuses_foreign_dir_and_replaces_stale(tmp_path):
 
 
 @pytest.mark.nix
-def test_hello_r_and_python_from_fetchgit(repo, built):
+def test_hello_and_python_from_fetchgit(repo, built):
+    # (R, samtools, perl & co, the host's Debian packages: tests/test_demo_tools.py)
     hello = subprocess.run([f"{built['hello']}/bin/hello"], capture_output=True, text=True, check=True)
     assert hello.stdout == "Hello, world!\n"
-
-    for prog in ("R", "Rscript"):
-        r = subprocess.run([f"{built['rEnv']}/bin/{prog}", "-e", "library(ggplot2)"], check=False,
-                           capture_output=True, text=True)
-        assert r.returncode == 0 and r.stdout == "demo R stand-in; packages: ggplot2 data_table\n"
-    assert {p.name for p in Path(built["rEnv"], "library").iterdir()} == {"ggplot2", "data.table"}
-    assert any("r-ggplot2" in p for p in closure(built["rEnv"]))
 
     py = built["python311"]
     assert built["python3"] == py
@@ -358,18 +307,31 @@ _HOST_PATH = re.compile(
 )
 
 
+def debian_tools() -> list[str]:
+    """The demo attributes made from the host's Debian packages that this host has
+    (scripts/setup.sh installs them all): samtools, perl, perlPackages.BioPerl, R, ..."""
+    from snakemake_deploy_nixsnake.demo.hostpkgs import DEBIAN_PACKAGES
+
+    missing = json.loads(demo.host_manifest().read_text())["debian"]["unavailable"]
+    return [a for a in DEBIAN_PACKAGES if a not in missing]
+
+
 def _env_drv(repo: Path, tmp_path: Path) -> str:
     """The .drv of a nixsnake environment on the demo set: python + a locked wheel, a
-    nixpkgs python package, a library, R packages (nixsnake's own env.nix, as a build)."""
+    nixpkgs python package, a library, R packages, the Debian tools (samtools, bcftools,
+    htslib, perl + Perl modules) the host has (nixsnake's own env.nix, as a build)."""
     from snakemake_deploy_nixsnake.lock import Lock
     from snakemake_deploy_nixsnake.nixbuild import NixInput, nix_dir
     from snakemake_deploy_nixsnake.nixpkgs import NixpkgsPin, NixpkgsSource
     from snakemake_deploy_nixsnake.pypi import PY_PLATFORM, Wheel
     from snakemake_deploy_nixsnake.spec import parse_spec
 
+    tools = debian_tools()
+    packages = ["hello", "gawk", "python311Packages.demo-greet", *(a for a in tools if not a.startswith(("R", "rPackages.")))]
+    r = '[R]\npackages = ["ggplot2"]\n' if {"R", "rPackages.ggplot2"} <= set(tools) else ""
     spec = parse_spec(
-        b'date = 2024-06-01\n[nixpkgs]\npackages = ["hello", "gawk", "python311Packages.demo-greet"]\n'
-        b'libraries = ["zlib"]\n[python]\nversion = "3.11"\n[R]\npackages = ["ggplot2"]\n'
+        f'date = 2024-06-01\n[nixpkgs]\npackages = {json.dumps(packages)}\n'
+        f'libraries = ["zlib"]\n[python]\nversion = "3.11"\n{r}'.encode()
     )
     rev = git(repo, "rev-parse", "nixos-unstable")
     lock = Lock(spec.spec_hash(), "2024-06-01", NixpkgsPin("nixos-unstable", rev, "2024-01-15T12:00:00Z", False),
@@ -395,6 +357,13 @@ def test_no_demo_derivation_names_a_host_path(repo, tmp_path):
     directory (a builder reading one fails inside nix's sandbox)."""
     drvs = _derivations(_env_drv(repo, tmp_path))
     assert len(drvs) > 15 and any("python3-3.11" in d for d in drvs) and any("patchelf" in d for d in drvs)
+    # the Debian tools are among them (with every R package and Perl module they need)
+    names = {d.split("-", 1)[1] for d in drvs}
+    expected = {"samtools": r"samtools-\d", "bcftools": r"bcftools-\d", "htslib": r"htslib-\d", "perl": r"perl-\d",
+                "R": r"R-\d", "rPackages.ggplot2": r"r-ggplot2-\d", "perlPackages.BioDBHTS": r"perl[\d.]+-BioDBHTS-\d"}
+    for attr in debian_tools():
+        if attr in expected:
+            assert any(re.match(expected[attr], n) for n in names), (attr, sorted(names))
     offenders = []
     for path, d in drvs.items():
         for where, value in [("builder", d["builder"]), *(("args", a) for a in d["args"]), *d["env"].items()]:

@@ -1,10 +1,5 @@
 # Plot the variant summary with ggplot2.
 # usage: Rscript plot.R SUMMARY_TSV OUT_PDF
-#
-# NOTE: with the embedded demo package set `Rscript` is a STAND-IN that only prints
-# "demo R stand-in; packages: ggplot2" and never runs this file (R cannot be built
-# offline). With a real nixpkgs source the same env file gives real R, and this script
-# writes OUT_PDF.
 suppressPackageStartupMessages(library(ggplot2))
 args <- commandArgs(trailingOnly = TRUE)
 summary <- read.delim(args[1], check.names = FALSE)

@@ -36,7 +36,9 @@ from ..errors import Exit, NixsnakeError
 #: The variable through which nix finds the manifest.
 HOST_ENV_VAR = "NIXSNAKE_DEMO_HOST"
 #: Bump when the manifest's shape changes (the .nix files read it).
-MANIFEST_FORMAT = 2
+MANIFEST_FORMAT = 3
+#: dpkg's database of installed packages (its change means: discover again).
+DPKG_STATUS = "/var/lib/dpkg/status"
 #: Python minor versions offered as ``python3XX`` when the host has them.
 SUPPORTED_PYTHON_MINORS = (10, 11, 12, 13)
 
@@ -274,6 +276,8 @@ def discover_host() -> dict[str, Any]:
         py["deps"] = sorted(n for n in py.pop("libs") if n not in special)
         py.pop("loader")
 
+    from .hostpkgs import discover_debian  # (it imports this module)
+
     return {
         "comment": "Written by snakemake_deploy_nixsnake.demo: host files the demo package set imports.",
         "format": MANIFEST_FORMAT,
@@ -287,6 +291,8 @@ def discover_host() -> dict[str, Any]:
         "cacert": _file("ca-bundle.crt", _cafile()),
         "pythonDeps": [python_deps[n] for n in sorted(python_deps)],
         "pythons": {k: pythons[k] for k in sorted(pythons, key=lambda v: int(v.split(".")[1]))},
+        # samtools, bcftools, htslib, R, perl: the host's Debian packages (hostpkgs.py)
+        **discover_debian(special),
     }
 
 
@@ -294,10 +300,10 @@ def discover_host() -> dict[str, Any]:
 
 
 def _named_paths(manifest: Any) -> Iterable[str]:
-    """Every host path the manifest names (files, and the stdlib directories)."""
+    """Every host path the manifest names (files, the stdlib and tree directories)."""
     if isinstance(manifest, dict):
         for k, v in manifest.items():
-            if k in ("path", "stdlib") and isinstance(v, str):
+            if k in ("path", "stdlib", "root") and isinstance(v, str):
                 yield v
             else:
                 yield from _named_paths(v)
@@ -315,9 +321,10 @@ def _stamp(path: str) -> list[int] | None:
 
 
 def _stamps(manifest: dict[str, Any]) -> dict[str, list[int] | None]:
-    """What must stay unchanged for the manifest to stay true: the files it names, and
-    the loader cache (a newly installed library changes what ldd finds)."""
-    paths = sorted({*_named_paths(manifest), "/etc/ld.so.cache"})
+    """What must stay unchanged for the manifest to stay true: the files it names, the
+    loader cache (a newly installed library changes what ldd finds) and dpkg's database
+    (a Debian package installed, upgraded or removed changes the Debian groups)."""
+    paths = sorted({*_named_paths(manifest), "/etc/ld.so.cache", DPKG_STATUS})
     return {p: _stamp(p) for p in paths}
 
 

@@ -8,10 +8,11 @@
 #
 # Its packages are host files imported into the nix store AT EVALUATION TIME
 # (builtins.path, content-addressed; see pkgs.nix): busybox-static for the small tools,
-# the host's glibc / bash / zlib / libstdc++ / CA bundle, and the host's Python
-# interpreters re-linked with patchelf onto the store copy of glibc. Builders only ever
-# read /nix/store, so every build works inside nix's sandbox. R cannot be built here:
-# `R`/`Rscript` are labelled stand-in scripts.
+# the host's glibc / bash / zlib / libstdc++ / CA bundle, the host's Python interpreters,
+# and the host's Debian packages of samtools, bcftools, htslib, R (+ its R packages) and
+# perl (+ Perl modules), all re-linked with patchelf onto the store copy of glibc.
+# Builders only ever read /nix/store, so every build works inside nix's sandbox. A few
+# rPackages names the host has no Debian package for are labelled stand-ins.
 #
 # Where the host files are is data: a manifest (host.json) written by nixsnake
 # (snakemake_deploy_nixsnake/demo/host.py) and named by the environment variable

@@ -32,6 +32,7 @@ rec {
   unique = foldl' (acc: e: if builtins.elem e acc then acc else acc ++ [ e ]) [ ];
   flatten = x: if builtins.isList x then builtins.concatMap flatten x else [ x ];
   last = list: builtins.elemAt list (builtins.length list - 1);
+  hasPrefix = pref: str: builtins.substring 0 (builtins.stringLength pref) str == pref;
   id = x: x;
   const = x: _: x;
   isDerivation = x: builtins.isAttrs x && (x.type or null) == "derivation";
@@ -64,6 +65,7 @@ rec {
     psfl = { shortName = "psfl"; spdxId = "Python-2.0"; free = true; };
     zlib = { shortName = "zlib"; spdxId = "Zlib"; free = true; };
     mpl20 = { shortName = "mpl20"; spdxId = "MPL-2.0"; free = true; };
+    artistic1 = { shortName = "artistic1"; spdxId = "Artistic-1.0-Perl"; free = true; };
     unfree = { shortName = "unfree"; free = false; };
   };
 }

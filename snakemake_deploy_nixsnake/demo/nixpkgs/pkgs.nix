@@ -176,41 +176,148 @@ let
     { demo-base = base; demo-greet = greet; };
   pythonPackagesAttrs = listToAttrs (map (name: { name = "${name}Packages"; value = mkDemoPythonPackages pythonAttrs.${name}; }) (attrNames pythonAttrs));
 
-  # R package stand-ins: attribute name (nixpkgs style, "." -> "_") = R name
-  rPackageNames = [
+  # ---- host packages: real tools from the host's Debian packages (demo/hostpkgs.py) ----
+  # A group the host lacks is null in the manifest; its attributes throw, naming the
+  # Debian packages to install (nixsnake turns the message into exit 69 with the hint).
+  debianInfo = host.debian or { packages = { }; unavailable = { }; };
+  unavailable = attr: throw ("nixsnake demo package set: ${attr} is not available on this host ("
+    + (debianInfo.unavailable.${attr} or "not found") + "); install it with: apt-get install "
+    + concatStringsSep " " (debianInfo.packages.${attr} or [ ]));
+  hostGroup = attr: f: if (host.${attr} or null) == null then unavailable attr else f host.${attr};
+
+  # a directory imported whole (but `exclude`), or exactly the files in `only` (and their
+  # parent directories): the filter sees every path below `root`
+  importTree = label: t:
+    let
+      n = builtins.stringLength t.root;
+      toSet = l: listToAttrs (map (x: { name = x; value = true; }) l);
+      excluded = toSet (t.exclude or [ ]);
+      only = if t ? only then toSet t.only else null;
+    in
+    builtins.path {
+      path = /. + t.root;
+      name = "${label}-host-tree";
+      filter = p: _type:
+        let rel = builtins.substring (n + 1) (builtins.stringLength p) p; in
+        !(excluded ? ${rel}) && (only == null || only ? ${rel});
+    };
+
+  # One host package (see builders/hostpkg.sh): `rpath` are the library directories its
+  # ELF files need besides its own lib/ and the demo glibc, gcc runtime and zlib.
+  mkHostPackage = { info, pname, version ? info.version, rpath ? [ ], propagated ? [ ], env ? { }, passthru ? { }, meta ? { } }:
+    mkDrv {
+      name = "${pname}-${version}-host-demo";
+      script = ./builders/hostpkg.sh;
+      env = {
+        trees = concatStringsSep "\n" (map (t: "${t.dest} ${importTree pname t}") info.trees);
+        files = fileLines "" (importFiles pname (map (f: { name = f.dest; inherit (f) path; }) info.files));
+        libs = fileLines "lib/" (importFiles "${pname}-libs" info.libs);
+        elfs = concatStringsSep "\n" info.elf;
+        patches = if info.patches == [ ] then "" else builtins.toFile "${pname}-search-path-patches"
+          (lib.concatMapStrings (p: "${p.file} ${toString p.offset} ${p.old} ${p.new}\n") info.patches);
+        patchelf = "${self.patchelf}/bin/patchelf";
+        interpreter = "${glibcLib}/${loader}";
+        rpath = concatStringsSep ":" ([ "@out@/lib" ] ++ rpath ++ [ "${self.gccLib}/lib" "${self.zlib}/lib" glibcLib ]);
+        propagated = map toString propagated;
+      } // env;
+      passthru = { inherit pname version; propagatedBuildInputs = propagated; debianPackages = info.debian; } // passthru;
+      meta = demoMeta (meta.description or pname) (removeAttrs meta [ "description" ]);
+    };
+  debianNote = info: "Debian " + concatStringsSep ", " (lib.mapAttrsToList (p: v: "${p} ${v}") info.debian) + ", copied from the host";
+
+  # dependencies of packages, transitively (nixpkgs: propagatedBuildInputs)
+  propagatedClosure = pkgs: map (x: x.pkg) (builtins.genericClosure {
+    startSet = map (p: { key = p.name; pkg = p; }) pkgs;
+    operator = x: map (p: { key = p.name; pkg = p; }) (x.pkg.propagatedBuildInputs or [ ]);
+  });
+
+  # ---- R: Debian's R; rPackages.<name>: every R package the host has (Debian r-cran-*,
+  # r-bioc-*, R's recommended packages); a few names of popular packages the host lacks
+  # are stand-ins that say so when loaded. Attribute name: "." -> "_", as in nixpkgs.
+  rHost = host.R or null;
+  rAttr = replaceStrings [ "." ] [ "_" ];
+  rHostPackages = host.rPackages or { };
+  rRequired = map (a: builtins.substring 10 (builtins.stringLength a) a)
+    (filter (a: lib.hasPrefix "rPackages." a) (attrNames debianInfo.packages));
+  rStandinNames = [
     "ggplot2" "data.table" "dplyr" "tidyr" "readr" "tibble" "stringr" "purrr" "magrittr" "Rcpp"
     "jsonlite" "Matrix" "optparse" "BiocManager" "BiocGenerics" "S4Vectors" "IRanges"
     "GenomicRanges" "SummarizedExperiment" "DESeq2" "edgeR" "limma" "pheatmap" "RColorBrewer"
   ];
-  mkRPackage = rName:
-    let attr = replaceStrings [ "." ] [ "_" ] rName; in
+  mkRPackage = rName: info:
+    let deps = map (d: self.rPackages.${rAttr d}) (info.deps ++ info.linkingTo); in
+    mkHostPackage {
+      info = info.package;
+      pname = "r-${rAttr rName}";
+      rpath = [ "${self.R}/lib/R/lib" "${self.R}/lib" ];
+      propagated = deps;
+      passthru = { pname = rAttr rName; inherit rName; };
+      meta = { description = "the R package ${rName} ${info.package.version} (${debianNote info.package})"; };
+    };
+  mkRStandin = rName:
     mkDrv {
-      name = "r-${attr}-0.0.0-demo";
-      script = ./builders/r-package.sh;
-      env = { inherit rName; };
-      passthru = { pname = attr; inherit rName; version = "0.0.0-demo"; };
-      meta = demoMeta "stand-in for the R package ${rName} (NOT the real package)" { };
+      name = "r-${rAttr rName}-0.0.0-demo-standin";
+      script = ./builders/r-standin.sh;
+      env = { inherit rName; R = self.R; rVersion = rHost.version; };
+      passthru = { pname = rAttr rName; inherit rName; version = "0.0.0-demo-standin"; propagatedBuildInputs = [ ]; };
+      meta = demoMeta "STAND-IN for the R package ${rName}: the host has no Debian package for it; loading it only says so (NOT the package)" { };
     };
 
   makeRWrapper = { packages ? [ ], ... }@args:
     let
       drv = mkDrv {
-        name = "R-0.0.0-demo-wrapper";
+        name = "R-${self.R.version}-wrapper";
         script = ./builders/r-wrapper.sh;
         env = {
-          packagePaths = map toString packages;
-          packageNames = concatStringsSep " " (map (p: p.pname or p.name) packages);
-          shell = "${self.busybox}/bin/sh";
+          R = self.R;
+          packagePaths = map toString (propagatedClosure packages);
+          packageNames = concatStringsSep " " (map (p: p.rName or p.pname or p.name) packages);
+          shell = "${self.bash}/bin/bash";
         };
         passthru = {
           inherit packages;
+          pname = "R";
+          version = self.R.version;
           recurseForDerivations = false;
         };
-        meta = demoMeta "stand-in for R with packages (R cannot be built here; NOT R)" { mainProgram = "R"; };
+        meta = demoMeta "R with packages (R_LIBS_SITE = the requested packages and their dependencies)" { mainProgram = "R"; };
       };
     in
     drv // {
       override = newArgs: makeRWrapper (args // (if builtins.isFunction newArgs then newArgs args else newArgs));
+    };
+
+  # ---- perl: Debian's perl; perlPackages.<nixpkgs name>: the Debian package with those
+  # modules, one derivation per Debian package, dependencies propagated
+  perlHost = host.perl or null;
+  perlAttrOf = listToAttrs (map (a: { name = host.perlPackages.${a}; value = a; })
+    (filter (a: host.perlPackages.${a} != null) (attrNames (host.perlPackages or { }))));
+  perlLibs = lib.mapAttrs
+    (deb: info:
+      let deps = map (d: perlLibs.${d}) info.deps; in
+      mkHostPackage {
+        info = info.package;
+        pname = "perl${perlHost.version}-${perlAttrOf.${deb} or deb}";
+        rpath = [ "${self.perl}/lib" ];
+        propagated = deps;
+        passthru = { pname = perlAttrOf.${deb} or deb; perlModule = self.perl; debianPackage = deb; };
+        meta = { description = "Perl modules of ${debianNote info.package}"; };
+      })
+    (host.perlLibs or { });
+  perlLibDirs = pkgs: map (p: "${p}/lib/perl5/site_perl") (propagatedClosure pkgs)
+    ++ map (d: "${self.perl}/${d}") perlHost.inc;
+  perlWithPackages = f:
+    let pkgs = f self.perlPackages; in
+    mkDrv {
+      name = "perl-${perlHost.version}-env";
+      script = ./builders/perl-env.sh;
+      env = {
+        perl = self.perl;
+        libDirs = concatStringsSep ":" (perlLibDirs pkgs);
+        shell = "${self.busybox}/bin/sh";
+      };
+      passthru = { perl = self.perl; packages = pkgs; pname = "perl"; version = perlHost.version; };
+      meta = demoMeta "perl with modules (PERL5LIB = the requested modules, their dependencies and perl's own library)" { mainProgram = "perl"; };
     };
 
   # stdenv subset: runCommand / mkDerivation run the generic builder under the demo bash
@@ -472,10 +579,88 @@ EOF')" = ok ]'';
     else pythonAttrs.${lib.last (attrNames pythonAttrs)});
   python3Minimal = self.python3;
 
-  # ------------------------------------------------------------------ R (stand-ins)
-  rPackages = listToAttrs (map (n: { name = replaceStrings [ "." ] [ "_" ] n; value = mkRPackage n; }) rPackageNames);
+  # ------------------------------------------------------------------ bioinformatics tools (Debian)
+  htslib = hostGroup "htslib" (info: mkHostPackage {
+    inherit info;
+    pname = "htslib";
+    env.postInstall = "ln -s libhts.so.3 $out/lib/libhts.so";
+    env.check = ''"$out/bin/bgzip" --version | grep -q htslib && "$out/bin/tabix" --version | grep -q htslib'';
+    meta = { description = "htslib ${info.version}: bgzip, tabix, htsfile, libhts (${debianNote info}); no plugins (no remote files)"; license = lib.licenses.mit; mainProgram = "bgzip"; };
+  });
+
+  samtools = hostGroup "samtools" (info: mkHostPackage {
+    inherit info;
+    pname = "samtools";
+    env.check = ''"$out/bin/samtools" --version | grep -q "^samtools ${info.version}"'';
+    meta = { description = "samtools ${info.version} (${debianNote info})"; license = lib.licenses.mit; mainProgram = "samtools"; };
+  });
+
+  bcftools = hostGroup "bcftools" (info: mkHostPackage {
+    inherit info;
+    pname = "bcftools";
+    env = {
+      shell = "${self.busybox}/bin/sh";
+      # bin/bcftools: the program with BCFTOOLS_PLUGINS = its plugins (bcftools +name)
+      postInstall = ''
+        cat > "$out/bin/bcftools" <<END
+        #!$shell
+        BCFTOOLS_PLUGINS="\''${BCFTOOLS_PLUGINS:-$out/libexec/bcftools}"
+        export BCFTOOLS_PLUGINS
+        exec "$out/bin/.bcftools-wrapped" "\$@"
+        END
+        chmod 0555 "$out/bin/bcftools"
+      '';
+      check = ''"$out/bin/bcftools" --version | grep -q "^bcftools ${info.version}" && "$out/bin/bcftools" plugin -l | grep -q fill-tags'';
+    };
+    meta = { description = "bcftools ${info.version} with its plugins (${debianNote info})"; license = lib.licenses.mit; mainProgram = "bcftools"; };
+  });
+
+  # ------------------------------------------------------------------ R (Debian's)
+  R = hostGroup "R" (info: mkHostPackage {
+    info = info.package;
+    pname = "R";
+    rpath = [ "@out@/lib/R/lib" ];
+    env = {
+      bash = self.bash;
+      busybox = self.busybox;
+      postInstallScript = ./builders/r.sh;
+      check = ''
+        export HOME="$PWD"
+        [ "$("$out/bin/Rscript" -e 'cat(R.home())')" = "$out/lib/R" ]
+        "$out/bin/Rscript" -e 'f <- file.path(tempdir(), "x.pdf"); pdf(f); plot(1:3); invisible(dev.off()); stopifnot(readChar(f, 5) == "%PDF-")'
+        [ "$(echo 'cat(6 * 7)' | "$out/bin/R" --vanilla --no-echo)" = 42 ]
+      '';
+    };
+    passthru = { basePackages = info.basePackages; };
+    meta = { description = "R ${info.version} (${debianNote info.package}); no X11, Tk, cairo or internet module"; license = lib.licenses.gpl2Plus; mainProgram = "R"; };
+  });
+  rPackages =
+    listToAttrs (map (n: { name = rAttr n; value = if rHost == null then unavailable "R" else mkRStandin n; })
+      (filter (n: !(rHostPackages ? ${n}) && !(builtins.elem n rRequired)) rStandinNames))
+    // listToAttrs (map (n: { name = rAttr n; value = unavailable "rPackages.${n}"; })
+      (filter (n: !(rHostPackages ? ${n})) rRequired))
+    // listToAttrs (map (n: { name = rAttr n; value = mkRPackage n rHostPackages.${n}; }) (attrNames rHostPackages));
   rWrapper = makeRWrapper { packages = [ ]; };
-  R = self.rWrapper;
+
+  # ------------------------------------------------------------------ perl (Debian's)
+  perl = hostGroup "perl" (info: mkHostPackage {
+    info = info.package;
+    pname = "perl";
+    env = {
+      shell = "${self.busybox}/bin/sh";
+      perlInc = concatStringsSep " " info.inc;
+      perlVersion = info.version;
+      postInstallScript = ./builders/perl.sh;
+    };
+    passthru = {
+      libPrefix = "lib/perl5/site_perl";
+      withPackages = perlWithPackages;
+      pkgs = self.perlPackages;
+    };
+    meta = { description = "perl ${info.version} (${debianNote info.package})"; license = lib.licenses.artistic1; mainProgram = "perl"; };
+  });
+  perlPackages = lib.mapAttrs (attr: deb: if deb == null then unavailable "perlPackages.${attr}" else perlLibs.${deb})
+    (host.perlPackages or { }) // { perl = self.perl; };
 
   # ------------------------------------------------------------------ CUDA (unfree stand-in)
   cudaPackages = {
