@@ -4,7 +4,8 @@
 #   bash scripts/example.sh [extra snakemake arguments...]
 #
 # 1. installs what nixsnake needs (scripts/setup.sh: Debian packages + this package);
-# 2. locks the example's env files (`nixsnake lock`; an unchanged lock stays byte-identical);
+# 2. checks the example's committed locks (`nixsnake lock --check`: they name commits of
+#    the embedded demo package set, which are the same on every machine);
 # 3. builds their images into the workflow-local store (.snakemake/nixsnake-store), with
 #    progress -- Snakemake would otherwise build them silently while parsing the Snakefile;
 # 4. runs the workflow locally with released Snakemake through the `container:` path
@@ -27,8 +28,8 @@ for f in envs/*.toml; do
     case $f in *.lock.toml) ;; *) envs+=("$f") ;; esac
 done
 
-say "locking ${#envs[@]} env files"
-python3 -m snakemake_deploy_nixsnake.cli lock "${envs[@]}"
+say "checking the committed locks of ${#envs[@]} env files"
+python3 -m snakemake_deploy_nixsnake.cli lock --check "${envs[@]}"
 
 say "building images (store: $wf/.snakemake/nixsnake-store)"
 start=$(date +%s)

@@ -29,14 +29,14 @@ import time
 from pathlib import Path
 
 import pytest
-from test_example_workflow import (
+from example_helpers import (
     ENV_NAMES,
     STANDIN,
     base_env,
     check_proofs,
     check_results,
     copy_example,
-    lock_example,
+    check_committed_locks,
     nix_calls,
     nix_shims,
     proof_files,
@@ -112,7 +112,7 @@ def test_example_workflow_on_slurm(tmp_path):
     env["NIXSNAKE_STANDIN_LOG"] = str(standin_log)
     for var in [k for k in env if k.startswith("SLURM_")]:  # we are the head node, not a job
         del env[var]
-    lock_example(wf, env)
+    check_committed_locks(wf, env)
 
     t0 = time.time()
     cp = run_snakemake(wf, env)
