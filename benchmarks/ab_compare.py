@@ -25,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import summarize  # noqa: E402
+from common import summarize
 
 PACK = """
 import sys, time
@@ -44,7 +44,9 @@ def main() -> int:
     ap.add_argument("--before", type=Path, required=True, help="source tree holding the old snakemake_deploy_nixsnake/")
     ap.add_argument("--after", type=Path, default=HERE.parent)
     ap.add_argument("--reps", type=int, default=7)
-    ap.add_argument("--workdir", type=Path, default=Path(os.environ.get("NIXSNAKE_BENCH_WORKDIR", "/tmp/nixsnake-bench")))
+    ap.add_argument(
+        "--workdir", type=Path, default=Path(os.environ.get("NIXSNAKE_BENCH_WORKDIR", "/tmp/nixsnake-bench"))
+    )
     ap.add_argument("--out", type=Path, default=HERE / "results")
     a = ap.parse_args()
     ws = a.workdir / "ws"

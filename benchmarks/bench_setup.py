@@ -163,9 +163,7 @@ def make_bench_repo(workdir: Path, chunks: list[dict]) -> Path:
 
 def _workspace(path: Path, source: str) -> Path:
     (path / "envs").mkdir(parents=True, exist_ok=True)
-    (path / "nixsnake.toml").write_text(
-        f'[nixsnake]\nstore = "store"\nnixpkgs_source = "{source}"\n{NIX_OPTIONS}\n'
-    )
+    (path / "nixsnake.toml").write_text(f'[nixsnake]\nstore = "store"\nnixpkgs_source = "{source}"\n{NIX_OPTIONS}\n')
     return path
 
 
@@ -189,7 +187,9 @@ def prepare(workdir: Path, *, quick: bool) -> Bench:
     chunks = [] if quick else blob_chunks()
     repo = make_bench_repo(workdir, chunks)
     secs["package_set"] = time.perf_counter() - t
-    log(f"benchmark package set at {repo} ({sum(c['bytes'] for c in chunks) / 1e6:.0f} MB of host files in {len(chunks)} chunks)")
+    log(
+        f"benchmark package set at {repo} ({sum(c['bytes'] for c in chunks) / 1e6:.0f} MB of host files in {len(chunks)} chunks)"
+    )
 
     ws = _workspace(workdir / "ws", str(repo))
     ws_demo = _workspace(workdir / "ws-demo", "demo")

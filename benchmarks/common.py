@@ -45,7 +45,9 @@ def ratio(a: Mapping[str, Any], b: Mapping[str, Any]) -> float:
     return a["median"] / b["median"] if b["median"] else float("inf")
 
 
-def run(argv: Sequence[str | os.PathLike[str]], *, check: bool = True, quiet: bool = True, **kw: Any) -> subprocess.CompletedProcess:
+def run(
+    argv: Sequence[str | os.PathLike[str]], *, check: bool = True, quiet: bool = True, **kw: Any
+) -> subprocess.CompletedProcess:
     """Run a process; on failure raise with its output (the benchmark must not measure errors)."""
     argv = [os.fspath(a) for a in argv]
     if quiet:

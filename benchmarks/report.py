@@ -36,7 +36,9 @@ def cold_table(doc: dict) -> str:
             fmt_stat(c["nixsnake_build"]), fmt_stat(c["raw_steps"]), f"**{c['ratio']:.2f}x**",
             f"{c['overhead_s'] * 1000:+.0f} ms",
         ])  # fmt: skip
-    return _table(["env", "store paths", "closure (NAR)", "image", "`nixsnake build`", "raw steps", "ratio", "difference"], rows)
+    return _table(
+        ["env", "store paths", "closure (NAR)", "image", "`nixsnake build`", "raw steps", "ratio", "difference"], rows
+    )
 
 
 def cold_breakdown_table(doc: dict) -> str:
@@ -131,9 +133,9 @@ def tables(doc: dict) -> dict[str, str]:
 def write_markdown(doc: dict, path: Path) -> None:
     t = tables(doc)
     head = "\n".join(f"- **{k}**: {v}" for k, v in doc["headline"].items())
-    text = f"""# nixsnake benchmarks, {doc['date']}
+    text = f"""# nixsnake benchmarks, {doc["date"]}
 
-`{doc['command']}` — {doc['wall_seconds']['total']:.0f} s wall. Machine: {machine_line(doc)}.
+`{doc["command"]}` — {doc["wall_seconds"]["total"]:.0f} s wall. Machine: {machine_line(doc)}.
 Times are medians with the interquartile range in brackets; ratios are of medians,
 against a baseline measured in the same run. Explained in `docs/performance.md`.
 
@@ -141,27 +143,27 @@ against a baseline measured in the same run. Explained in `docs/performance.md`.
 
 ## 1. Cold build (image not in the store; nix store warm)
 
-{t['cold_table']}
+{t["cold_table"]}
 
-{t['cold_breakdown_table']}
+{t["cold_breakdown_table"]}
 
 ## 2. Warm path
 
-{t['warm_table']}
+{t["warm_table"]}
 
-{t['dag_table']}
+{t["dag_table"]}
 
 ## 3. Job start
 
-{t['start_table']}
+{t["start_table"]}
 
 ## 4. Metadata storm
 
-{t['meta_table']}
+{t["meta_table"]}
 
 ## 5. Image size
 
-{t['size_table']}
+{t["size_table"]}
 """
     path.write_text(text)
 
@@ -208,7 +210,10 @@ def write_plot(doc: dict, path: Path) -> bool:
         envs = [k for k, v in j.items() if isinstance(v, dict)]
         keys = ["host: bash -c true", "bare container (squashfuse + bwrap)", "nixsnake bwrap runtime",
                 "nixsnake apptainer runtime (stand-in)"]  # fmt: skip
-        series = {k: [{kk: vv * 1000 for kk, vv in j[e][k].items() if kk in ("median", "q1", "q3")} for e in envs] for k in keys}
+        series = {
+            k: [{kk: vv * 1000 for kk, vv in j[e][k].items() if kk in ("median", "q1", "q3")} for e in envs]
+            for k in keys
+        }
         bars(axes[0][1], [f"{e}\n{j[e]['image_bytes'] / 2**20:.0f} MiB" for e in envs], series, "milliseconds")
         axes[0][1].set_title("3. Job start (`true`) by image size")
     m = r.get("metadata_storm")
@@ -262,7 +267,11 @@ def _fmt_values(doc: dict) -> dict[str, str]:
         v["warm_ensure"] = fmt_s(s["ensure_image() in process"]["median"])
         v["warm_deploy"] = fmt_s(s["plugin deploy() in process"]["median"])
         d = w["dag"]
-        a, bb, sn = d["plugin: Env + hash + decorate per job"], d["plugin: Env + hash per env file, decorate per job"], d["snakemake -n (no software directive)"]
+        a, bb, sn = (
+            d["plugin: Env + hash + decorate per job"],
+            d["plugin: Env + hash per env file, decorate per job"],
+            d["snakemake -n (no software directive)"],
+        )
         v.update(dag_jobs=f"{d['jobs']:,}", dag_per_job=fmt_s(a["median"]), dag_per_job_us=f"{a['per_job_us']:.0f}",
                  dag_per_job_ratio=f"{a['ratio_to_snakemake_n']:.2f}", dag_per_rule=fmt_s(bb["median"]),
                  dag_per_rule_ratio=f"{bb['ratio_to_snakemake_n']:.3f}", dag_smk=fmt_s(sn["median"]),
@@ -291,7 +300,9 @@ def _fmt_values(doc: dict) -> dict[str, str]:
                 v[f"meta_{short}_{i}_image"] = f"{cc['calls'].get('inside: image paths', {'median': 0})['median']:.0f}"
                 v[f"meta_{short}_{i}_time"] = fmt_s(m["times"][f"{md} | {c}"]["median"])
             v[f"meta_cmd_{i}"] = m["commands"][c]
-        v["meta_pread"] = f"{m['counts'][f'SIF (nixsnake bwrap runtime) | {cmds[-1]}']['calls'].get('image file reads (pread64)', {'median': 0})['median']:.0f}"
+        v["meta_pread"] = (
+            f"{m['counts'][f'SIF (nixsnake bwrap runtime) | {cmds[-1]}']['calls'].get('image file reads (pread64)', {'median': 0})['median']:.0f}"
+        )
         v["meta_ratio"] = f"{m['ratio_dir_to_sif_calls']:.0f}"
         v["meta_env"] = m["env"]
     s = r.get("image_size")

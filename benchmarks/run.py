@@ -123,7 +123,9 @@ def headline(doc: dict) -> dict[str, str]:
     r = doc["results"]
     h: dict[str, str] = {}
     for env, c in r.get("cold_build", {}).items():
-        h[f"cold build {env}"] = f"{c['ratio']:.2f}x raw steps ({c['nixsnake_build']['median']:.2f} s vs {c['raw_steps']['median']:.2f} s)"
+        h[f"cold build {env}"] = (
+            f"{c['ratio']:.2f}x raw steps ({c['nixsnake_build']['median']:.2f} s vs {c['raw_steps']['median']:.2f} s)"
+        )
     if "warm_path" in r:
         s = r["warm_path"]["single"]
         h["warm nixsnake build"] = (f"{s['nixsnake build (image present)']['median'] * 1000:.0f} ms "

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
-import json
 import os
 import re
 import shutil
@@ -26,10 +25,10 @@ from typing import Any
 from bench_setup import CLI, REPO, Bench
 from common import interleaved, log, ratio, rmtree, run, summarize, timed, timed_run
 
-from snakemake_deploy_nixsnake.nixbuild import NixInput, nix_dir, nix_option_args
 from snakemake_deploy_nixsnake.config import load_config
 from snakemake_deploy_nixsnake.deploy import ensure_image, resolve
 from snakemake_deploy_nixsnake.image.sif import PARTITION_OFFSET, read_sif
+from snakemake_deploy_nixsnake.nixbuild import NixInput, nix_dir, nix_option_args
 from snakemake_deploy_nixsnake.nixpkgs import parse_source
 
 HERE = Path(__file__).resolve().parent
@@ -81,10 +80,10 @@ def _plugin_env(spec: Path, store: Path, **settings: Any):
 def _phase_timer():
     """Wrap nixsnake's build steps (where they exist) to time them inside one real
     ``ensure_image`` call; returns (phases dict, undo function)."""
-    import snakemake_deploy_nixsnake.nixbuild as NB
-    import snakemake_deploy_nixsnake.nixpkgs as NP
     import snakemake_deploy_nixsnake.image.sif as SIF
     import snakemake_deploy_nixsnake.image.squashfs as SQ
+    import snakemake_deploy_nixsnake.nixbuild as NB
+    import snakemake_deploy_nixsnake.nixpkgs as NP
     from snakemake_deploy_nixsnake.store import Store
 
     phases: dict[str, float] = {}
@@ -118,7 +117,10 @@ def cold_build(b: Bench, reps: int, warmup: int = 1) -> dict[str, Any]:
     scratch = b.workdir / "cold"
     rmtree(scratch)
     scratch.mkdir()
-    cases = [("tiny", b.ws, b.envs["tiny"]), ("tiny (nixpkgs_source=demo)", b.ws_demo, b.ws_demo / "envs" / "tiny.toml")]
+    cases = [
+        ("tiny", b.ws, b.envs["tiny"]),
+        ("tiny (nixpkgs_source=demo)", b.ws_demo, b.ws_demo / "envs" / "tiny.toml"),
+    ]
     cases += [(n, b.ws, b.envs[n]) for n in ("medium", "large") if n in b.envs]
     for label, ws, spec in cases:
         log(f"cold build: {label} ({reps} reps each side)")
@@ -303,7 +305,9 @@ def job_start(b: Bench, reps: int) -> dict[str, Any]:
                               gpu="never").decorate_shellcmd("true")  # fmt: skip
         fns = {
             "host: bash -c true": lambda: timed_run(["bash", "-c", "true"]),
-            "bare container (squashfuse + bwrap)": lambda: timed_run(["sh", str(RAW_START), str(image), "/bin/sh", "-c", "true"]),
+            "bare container (squashfuse + bwrap)": lambda: timed_run(
+                ["sh", str(RAW_START), str(image), "/bin/sh", "-c", "true"]
+            ),
             "nixsnake bwrap runtime": lambda c=cmd_bwrap: timed_run(["bash", "-c", c]),
             "nixsnake apptainer runtime (stand-in)": lambda c=cmd_app: timed_run(["bash", "-c", c], env=env_path),
         }
@@ -315,7 +319,10 @@ def job_start(b: Bench, reps: int) -> dict[str, Any]:
         host, bare = st["host: bash -c true"], st["bare container (squashfuse + bwrap)"]
         out[name] = {
             "image_bytes": image.stat().st_size,
-            **{k: {**v, "ratio_to_host": ratio(v, host), "ratio_to_bare_container": ratio(v, bare)} for k, v in st.items()},
+            **{
+                k: {**v, "ratio_to_host": ratio(v, host), "ratio_to_bare_container": ratio(v, bare)}
+                for k, v in st.items()
+            },
             "wrapper_adds_s": st["nixsnake bwrap runtime"]["median"] - bare["median"],
         }
     names = list(out)
@@ -333,8 +340,23 @@ _STR = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _DIRFD = re.compile(r"^(\d+)<([^>]*)>")
 _FORKS = frozenset({"clone", "clone3", "fork", "vfork"})
 #: %process calls that name no file (execve does, and is counted)
-_NOT_FILE = frozenset({"exit", "exit_group", "wait4", "waitid", "kill", "tkill", "tgkill", "rt_sigqueueinfo",
-                       "rt_tgsigqueueinfo", "pidfd_open", "pidfd_send_signal", "unshare", "setns"})
+_NOT_FILE = frozenset(
+    {
+        "exit",
+        "exit_group",
+        "wait4",
+        "waitid",
+        "kill",
+        "tkill",
+        "tgkill",
+        "rt_sigqueueinfo",
+        "rt_tgsigqueueinfo",
+        "pidfd_open",
+        "pidfd_send_signal",
+        "unshare",
+        "setns",
+    }
+)
 
 
 def _classify(trace: Path, *, store_dir: str, image_top: set[str], bound: list[str]) -> dict[str, int]:
@@ -491,7 +513,7 @@ def metadata_storm(b: Bench, reps: int, trace_reps: int) -> dict[str, Any]:
     image, spec = b.images[name], b.envs[name]
     store_dir = str(b.store.resolve())
     if name == "medium":
-        cmds = {"python -c pass": 'python -c pass', "import numpy, pandas": 'python -c "import numpy, pandas"'}
+        cmds = {"python -c pass": "python -c pass", "import numpy, pandas": 'python -c "import numpy, pandas"'}
     else:
         cmds = {"true": "true", "hello": "hello"}
     # the same env unpacked into the store directory, as a conda env would live there
@@ -530,7 +552,12 @@ def metadata_storm(b: Bench, reps: int, trace_reps: int) -> dict[str, Any]:
         "SIF (nixsnake bwrap runtime)": lambda cmd: ["bash", "-c", sif_env.decorate_shellcmd(cmd)],
         "unpacked directory (bwrap)": dir_argv,
     }
-    out: dict[str, Any] = {"env": name, "store_dir": store_dir, "commands": cmds, "image_root_entries": sorted(image_top)}
+    out: dict[str, Any] = {
+        "env": name,
+        "store_dir": store_dir,
+        "commands": cmds,
+        "image_root_entries": sorted(image_top),
+    }
     traces = b.workdir / "traces"
     traces.mkdir(exist_ok=True)
     counts: dict[str, dict[str, Any]] = {}
@@ -541,7 +568,18 @@ def metadata_storm(b: Bench, reps: int, trace_reps: int) -> dict[str, Any]:
             per: list[dict[str, int]] = []
             for i in range(trace_reps):
                 tf = traces / f"{len(counts)}-{i}.txt"
-                argv = ["strace", "-f", "-qq", "-y", "-e", "trace=%file,%process,pread64", "-o", str(tf), "--", *mk(cmd)]
+                argv = [
+                    "strace",
+                    "-f",
+                    "-qq",
+                    "-y",
+                    "-e",
+                    "trace=%file,%process,pread64",
+                    "-o",
+                    str(tf),
+                    "--",
+                    *mk(cmd),
+                ]
                 with FuseBroker(b.workdir) as broker:
                     run(argv, cwd=cwd, env=broker.env())
                     fuse_traces = broker.collect()
@@ -612,5 +650,3 @@ def image_size(b: Bench, reps: int, compressions: list[str]) -> dict[str, Any]:
     }  # fmt: skip
     rmtree(tmp)
     return out
-
-

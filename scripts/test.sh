@@ -3,6 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# habits first (seconds): lint, format, types, generated sections
+python3 -m ruff check snakemake_deploy_nixsnake tests scripts benchmarks
+python3 -m ruff format --check snakemake_deploy_nixsnake tests scripts benchmarks
+python3 -m mypy
+python3 scripts/generate.py --check
 bash .ci/slurm-up.sh
 # The plugin must work on interface 0.18.6 (what snakemake's plugin branch needs; the
 # main environment gets it because snakemake 9 pins it) and on the newest 0.21.x:

@@ -119,7 +119,7 @@ def parse_bind(spec: str) -> Bind:
     mode = parts[2] if len(parts) > 2 else "rw"
     if mode not in BIND_MODES:
         raise BindError(f"bind {spec!r}: mode must be 'ro' or 'rw', got {mode!r}", f"write {GRAMMAR}")
-    return Bind(src, dst, mode)  # type: ignore[arg-type]
+    return Bind(src, dst, "ro" if mode == "ro" else "rw")
 
 
 def parse_user_bind(spec: str) -> Bind:

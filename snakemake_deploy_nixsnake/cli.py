@@ -11,7 +11,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -31,10 +31,12 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
 SpecArgs = Annotated[list[Path], typer.Argument(help="env files (TOML), e.g. envs/vep.toml", show_default=False)]
-StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="image store directory (shared storage on a cluster)")]
+StoreOpt = Annotated[Path | None, typer.Option("--store", help="image store directory (shared storage on a cluster)")]
 SourceOpt = Annotated[
-    Optional[str],
-    typer.Option("--nixpkgs-source", help="'github', 'github:OWNER/REPO', a nixpkgs git clone/mirror path or URL, or 'demo'"),
+    str | None,
+    typer.Option(
+        "--nixpkgs-source", help="'github', 'github:OWNER/REPO', a nixpkgs git clone/mirror path or URL, or 'demo'"
+    ),
 ]
 
 
@@ -43,7 +45,10 @@ def _env_files(paths: list[Path]) -> list[Path]:
     keep = []
     for p in paths:
         if p.name.endswith(".lock.toml"):
-            err.print(f"nixsnake: skipping {p} (a lock file; its env file is {p.name[:-len('.lock.toml')]}.toml)", markup=False)
+            err.print(
+                f"nixsnake: skipping {p} (a lock file; its env file is {p.name[: -len('.lock.toml')]}.toml)",
+                markup=False,
+            )
         else:
             keep.append(p)
     return keep
@@ -61,7 +66,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="show the version")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="show the version")
+    ] = False,
 ) -> None:
     pass
 
@@ -85,7 +92,9 @@ def check(specs: SpecArgs) -> None:
 @app.command()
 def lock(
     specs: SpecArgs,
-    check_only: Annotated[bool, typer.Option("--check", help="exit 65 if a lock is missing or stale; write nothing")] = False,
+    check_only: Annotated[
+        bool, typer.Option("--check", help="exit 65 if a lock is missing or stale; write nothing")
+    ] = False,
     nixpkgs_source: SourceOpt = None,
 ) -> None:
     """Resolve each env file's date and write ENV.lock.toml beside it."""
@@ -119,7 +128,7 @@ def lock(
 class _LiveReporter:
     """Per-env stage + nix log tail, shown in a rich Live table (or plain lines without a TTY)."""
 
-    def __init__(self, name: str, board: "dict[str, list[str]]", plain: bool):
+    def __init__(self, name: str, board: dict[str, list[str]], plain: bool):
         self.name, self.board, self.plain = name, board, plain
         board[name] = ["queued", ""]
 
@@ -132,7 +141,7 @@ class _LiveReporter:
         self.board[self.name][1] = line[-120:]
 
 
-def _board_table(board: "dict[str, list[str]]"):
+def _board_table(board: dict[str, list[str]]):
     from rich.table import Table
 
     t = Table(show_header=True, header_style="bold", box=None)
@@ -149,8 +158,10 @@ def build(
     specs: SpecArgs,
     store: StoreOpt = None,
     nixpkgs_source: SourceOpt = None,
-    compression: Annotated[Optional[str], typer.Option(help="zstd (default), gzip (old squashfuse/kernels), xz, lz4")] = None,
-    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help="images built in parallel")] = None,
+    compression: Annotated[
+        str | None, typer.Option(help="zstd (default), gzip (old squashfuse/kernels), xz, lz4")
+    ] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="images built in parallel")] = None,
 ) -> None:
     """Build the image of each env file into the store (locks first when there is no lock)."""
     specs = _env_files(specs)
@@ -185,8 +196,8 @@ def build(
                 while not all(f.done() for f in futs):
                     live.update(_board_table(board))
                     time.sleep(0.25)
-        for f in futs:
-            f.result()  # (one() catches everything; this re-raises only KeyboardInterrupt & co.)
+        for fut in futs:
+            fut.result()  # (one() catches everything; this re-raises only KeyboardInterrupt & co.)
     for p in specs:
         if p in results:
             out.print(f"{p}: {results[p]}")
@@ -223,28 +234,53 @@ def list_images(
     _warn(listing.problems)
     entries = listing.entries
     if as_json:
-        out.print_json(json.dumps([
-            {"id": e.id, "path": str(e.path), "size": e.size,
-             "last_used": dt.datetime.fromtimestamp(e.last_used, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-             "env_files": list(e.meta.env_files) if e.meta else [], "date": e.meta.date if e.meta else None,
-             "built_at": e.meta.built_at if e.meta else None} for e in entries]))
+        out.print_json(
+            json.dumps(
+                [
+                    {
+                        "id": e.id,
+                        "path": str(e.path),
+                        "size": e.size,
+                        "last_used": dt.datetime.fromtimestamp(e.last_used, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        "env_files": list(e.meta.env_files) if e.meta else [],
+                        "date": e.meta.date if e.meta else None,
+                        "built_at": e.meta.built_at if e.meta else None,
+                    }
+                    for e in entries
+                ]
+            )
+        )
         return
     t = Table(title=f"images in {cfg.store}", box=None)
     for col in ("id", "size", "last used", "date", "env files"):
         t.add_column(col)
     for e in entries:
-        t.add_row(e.id[:16], f"{e.size / 2**20:.1f} MiB",
-                  dt.datetime.fromtimestamp(e.last_used).strftime("%Y-%m-%d %H:%M"),
-                  (e.meta.date if e.meta else "") or "?", ", ".join(e.meta.env_files if e.meta else ()))
+        t.add_row(
+            e.id[:16],
+            f"{e.size / 2**20:.1f} MiB",
+            dt.datetime.fromtimestamp(e.last_used).strftime("%Y-%m-%d %H:%M"),
+            (e.meta.date if e.meta else "") or "?",
+            ", ".join(e.meta.env_files if e.meta else ()),
+        )
     out.print(t)
 
 
 @app.command()
 def gc(
     store: StoreOpt = None,
-    older_than: Annotated[Optional[float], typer.Option("--older-than", help="remove images not used for this many days")] = None,
-    keep_workflow: Annotated[Optional[list[Path]], typer.Option("--keep-workflow", help="workflow dir whose env files' images are kept; others are removed (repeatable)")] = None,
-    damaged: Annotated[bool, typer.Option("--damaged", help="remove images whose bytes differ from what was published (reads every image)")] = False,
+    older_than: Annotated[
+        float | None, typer.Option("--older-than", help="remove images not used for this many days")
+    ] = None,
+    keep_workflow: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--keep-workflow", help="workflow dir whose env files' images are kept; others are removed (repeatable)"
+        ),
+    ] = None,
+    damaged: Annotated[
+        bool,
+        typer.Option("--damaged", help="remove images whose bytes differ from what was published (reads every image)"),
+    ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="only show what would be removed")] = False,
 ) -> None:
     """Remove unused images. Never removes one being built or used in the last hour."""
@@ -252,7 +288,9 @@ def gc(
     from .store import Store
 
     if older_than is None and not keep_workflow and not damaged:
-        raise NixsnakeError("nothing to select", Exit.DATAERR, "give --older-than DAYS, --keep-workflow DIR and/or --damaged")
+        raise NixsnakeError(
+            "nothing to select", Exit.DATAERR, "give --older-than DAYS, --keep-workflow DIR and/or --damaged"
+        )
     cfg = _config(store=store)
     keep: set[str] | None = None
     if keep_workflow:
@@ -280,7 +318,9 @@ def gc(
 
 @app.command()
 def verify(
-    images: Annotated[Optional[list[str]], typer.Argument(help="image ids (default: every image in the store)", show_default=False)] = None,
+    images: Annotated[
+        list[str] | None, typer.Argument(help="image ids (default: every image in the store)", show_default=False)
+    ] = None,
     store: StoreOpt = None,
 ) -> None:
     """Compare every byte of images with the sha256 recorded when they were published."""
@@ -300,8 +340,9 @@ def verify(
             bad.append(f"{image_id}: {why}")
     _warn(bad)
     if bad:
-        raise NixsnakeError(f"{len(bad)} image(s) failed verification", Exit.NOPERM,
-                            "remove them (`nixsnake gc --damaged`) and rebuild")
+        raise NixsnakeError(
+            f"{len(bad)} image(s) failed verification", Exit.NOPERM, "remove them (`nixsnake gc --damaged`) and rebuild"
+        )
     out.print(f"{len(ids)} image(s) verified")
 
 
@@ -339,8 +380,9 @@ def inspect(
     try:
         meta = ImageMetadata.from_dict(info.metadata)
     except ValueError as exc:
-        raise NixsnakeError(f"{path}: not a nixsnake image ({exc})", Exit.DATAERR,
-                            "rebuild it with `nixsnake build ENV.toml`") from None
+        raise NixsnakeError(
+            f"{path}: not a nixsnake image ({exc})", Exit.DATAERR, "rebuild it with `nixsnake build ENV.toml`"
+        ) from None
     nixpkgs = meta.lock.get("nixpkgs", {})
     out.print(f"[bold]{path}[/bold]", markup=True)
     out.print(f"  image id     {meta.image_id}   date {meta.env.get('date')}")
@@ -349,13 +391,15 @@ def inspect(
         out.print(f"  python       {w['name']}=={w['version']}")
     for p in meta.env.get("nixpkgs", {}).get("packages", []):
         out.print(f"  nixpkgs pkg  {p}")
-    out.print(f"  store paths  {len(meta.store_paths)}; squashfs {info.partition_size / 2**20:.1f} MiB at offset {info.partition_offset}")
+    out.print(
+        f"  store paths  {len(meta.store_paths)}; squashfs {info.partition_size / 2**20:.1f} MiB at offset {info.partition_offset}"
+    )
     out.print(f"  format       image format {meta.image_format}, {meta.compression}")
 
 
-RuntimeOpt = Annotated[Optional[str], typer.Option("--runtime", help="apptainer (default), singularity or bwrap")]
-GpuOpt = Annotated[Optional[str], typer.Option("--gpu", help="auto (default), always, never")]
-BindOpt = Annotated[Optional[list[str]], typer.Option("--bind", "-B", help="extra bind SRC[:DST[:ro]] (repeatable)")]
+RuntimeOpt = Annotated[str | None, typer.Option("--runtime", help="apptainer (default), singularity or bwrap")]
+GpuOpt = Annotated[str | None, typer.Option("--gpu", help="auto (default), always, never")]
+BindOpt = Annotated[list[str] | None, typer.Option("--bind", "-B", help="extra bind SRC[:DST[:ro]] (repeatable)")]
 
 
 def _run_request(spec_path: Path, cfg: Config, binds: list[str] | None):
@@ -376,8 +420,11 @@ def _exec(argv: list[str]) -> None:
     except FileNotFoundError:
         from .proc import INSTALL_HINTS
 
-        raise NixsnakeError(f"required tool '{argv[0]}' not found", Exit.UNAVAILABLE,
-                            INSTALL_HINTS.get(Path(argv[0]).name, "install it, or use --runtime bwrap")) from None
+        raise NixsnakeError(
+            f"required tool '{argv[0]}' not found",
+            Exit.UNAVAILABLE,
+            INSTALL_HINTS.get(Path(argv[0]).name, "install it, or use --runtime bwrap"),
+        ) from None
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -415,7 +462,9 @@ def shell(
 def doctor(
     store: StoreOpt = None,
     runtime: RuntimeOpt = None,
-    slurm_partition: Annotated[Optional[str], typer.Option("--slurm-partition", help="also run a short job there to check the compute nodes")] = None,
+    slurm_partition: Annotated[
+        str | None, typer.Option("--slurm-partition", help="also run a short job there to check the compute nodes")
+    ] = None,
 ) -> None:
     """Check this site: nix, store, runtime, squashfuse, SLURM/GPU partitions, glibc."""
     from rich.table import Table

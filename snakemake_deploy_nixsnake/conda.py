@@ -29,17 +29,17 @@ import re
 import sys
 import tempfile
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import tomlkit
 
-from . import proc
+from . import envvars, proc
 from .config import cache_dir
 from .errors import Exit, MissingFileError, NixsnakeError, SpecError
-from . import envvars
 from .spec import EnvFile, conda_spec_name
 
 #: The platform every image is for, and the subdirs solved (noarch packages included).
@@ -66,8 +66,8 @@ _URL_RE = re.compile(r"(https?|file)://[^\s\"'\\]+")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _NETWORK_HINT = (
     "check network access to the channel; without internet use a site mirror "
-    "(channels = [\"https://mirror.example.org/conda-forge\"]) or a channel on disk "
-    "(channels = [\"file:///srv/conda/bioconda\"])"
+    '(channels = ["https://mirror.example.org/conda-forge"]) or a channel on disk '
+    '(channels = ["file:///srv/conda/bioconda"])'
 )
 
 
@@ -128,7 +128,7 @@ def channel_url(channel: str) -> str:
 
 def cutoff_of(day: dt.date) -> dt.datetime:
     """00:00 UTC of ``day``: packages must be strictly older."""
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
 
 
 def virtual_packages(spec: EnvFile) -> tuple[tuple[str, str, str], ...]:
@@ -142,7 +142,7 @@ def iso_ms(ms: int | None) -> str:
     """Milliseconds since the epoch (conda's timestamps) as ISO 8601 UTC; "" for None."""
     if ms is None:
         return ""
-    t = dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc)
+    t = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
     frac = f".{ms % 1000:03d}" if ms % 1000 else ""
     return t.strftime("%Y-%m-%dT%H:%M:%S") + frac + "Z"
 
@@ -173,8 +173,12 @@ def _run_solver(request: dict[str, Any]) -> dict[str, Any]:
         req = Path(tmp) / "request.json"
         out = Path(tmp) / "result.json"
         req.write_text(json.dumps(request))
-        r = proc.run([sys.executable, "-P", "-m", "snakemake_deploy_nixsnake.conda_solve", str(req), str(out)], check=False,
-                     timeout=SOLVE_TIMEOUT_S + 300, what="the conda solve")
+        r = proc.run(
+            [sys.executable, "-P", "-m", "snakemake_deploy_nixsnake.conda_solve", str(req), str(out)],
+            check=False,
+            timeout=SOLVE_TIMEOUT_S + 300,
+            what="the conda solve",
+        )
         try:
             return json.loads(out.read_text())
         except (OSError, ValueError):
@@ -195,24 +199,30 @@ def resolve(spec: EnvFile, spec_file: str) -> CondaLock | None:
     cutoff = cutoff_of(spec.date)
     vps = virtual_packages(spec)
     cutoff_ms = int(cutoff.timestamp() * 1000) - 1  # exclusive: rattler keeps records AT the cut-off
-    result = _run_solver({
-        "channels": [c + "/" for c in channels],
-        "specs": list(conda.packages),
-        "exempt": list(conda.exempt),
-        "cutoff_ms": cutoff_ms,
-        "platforms": list(PLATFORMS),
-        "virtual_packages": [list(v) for v in vps],
-        "cache_dir": str(cache_dir() / "conda-repodata"),
-        "timeout_s": SOLVE_TIMEOUT_S,
-    })
+    result = _run_solver(
+        {
+            "channels": [c + "/" for c in channels],
+            "specs": list(conda.packages),
+            "exempt": list(conda.exempt),
+            "cutoff_ms": cutoff_ms,
+            "platforms": list(PLATFORMS),
+            "virtual_packages": [list(v) for v in vps],
+            "cache_dir": str(cache_dir() / "conda-repodata"),
+            "timeout_s": SOLVE_TIMEOUT_S,
+        }
+    )
     if not result.get("ok"):
         raise _solve_error(result, spec, spec_file)
     packages = tuple(_package(r, spec_file) for r in result["records"])
     solved = {p.name for p in packages}
     for i, name in enumerate(conda.exempt):
         if name not in solved:
-            raise SpecError(spec_file, f"conda.exempt[{i}]", f"{name!r} is not in the solved environment",
-                            "remove it, or fix the name (exempt names a package of the solution)")
+            raise SpecError(
+                spec_file,
+                f"conda.exempt[{i}]",
+                f"{name!r} is not in the solved environment",
+                "remove it, or fix the name (exempt names a package of the solution)",
+            )
     return CondaLock(
         channels=channels,
         subdir=SUBDIR,
@@ -230,12 +240,20 @@ def _package(r: Mapping[str, Any], spec_file: str) -> CondaPackage:
         raise NixsnakeError(
             f"{spec_file}: conda package {r.get('name')} {r.get('version')} has no usable URL or sha256 in its channel "
             f"(url {url!r}, sha256 {sha!r}); nixsnake locks every archive by sha256",
-            Exit.DATAERR, "use a channel whose repodata lists sha256 (conda-forge and bioconda do)",
+            Exit.DATAERR,
+            "use a channel whose repodata lists sha256 (conda-forge and bioconda do)",
         )
     return CondaPackage(
-        name=str(r["name"]), version=str(r["version"]), build=str(r["build"]), subdir=str(r["subdir"]),
-        channel=str(r["channel"] or "").rstrip("/"), url=url, sha256=sha, size=int(r.get("size") or 0),
-        timestamp=iso_ms(r.get("timestamp_ms")), indexed_timestamp=iso_ms(r.get("indexed_timestamp_ms")),
+        name=str(r["name"]),
+        version=str(r["version"]),
+        build=str(r["build"]),
+        subdir=str(r["subdir"]),
+        channel=str(r["channel"] or "").rstrip("/"),
+        url=url,
+        sha256=sha,
+        size=int(r.get("size") or 0),
+        timestamp=iso_ms(r.get("timestamp_ms")),
+        indexed_timestamp=iso_ms(r.get("indexed_timestamp_ms")),
     )
 
 
@@ -245,13 +263,21 @@ def _solve_error(result: Mapping[str, Any], spec: EnvFile, spec_file: str) -> Ni
     msg = msg.replace("Cannot solve the request because of: ", "")[:600]
     kind = result.get("kind")
     if kind == "unavailable":
-        return NixsnakeError(f"{spec_file}: conda.channels: cannot read a channel: {msg}", Exit.UNAVAILABLE, _NETWORK_HINT)
+        return NixsnakeError(
+            f"{spec_file}: conda.channels: cannot read a channel: {msg}", Exit.UNAVAILABLE, _NETWORK_HINT
+        )
     if kind == "unsatisfiable":
-        named = [(i, s) for i, s in enumerate(spec.conda.packages) if re.search(rf"(?<![\w.-]){re.escape(conda_spec_name(s))}(?![\w.-])", msg)]
+        named = [
+            (i, s)
+            for i, s in enumerate(spec.conda.packages)
+            if re.search(rf"(?<![\w.-]){re.escape(conda_spec_name(s))}(?![\w.-])", msg)
+        ]
         key = f"conda.packages[{named[0][0]}]" if len(named) == 1 else "conda.packages"
         what = f"{named[0][1]!r}: " if len(named) == 1 else ""
         return SpecError(
-            spec_file, key, f"{what}no date-locked solution before {spec.date.isoformat()}T00:00:00Z: {msg}",
+            spec_file,
+            key,
+            f"{what}no date-locked solution before {spec.date.isoformat()}T00:00:00Z: {msg}",
             "relax the specs, pick a later date, or give a package conda.exempt (resolved without the date)",
         )
     return NixsnakeError(f"{spec_file}: conda solve failed ({result.get('error_type')}): {msg}", Exit.SOFTWARE)
@@ -308,7 +334,7 @@ class CondaBuilt:
     link_scripts: tuple[str, ...]
 
     @classmethod
-    def parse(cls, data: Any) -> "CondaBuilt":
+    def parse(cls, data: Any) -> CondaBuilt:
         """Raises TypeError/KeyError on anything else (the caller names the file)."""
         if not isinstance(data, dict) or not isinstance(data["env"], dict):
             raise TypeError("not a conda build record")
@@ -326,8 +352,13 @@ class CondaBuilt:
         kept: dict[str, str] = {}
         dropped: list[str] = []
         for name, value in sorted(self.env.items()):
-            if (not envvars.valid_name(name) or envvars.refused_in_env_file(name)
-                    or name.upper() == "CONDA_PREFIX" or "\x00" in value or len(value) > 65536):
+            if (
+                not envvars.valid_name(name)
+                or envvars.refused_in_env_file(name)
+                or name.upper() == "CONDA_PREFIX"
+                or "\x00" in value
+                or len(value) > 65536
+            ):
                 dropped.append(f"{name} (managed by nixsnake, or not a plain variable)")
             else:
                 kept[name] = value
@@ -351,7 +382,9 @@ class CondaBuilt:
 
 
 _THROWN_MISMATCH = re.compile(r"nixsnake: conda package (\S+): sha256 mismatch: (.*?); refusing to build \((.*?)\)")
-_THROWN_MISSING = re.compile(r"nixsnake: conda package (\S+): (.*?) \(its locked file:// URL\) does not exist; ([^\n]*)")
+_THROWN_MISSING = re.compile(
+    r"nixsnake: conda package (\S+): (.*?) \(its locked file:// URL\) does not exist; ([^\n]*)"
+)
 _FOD_MISMATCH = re.compile(r"hash mismatch in fixed-output derivation '/nix/store/[a-z0-9]{32}-([^']+?)\.drv'")
 
 
@@ -369,8 +402,12 @@ def explain_build_failure(exc: NixsnakeError, lock_file: str) -> NixsnakeError:
     m = _FOD_MISMATCH.search(text)
     if m and m[1].endswith((".conda", ".tar.bz2", ".whl")):
         key = "conda.installer" if m[1].endswith(".whl") else "conda.packages"
-        return SpecError(lock_file, key, f"{m[1]}: the file at its locked URL does not match the lock's sha256; refusing to build",
-                         "the channel changed after locking: use the original file (a mirror), or re-run `nixsnake lock` and review the change")
+        return SpecError(
+            lock_file,
+            key,
+            f"{m[1]}: the file at its locked URL does not match the lock's sha256; refusing to build",
+            "the channel changed after locking: use the original file (a mirror), or re-run `nixsnake lock` and review the change",
+        )
     return exc
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 
 def _ms(t: dt.datetime | None) -> int | None:
-    return None if t is None else int(round(t.timestamp() * 1000))
+    return None if t is None else round(t.timestamp() * 1000)
 
 
 class _DateFiltered:
@@ -59,13 +59,17 @@ async def _solve(req: dict[str, Any]) -> list:
     from rattler import BuildString, Channel, ChannelPriority, Gateway, GenericVirtualPackage, PackageName, Version
 
     gateway = Gateway(cache_dir=req["cache_dir"], show_progress=False)
-    cutoff = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(milliseconds=req["cutoff_ms"])  # exact
+    cutoff = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=req["cutoff_ms"])  # exact
     vps = [GenericVirtualPackage(PackageName(n), Version(v), BuildString(b)) for n, v, b in req["virtual_packages"]]
     channels = [Channel(url) for url in req["channels"]]
     exempt = set(req["exempt"])
     common = dict(
-        specs=req["specs"], gateway=gateway, platforms=req["platforms"], virtual_packages=vps,
-        channel_priority=ChannelPriority.Strict, timeout=dt.timedelta(seconds=req["timeout_s"]),
+        specs=req["specs"],
+        gateway=gateway,
+        platforms=req["platforms"],
+        virtual_packages=vps,
+        channel_priority=ChannelPriority.Strict,
+        timeout=dt.timedelta(seconds=req["timeout_s"]),
     )
     if not exempt:
         return await rattler.solve(sources=channels, exclude_newer=cutoff, **common)
@@ -101,8 +105,12 @@ def main(argv: list[str]) -> dict[str, Any]:
         records = asyncio.run(_solve(req))
     except Exception as exc:  # rattler's exceptions: SolverError, GatewayError, ...
         kind = type(exc).__name__
-        category = {"SolverError": "unsatisfiable", "GatewayError": "unavailable",
-                    "FetchRepoDataError": "unavailable", "CacheDirError": "unavailable"}.get(kind, "error")
+        category = {
+            "SolverError": "unsatisfiable",
+            "GatewayError": "unavailable",
+            "FetchRepoDataError": "unavailable",
+            "CacheDirError": "unavailable",
+        }.get(kind, "error")
         return {"ok": False, "kind": category, "error_type": kind, "message": str(exc)}
     return {"ok": True, "records": sorted((_record(r) for r in records), key=lambda d: d["name"])}
 
@@ -110,7 +118,7 @@ def main(argv: list[str]) -> dict[str, Any]:
 if __name__ == "__main__":
     try:
         result = main(sys.argv[1:])
-    except BaseException as exc:  # noqa: BLE001 -- the parent reads this, never a traceback
+    except BaseException as exc:
         result = {"ok": False, "kind": "error", "error_type": type(exc).__name__, "message": str(exc)}
     tmp = sys.argv[2] + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:

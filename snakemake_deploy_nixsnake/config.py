@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import platformdirs
 
@@ -47,14 +48,16 @@ class Config:
     #: Seconds to wait for another process building the same image before giving up.
     build_wait: int = 6 * 3600
 
-    def with_overrides(self, **kw: Any) -> "Config":
+    def with_overrides(self, **kw: Any) -> Config:
         clean = {k: v for k, v in kw.items() if v is not None and v != ()}
         if "nix_options" in clean:
             clean["nix_options"] = merge_nix_options(self.nix_options, clean["nix_options"])
         return _validated(replace(self, **clean), "command line")
 
 
-def merge_nix_options(base: tuple[tuple[str, str], ...], more: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+def merge_nix_options(
+    base: tuple[tuple[str, str], ...], more: tuple[tuple[str, str], ...]
+) -> tuple[tuple[str, str], ...]:
     """Each settings layer adds to ``nix_options`` rather than replacing the table: a flag
     ``sandbox=false`` keeps the project's ``build-users-group = ""``; per option, the later
     layer wins."""
@@ -65,7 +68,9 @@ def merge_nix_options(base: tuple[tuple[str, str], ...], more: tuple[tuple[str, 
 
 def _validated(cfg: Config, origin: str) -> Config:
     if cfg.compression not in COMPRESSIONS:
-        raise SpecError(origin, "compression", f"{cfg.compression!r} is not supported", f"use one of {', '.join(COMPRESSIONS)}")
+        raise SpecError(
+            origin, "compression", f"{cfg.compression!r} is not supported", f"use one of {', '.join(COMPRESSIONS)}"
+        )
     if cfg.runtime not in RUNTIMES:
         raise SpecError(origin, "runtime", f"{cfg.runtime!r} is not supported", f"use one of {', '.join(RUNTIMES)}")
     if cfg.gpu not in GPU_MODES:
@@ -89,7 +94,9 @@ def _from_mapping(base: Config, data: Mapping[str, Any], origin: str, base_dir: 
             import difflib
 
             close = difflib.get_close_matches(key, sorted(known), n=1)
-            raise SpecError(origin, key, f"unknown setting {key!r}", f"did you mean {close[0]!r}?" if close else "remove it")
+            raise SpecError(
+                origin, key, f"unknown setting {key!r}", f"did you mean {close[0]!r}?" if close else "remove it"
+            )
         if key == "store":
             p = Path(os.path.expanduser(str(value)))
             kw[key] = (base_dir / p) if (base_dir and not p.is_absolute()) else p

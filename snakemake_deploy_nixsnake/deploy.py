@@ -202,10 +202,10 @@ def plan_image(r: ResolvedEnv, built: NixResult, cfg: Config) -> ImagePlan:
 
 
 def _build(r: ResolvedEnv, cfg: Config, store: Store, rep: Reporter) -> Path:
-    from .image.sif import write_sif
-    from .image.squashfs import pack_squashfs
     from .conda import explain_build_failure
     from .conda import software as conda_software
+    from .image.sif import write_sif
+    from .image.squashfs import pack_squashfs
     from .nixbuild import NixInput, nix_build
     from .nixpkgs import parse_source
     from .store import temp_workdir
@@ -248,12 +248,13 @@ def _build(r: ResolvedEnv, cfg: Config, store: Store, rep: Reporter) -> Path:
             Meta(
                 image_id=r.image_id,
                 env_files=(str(r.path.absolute()),),
-                built_at=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                built_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 built_by=f"{os.environ.get('USER', os.getuid())}@{socket.gethostname()} (nixsnake {__version__})",
                 build_seconds=round(time.monotonic() - t0, 2),
                 date=r.env.date.isoformat(),
                 nixpkgs_rev=r.lock.nixpkgs.rev,
-                software=tuple(f"{n}=={v}" for n, v in r.lock.software()) + tuple(r.env.nixpkgs.packages)
+                software=tuple(f"{n}=={v}" for n, v in r.lock.software())
+                + tuple(r.env.nixpkgs.packages)
                 + tuple(f"conda:{n}=={v}" for n, v, _ in conda_software(r.lock.conda, r.env)),
                 sha256=sha256,
             )

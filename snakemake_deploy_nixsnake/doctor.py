@@ -37,8 +37,14 @@ def _version(argv: list[str]) -> str | None:
 def check_nix() -> list[Check]:
     v = _version(["nix-build", "--version"])
     if v is None:
-        return [Check("nix (head node)", "fail", "nix-build not found: builds need nix on the node that runs snakemake "
-                      "(Debian: apt-get install nix-bin)")]
+        return [
+            Check(
+                "nix (head node)",
+                "fail",
+                "nix-build not found: builds need nix on the node that runs snakemake "
+                "(Debian: apt-get install nix-bin)",
+            )
+        ]
     out = [Check("nix (head node)", "ok", v)]
     out.append(Check("nix flakes", "ok", "not needed: nixsnake builds a pinned non-flake expression (nix 2.x works)"))
     for tool in ("nix-store",):
@@ -67,11 +73,20 @@ def check_store(cfg: Config) -> list[Check]:
         probe.write_text("x")
         probe.unlink()
     except OSError as exc:
-        return [Check("image store", "fail", f"{cfg.store} not writable here ({exc.strerror}); builds need write access")]
+        return [
+            Check("image store", "fail", f"{cfg.store} not writable here ({exc.strerror}); builds need write access")
+        ]
     listing = st.listing()
     if listing.problems:
-        return [Check("image store", "fail", f"{listing.problems[0]} (+{len(listing.problems) - 1} more)"
-                      if len(listing.problems) > 1 else listing.problems[0])]
+        return [
+            Check(
+                "image store",
+                "fail",
+                f"{listing.problems[0]} (+{len(listing.problems) - 1} more)"
+                if len(listing.problems) > 1
+                else listing.problems[0],
+            )
+        ]
     mode = oct(cfg.store.stat().st_mode & 0o7777)
     return [Check("image store", "ok", f"{cfg.store} (mode {mode}, {len(listing.entries)} images)")]
 
@@ -86,12 +101,22 @@ def check_runtime(cfg: Config) -> list[Check]:
     exe = cfg.runtime_bin or cfg.runtime
     v = _version([exe, "--version"])
     if v is None:
-        out.append(Check(f"{cfg.runtime} (this node)", "fail",
-                         f"'{exe}' not found: install it on compute nodes, set runtime_bin, or use --runtime bwrap"))
+        out.append(
+            Check(
+                f"{cfg.runtime} (this node)",
+                "fail",
+                f"'{exe}' not found: install it on compute nodes, set runtime_bin, or use --runtime bwrap",
+            )
+        )
     else:
         out.append(Check(f"{cfg.runtime} (this node)", "ok", v))
-    out.append(Check("squashfuse", "ok" if proc.which("squashfuse") else "warn",
-                     "present" if proc.which("squashfuse") else "missing: unprivileged apptainer mounts SIFs with it"))
+    out.append(
+        Check(
+            "squashfuse",
+            "ok" if proc.which("squashfuse") else "warn",
+            "present" if proc.which("squashfuse") else "missing: unprivileged apptainer mounts SIFs with it",
+        )
+    )
     return out
 
 
@@ -129,9 +154,14 @@ def check_glibc(cfg: Config) -> list[Check]:
     older = {i: v for i, v in imgs.items() if host and tuple(map(int, v.split("."))) < tuple(map(int, host.split(".")))}
     if older:
         ids = ", ".join(f"{i[:12]} (glibc {v})" for i, v in sorted(older.items()))
-        return [Check("glibc host vs images", "warn",
-                      f"host glibc {host} is newer than in {ids}: with --nv the host NVIDIA driver libraries may need "
-                      "GLIBC symbols these images lack; use a later env date for GPU rules")]
+        return [
+            Check(
+                "glibc host vs images",
+                "warn",
+                f"host glibc {host} is newer than in {ids}: with --nv the host NVIDIA driver libraries may need "
+                "GLIBC symbols these images lack; use a later env date for GPU rules",
+            )
+        ]
     return [Check("glibc host vs images", "ok", f"host glibc {host}; images: {sorted(set(imgs.values()))}")]
 
 
@@ -144,9 +174,14 @@ def check_slurm(partition: str | None, cfg: Config) -> list[Check]:
     except NixsnakeError as exc:
         return [Check("SLURM", "warn", f"no cluster here ({exc.message}); fine for local runs")]
     gparts = gpu_partitions(info)
-    out = [Check("SLURM", "ok", f"{len(parts)} partitions: {', '.join(p.name for p in parts)}"),
-           Check("GPU partitions", "ok" if gparts else "warn",
-                 ", ".join(f"{p.name} ({len(p.gpu_nodes)} GPU nodes)" for p in gparts) or "none found (gres gpu)")]
+    out = [
+        Check("SLURM", "ok", f"{len(parts)} partitions: {', '.join(p.name for p in parts)}"),
+        Check(
+            "GPU partitions",
+            "ok" if gparts else "warn",
+            ", ".join(f"{p.name} ({len(p.gpu_nodes)} GPU nodes)" for p in gparts) or "none found (gres gpu)",
+        ),
+    ]
     if partition:
         out.extend(check_compute_node(partition, cfg, gpu=any(p.name == partition for p in gparts)))
     return out
@@ -155,8 +190,10 @@ def check_slurm(partition: str | None, cfg: Config) -> list[Check]:
 def check_compute_node(partition: str, cfg: Config, gpu: bool) -> list[Check]:
     """A short job on the partition: is the runtime there, are GPU devices visible?"""
     exe = cfg.runtime_bin or ("bwrap" if cfg.runtime == "bwrap" else cfg.runtime)
-    script = (f"command -v {exe} >/dev/null && echo RUNTIME=ok || echo RUNTIME=missing; "
-              "ls /dev/nvidia0 >/dev/null 2>&1 && echo GPUDEV=yes || echo GPUDEV=no")
+    script = (
+        f"command -v {exe} >/dev/null && echo RUNTIME=ok || echo RUNTIME=missing; "
+        "ls /dev/nvidia0 >/dev/null 2>&1 && echo GPUDEV=yes || echo GPUDEV=no"
+    )
     argv = ["sbatch", "--wait", "--quiet", "-p", partition, "-t", "2", "--mem=100", "-o", "/dev/stdout"]
     if gpu:
         argv.append("--gres=gpu:1")
@@ -172,15 +209,32 @@ def check_compute_node(partition: str, cfg: Config, gpu: bool) -> list[Check]:
         text = out_file.read_text() if out_file.exists() else ""
     if r.returncode != 0:
         return [Check(f"job on {partition}", "fail", f"sbatch failed: {proc.tail(r.stderr, 2)}")]
-    rows = [Check(f"{exe} on {partition}", "ok" if "RUNTIME=ok" in text else "fail",
-                  "found in a job" if "RUNTIME=ok" in text else f"'{exe}' not on PATH inside jobs")]
+    rows = [
+        Check(
+            f"{exe} on {partition}",
+            "ok" if "RUNTIME=ok" in text else "fail",
+            "found in a job" if "RUNTIME=ok" in text else f"'{exe}' not on PATH inside jobs",
+        )
+    ]
     if gpu:
-        rows.append(Check(f"GPU devices on {partition}", "ok" if "GPUDEV=yes" in text else "warn",
-                          "/dev/nvidia0 visible: --nv will bind the driver" if "GPUDEV=yes" in text
-                          else "no /dev/nvidia0 in a --gres=gpu:1 job"))
+        rows.append(
+            Check(
+                f"GPU devices on {partition}",
+                "ok" if "GPUDEV=yes" in text else "warn",
+                "/dev/nvidia0 visible: --nv will bind the driver"
+                if "GPUDEV=yes" in text
+                else "no /dev/nvidia0 in a --gres=gpu:1 job",
+            )
+        )
     return rows
 
 
 def run_checks(cfg: Config, partition: str | None = None) -> list[Check]:
-    return [*check_nix(), *check_image_tools(), *check_store(cfg), *check_runtime(cfg), *check_glibc(cfg),
-            *check_slurm(partition, cfg)]
+    return [
+        *check_nix(),
+        *check_image_tools(),
+        *check_store(cfg),
+        *check_runtime(cfg),
+        *check_glibc(cfg),
+        *check_slurm(partition, cfg),
+    ]

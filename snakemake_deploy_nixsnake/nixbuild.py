@@ -112,7 +112,7 @@ class NixInput:
     conda: CondaInput | None
 
     @classmethod
-    def of(cls, env: EnvFile, lock: Lock, source: NixpkgsSource) -> "NixInput":
+    def of(cls, env: EnvFile, lock: Lock, source: NixpkgsSource) -> NixInput:
         rev = lock.nixpkgs.rev
         if source.kind == "github":
             fetch = NixpkgsFetch("tarball", source.fetch_url.format(rev=rev), rev, "")
@@ -150,8 +150,17 @@ def _conda_input(c: CondaLock) -> CondaInput:
         c.subdir,
         CondaInstaller(c.installer.url, c.installer.sha256, conda_layer.store_name(inst_file)),
         tuple(
-            CondaArchive(p.name, p.version, p.build, p.channel, p.url, p.sha256, p.file_name,
-                         conda_layer.store_name(p.file_name), conda_layer.local_path(p.url))
+            CondaArchive(
+                p.name,
+                p.version,
+                p.build,
+                p.channel,
+                p.url,
+                p.sha256,
+                p.file_name,
+                conda_layer.store_name(p.file_name),
+                conda_layer.local_path(p.url),
+            )
             for p in c.packages
         ),
     )
@@ -185,7 +194,7 @@ class EnvInfo:
     loader: str | None = None  # the glibc loader conda's binaries expect at /lib64
 
     @classmethod
-    def parse(cls, text: str, where: Path) -> "EnvInfo":
+    def parse(cls, text: str, where: Path) -> EnvInfo:
         from .conda import CondaBuilt
 
         try:
@@ -245,7 +254,9 @@ def nix_build(
         "--out-link", str(link), *nix_option_args(cfg),
     ]  # fmt: skip
     try:
-        stdout = proc.stream(argv, on_line=on_line, env=nix_env(source), what="nix-build of the environment", code=Exit.SOFTWARE)
+        stdout = proc.stream(
+            argv, on_line=on_line, env=nix_env(source), what="nix-build of the environment", code=Exit.SOFTWARE
+        )
     except NixsnakeError as exc:
         if source.demo:  # an attribute whose Debian packages this host lacks: exit 69 + apt-get hint
             from . import demo
@@ -254,12 +265,16 @@ def nix_build(
                 raise missing from None
         raise
     out = Path(stdout.strip().splitlines()[-1]) if stdout.strip() else link.resolve()
-    closure = proc.run(["nix-store", "--query", "--requisites", str(out)], what="nix-store --query --requisites").stdout.split()
+    closure = proc.run(
+        ["nix-store", "--query", "--requisites", str(out)], what="nix-store --query --requisites"
+    ).stdout.split()
     info_path = out / "nix-support" / "nixsnake-env.json"
     try:
         text = info_path.read_text()
     except OSError as exc:
-        raise NixsnakeError(f"nix built {out} without a readable {info_path.name}: {exc.strerror}", Exit.SOFTWARE) from None
+        raise NixsnakeError(
+            f"nix built {out} without a readable {info_path.name}: {exc.strerror}", Exit.SOFTWARE
+        ) from None
     return NixResult(out, tuple(sorted(closure)), EnvInfo.parse(text, out))
 
 

@@ -57,7 +57,9 @@ def parse_source(text: str) -> NixpkgsSource:
     if text == "github" or text.startswith("github:"):
         repo = text.partition(":")[2] or "NixOS/nixpkgs"
         if not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", repo):
-            raise SpecError("settings", "nixpkgs_source", f"{text!r} is not github:OWNER/REPO", "write e.g. github:NixOS/nixpkgs")
+            raise SpecError(
+                "settings", "nixpkgs_source", f"{text!r} is not github:OWNER/REPO", "write e.g. github:NixOS/nixpkgs"
+            )
         return NixpkgsSource("github", repo, f"https://github.com/{repo}/archive/{{rev}}.tar.gz")
     if text.startswith("file://"):
         text = urllib.parse.unquote(text[len("file://") :])
@@ -69,7 +71,9 @@ def parse_source(text: str) -> NixpkgsSource:
     path = Path(text).expanduser().resolve()
     if not path.exists():
         raise SpecError(
-            "settings", "nixpkgs_source", f"{text!r} does not exist",
+            "settings",
+            "nixpkgs_source",
+            f"{text!r} does not exist",
             "give a path to a nixpkgs git clone or mirror, a git URL, 'github' or 'demo'",
         )
     return NixpkgsSource("git", str(path), "file://" + str(path))
@@ -80,14 +84,22 @@ def _mirror(url: str) -> str:
     dest = cache_dir() / "git-mirrors" / hashlib.sha256(url.encode()).hexdigest()[:16]
     if not (dest / "HEAD").exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
-        proc.run(["git", "clone", "--quiet", "--mirror", "--", url, str(dest)], what=f"mirroring {url}", code=Exit.UNAVAILABLE)
+        proc.run(
+            ["git", "clone", "--quiet", "--mirror", "--", url, str(dest)],
+            what=f"mirroring {url}",
+            code=Exit.UNAVAILABLE,
+        )
     else:
-        proc.run(["git", "-C", str(dest), "fetch", "--quiet", "--prune", "origin"], what=f"updating mirror of {url}", code=Exit.UNAVAILABLE)
+        proc.run(
+            ["git", "-C", str(dest), "fetch", "--quiet", "--prune", "origin"],
+            what=f"updating mirror of {url}",
+            code=Exit.UNAVAILABLE,
+        )
     return str(dest)
 
 
 def _iso_utc(ts: int) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def resolve_git(repo: str, branch: str, day: dt.date, spec_file: str, rev: str | None = None) -> NixpkgsPin:
@@ -96,7 +108,12 @@ def resolve_git(repo: str, branch: str, day: dt.date, spec_file: str, rev: str |
     if rev is not None:
         r = proc.run([*git, "show", "-s", "--format=%ct", rev + "^{commit}", "--"], check=False)
         if r.returncode != 0:
-            raise SpecError(spec_file, "nixpkgs.rev", f"commit {rev} is not in {repo}", "check the hash, or update the nixpkgs mirror")
+            raise SpecError(
+                spec_file,
+                "nixpkgs.rev",
+                f"commit {rev} is not in {repo}",
+                "check the hash, or update the nixpkgs mirror",
+            )
         return NixpkgsPin(branch, rev, _iso_utc(int(r.stdout.split()[0])), True)
     ref = None
     for candidate in (f"refs/heads/{branch}", f"refs/remotes/origin/{branch}"):
@@ -104,13 +121,26 @@ def resolve_git(repo: str, branch: str, day: dt.date, spec_file: str, rev: str |
             ref = candidate
             break
     if ref is None:
-        raise SpecError(spec_file, "nixpkgs.branch", f"branch {branch!r} does not exist in {repo}", "use an existing branch such as nixos-unstable")
-    out = proc.run([*git, "rev-list", "-1", "--first-parent", f"--before={cutoff(day)}", ref, "--"], what="git rev-list").stdout.strip()
+        raise SpecError(
+            spec_file,
+            "nixpkgs.branch",
+            f"branch {branch!r} does not exist in {repo}",
+            "use an existing branch such as nixos-unstable",
+        )
+    out = proc.run(
+        [*git, "rev-list", "-1", "--first-parent", f"--before={cutoff(day)}", ref, "--"], what="git rev-list"
+    ).stdout.strip()
     if not out:
         roots = proc.run([*git, "rev-list", "--max-parents=0", ref, "--"], what="git rev-list").stdout.split()
-        first = proc.run([*git, "show", "-s", "--format=%cI", roots[-1], "--"], what="git show").stdout.strip() if roots else "?"
+        first = (
+            proc.run([*git, "show", "-s", "--format=%cI", roots[-1], "--"], what="git show").stdout.strip()
+            if roots
+            else "?"
+        )
         raise SpecError(
-            spec_file, "date", f"{day.isoformat()} is before the first commit on {branch!r} ({first})",
+            spec_file,
+            "date",
+            f"{day.isoformat()} is before the first commit on {branch!r} ({first})",
             "use a later date",
         )
     ct = proc.run([*git, "show", "-s", "--format=%ct", out], what="git show").stdout.split()[0]
@@ -133,12 +163,14 @@ def _github_get(url: str) -> Any:
         if exc.code in (404, 422):
             return None
         raise NixsnakeError(
-            f"GitHub API answered {exc.code} for {url}", Exit.UNAVAILABLE,
+            f"GitHub API answered {exc.code} for {url}",
+            Exit.UNAVAILABLE,
             "set GITHUB_TOKEN (60 requests/hour without one) or use nixpkgs_source = a local nixpkgs mirror",
         ) from None
     except (urllib.error.URLError, OSError) as exc:
         raise NixsnakeError(
-            f"cannot reach GitHub API ({exc})", Exit.UNAVAILABLE,
+            f"cannot reach GitHub API ({exc})",
+            Exit.UNAVAILABLE,
             "without network access set nixpkgs_source to a local nixpkgs clone/mirror (or 'demo' to try nixsnake)",
         ) from None
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -157,9 +189,16 @@ def resolve_github(repo: str, branch: str, day: dt.date, spec_file: str, rev: st
     q = urllib.parse.urlencode({"sha": branch, "until": cutoff(day), "per_page": 1})
     data = _github_get(f"{GITHUB_API}/repos/{repo}/commits?{q}")
     if data is None:
-        raise SpecError(spec_file, "nixpkgs.branch", f"branch {branch!r} does not exist in github:{repo}", "use an existing branch such as nixos-unstable")
+        raise SpecError(
+            spec_file,
+            "nixpkgs.branch",
+            f"branch {branch!r} does not exist in github:{repo}",
+            "use an existing branch such as nixos-unstable",
+        )
     if not data:
-        raise SpecError(spec_file, "date", f"{day.isoformat()} is before the first commit on {branch!r}", "use a later date")
+        raise SpecError(
+            spec_file, "date", f"{day.isoformat()} is before the first commit on {branch!r}", "use a later date"
+        )
     return NixpkgsPin(branch, data[0]["sha"], data[0]["commit"]["committer"]["date"], False)
 
 

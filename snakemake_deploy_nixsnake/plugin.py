@@ -35,11 +35,11 @@ from snakemake_interface_software_deployment_plugins.settings import (
 
 from . import conda as conda_layer
 from .config import Config, load_config, parse_nix_options
-from .image.squashfs import COMPRESSIONS
-from .runtime import GPU_MODES, RUNTIMES
-from .errors import NixsnakeError
 from .deploy import ResolvedEnv, image_id, resolved_env
+from .errors import NixsnakeError
+from .image.squashfs import COMPRESSIONS
 from .lock import Lock, parse_lock
+from .runtime import GPU_MODES, RUNTIMES
 from .spec import EnvFile, lock_path_for, parse_spec
 
 common_settings = CommonSettings(provides="nixsnake")
@@ -56,24 +56,50 @@ def _help(text: str) -> dict[str, Any]:
 class Settings(SoftwareDeploymentSettingsBase):
     """``--sdm-nixsnake-*``; unset values fall back to nixsnake.toml / NIXSNAKE_* / defaults."""
 
-    store: Optional[Path] = field(default=None, metadata=_help(
-        "Image store directory (shared storage on a cluster). Default: nixsnake.toml's "
-        "store, else ~/.cache/nixsnake/images."))
-    runtime: Optional[str] = field(default=None, metadata={**_help(
-        "Container runtime on compute nodes: apptainer (default), singularity or bwrap."), "choices": RUNTIMES})
-    gpu: Optional[str] = field(default=None, metadata={**_help(
-        "GPU passthrough (--nv): auto (decide on the node at run time, default), always, never."), "choices": GPU_MODES})
-    runtime_bin: Optional[str] = field(default=None, metadata=_help(
-        "apptainer/singularity executable, a name on the node's PATH or an absolute path."))
-    binds: Optional[str] = field(default=None, metadata=_help(
-        "Extra binds for every job, comma separated SRC[:DST[:ro]]."))
-    nixpkgs_source: Optional[str] = field(default=None, metadata=_help(
-        "Where nixpkgs comes from: github (default), a git mirror path/URL, or demo."))
-    compression: Optional[str] = field(default=None, metadata={**_help(
-        "Image compression: zstd (default), gzip (old squashfuse or kernels), xz or lz4."), "choices": tuple(COMPRESSIONS)})
-    nix_options: Optional[str] = field(default=None, metadata=_help(
-        "Extra nix options, 'name=value;name=value' (e.g. 'substituters=' without a binary cache); "
-        "merged into nixsnake.toml's nix_options, these win per option."))
+    store: Optional[Path] = field(
+        default=None,
+        metadata=_help(
+            "Image store directory (shared storage on a cluster). Default: nixsnake.toml's "
+            "store, else ~/.cache/nixsnake/images."
+        ),
+    )
+    runtime: Optional[str] = field(
+        default=None,
+        metadata={
+            **_help("Container runtime on compute nodes: apptainer (default), singularity or bwrap."),
+            "choices": RUNTIMES,
+        },
+    )
+    gpu: Optional[str] = field(
+        default=None,
+        metadata={
+            **_help("GPU passthrough (--nv): auto (decide on the node at run time, default), always, never."),
+            "choices": GPU_MODES,
+        },
+    )
+    runtime_bin: Optional[str] = field(
+        default=None, metadata=_help("apptainer/singularity executable, a name on the node's PATH or an absolute path.")
+    )
+    binds: Optional[str] = field(
+        default=None, metadata=_help("Extra binds for every job, comma separated SRC[:DST[:ro]].")
+    )
+    nixpkgs_source: Optional[str] = field(
+        default=None, metadata=_help("Where nixpkgs comes from: github (default), a git mirror path/URL, or demo.")
+    )
+    compression: Optional[str] = field(
+        default=None,
+        metadata={
+            **_help("Image compression: zstd (default), gzip (old squashfuse or kernels), xz or lz4."),
+            "choices": tuple(COMPRESSIONS),
+        },
+    )
+    nix_options: Optional[str] = field(
+        default=None,
+        metadata=_help(
+            "Extra nix options, 'name=value;name=value' (e.g. 'substituters=' without a binary cache); "
+            "merged into nixsnake.toml's nix_options, these win per option."
+        ),
+    )
 
 
 def _config(settings: Any) -> Config:
@@ -133,7 +159,7 @@ class Env(DeployableEnvBase, PinnableEnvBase):
 
     def __post_init__(self) -> None:
         if self.spec.spec is None:
-            raise WorkflowError("nixsnake: give the env file: software: nixsnake(spec=\"envs/x.toml\")")
+            raise WorkflowError('nixsnake: give the env file: software: nixsnake(spec="envs/x.toml")')
         self.config = _config(self.settings)
         self.spec_name = str(self.spec.spec.path_or_uri)
         self._parsed: EnvFile | None = None
@@ -216,7 +242,9 @@ class Env(DeployableEnvBase, PinnableEnvBase):
         from .runtime import shell_command
 
         req = run_request(
-            self.resolved(), self.image_path(), self.config,
+            self.resolved(),
+            self.image_path(),
+            self.config,
             workdir=Path.cwd(),
             # like snakemake's own apptainer support: bind what exists of these
             mounts=[Path(self.tempdir), *map(Path, self.mountpoints)],
@@ -244,8 +272,11 @@ class Env(DeployableEnvBase, PinnableEnvBase):
         spec = self.env_file()
         if executable in ("python", "python3"):
             return spec.python is not None
-        return (executable in ("bash", "sh", "env") or executable in {p.rsplit(".", 1)[-1] for p in spec.nixpkgs.packages}
-                or executable in conda_layer.requested_names(spec))
+        return (
+            executable in ("bash", "sh", "env")
+            or executable in {p.rsplit(".", 1)[-1] for p in spec.nixpkgs.packages}
+            or executable in conda_layer.requested_names(spec)
+        )
 
     def report_software(self) -> Iterable[SoftwareReport]:
         spec = self.env_file()

@@ -7,6 +7,7 @@ output that ends up in error messages instead of being lost.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -140,8 +141,15 @@ def stream(
     Returns stdout. On failure the last ``keep`` lines of the log are in the error.
     """
     args = [os.fspath(a) for a in argv]
-    proc = _popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                  env=dict(env) if env is not None else None, cwd=cwd, errors="replace")
+    proc = _popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+        errors="replace",
+    )
     log: deque[str] = deque(maxlen=keep)
     out_lines: list[str] = []
     t = _pump(proc.stderr, log, on_line)
@@ -179,8 +187,14 @@ def pipe_into(
     ``NixsnakeError``). Returns the program's stdout.
     """
     args = [os.fspath(a) for a in argv]
-    proc = _popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                  env=dict(env) if env is not None else None, cwd=cwd)
+    proc = _popen(
+        args,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+    )
 
     log: deque[str] = deque(maxlen=keep)
     out_chunks: list[str] = []
@@ -204,10 +218,8 @@ def pipe_into(
             raise NixsnakeError(f"{name}: feeding its input failed: {exc}", code) from exc
         raise
     finally:
-        try:
+        with contextlib.suppress(OSError):
             proc.stdin.close()
-        except OSError:
-            pass
     rc = proc.wait()
     for t in threads:
         t.join()

@@ -37,8 +37,16 @@ def _uv() -> str:
         raise proc.ToolMissingError("uv", proc.INSTALL_HINTS["uv"]) from None
 
 
-_NETWORK_MARKERS = ("dns error", "failed to fetch", "connection refused", "network is unreachable",
-                    "error sending request", "timed out", "failed to connect", "could not connect")
+_NETWORK_MARKERS = (
+    "dns error",
+    "failed to fetch",
+    "connection refused",
+    "network is unreachable",
+    "error sending request",
+    "timed out",
+    "failed to connect",
+    "could not connect",
+)
 
 
 def resolve_python(spec: EnvFile, spec_file: str) -> tuple[Wheel, ...]:
@@ -51,10 +59,25 @@ def resolve_python(spec: EnvFile, spec_file: str) -> tuple[Wheel, ...]:
         req.write_text("".join(p + "\n" for p in py.packages))
         out = Path(tmp) / "pylock.toml"
         argv = [
-            _uv(), "pip", "compile", str(req), "-o", str(out), "--format", "pylock.toml",
-            "--python-version", py.version, "--python-platform", PY_PLATFORM,
-            "--exclude-newer", cutoff(spec.date), "--only-binary", ":all:",
-            "--no-header", "--quiet", "--no-config",
+            _uv(),
+            "pip",
+            "compile",
+            str(req),
+            "-o",
+            str(out),
+            "--format",
+            "pylock.toml",
+            "--python-version",
+            py.version,
+            "--python-platform",
+            PY_PLATFORM,
+            "--exclude-newer",
+            cutoff(spec.date),
+            "--only-binary",
+            ":all:",
+            "--no-header",
+            "--quiet",
+            "--no-config",
         ]
         for name, day in sorted(py.package_dates.items()):
             argv += ["--exclude-newer-package", f"{name}={cutoff(day)}"]
@@ -70,7 +93,9 @@ def resolve_python(spec: EnvFile, spec_file: str) -> tuple[Wheel, ...]:
                 )
             first = " ".join(line.strip() for line in msg.splitlines() if line.strip())[:400]
             raise SpecError(
-                spec_file, "python.packages", f"no date-locked resolution: {first}",
+                spec_file,
+                "python.packages",
+                f"no date-locked resolution: {first}",
                 "relax the requirements, pick a later date, or give a package its own date in python.package_dates",
             )
         data = tomllib.loads(out.read_text())
@@ -78,7 +103,12 @@ def resolve_python(spec: EnvFile, spec_file: str) -> tuple[Wheel, ...]:
     for pkg in data.get("packages", []):
         ws = pkg.get("wheels") or []
         if not ws:
-            raise SpecError(spec_file, "python.packages", f"{pkg['name']} has no wheel", "nixsnake installs wheels only; pick a version with a wheel")
+            raise SpecError(
+                spec_file,
+                "python.packages",
+                f"{pkg['name']} has no wheel",
+                "nixsnake installs wheels only; pick a version with a wheel",
+            )
         w = ws[0]
         wheels.append(Wheel(pkg["name"], pkg["version"], w["url"], w["hashes"]["sha256"]))
     return tuple(sorted(wheels, key=lambda w: w.name))

@@ -40,8 +40,8 @@ from . import proc
 from .errors import Exit, NixsnakeError
 
 __all__ = [
-    "ClusterInfo",
     "CliBackend",
+    "ClusterInfo",
     "Node",
     "Partition",
     "PyslurmBackend",
@@ -118,8 +118,22 @@ def in_slurm_job(env: Mapping[str, str] | None = None) -> bool:
 
 #: Node state words that mean "do not expect jobs to start here now".
 _UNUSABLE_STATE_WORDS = frozenset(
-    {"DOWN", "DRAIN", "DRAINED", "DRAINING", "FAIL", "FAILING", "FUTURE", "NOT_RESPONDING",
-     "POWERED_DOWN", "POWER_DOWN", "INVALID_REG", "MAINTENANCE", "REBOOT_ISSUED", "INVAL"}
+    {
+        "DOWN",
+        "DRAIN",
+        "DRAINED",
+        "DRAINING",
+        "FAIL",
+        "FAILING",
+        "FUTURE",
+        "NOT_RESPONDING",
+        "POWERED_DOWN",
+        "POWER_DOWN",
+        "INVALID_REG",
+        "MAINTENANCE",
+        "REBOOT_ISSUED",
+        "INVAL",
+    }
 )
 
 
@@ -206,7 +220,7 @@ def parse_scontrol_oneliner(text: str) -> list[dict[str, str]]:
         fields: dict[str, str] = {}
         for i, m in enumerate(matches):
             end = matches[i + 1].start() if i + 1 < len(matches) else len(rec)
-            fields[m.group(1)] = rec[m.end():end].strip()
+            fields[m.group(1)] = rec[m.end() : end].strip()
         out.append(fields)
     return out
 
@@ -253,9 +267,9 @@ def parse_gres(s: str) -> tuple[tuple[str, ...], int]:
         # drop a trailing "(S:0-1)" / "(IDX:0,2)" annotation, but not a "(null)" type
         base = re.sub(r"\((?!null\))[^()]*\)\s*$", "", item).strip()
         if base.startswith("gres:"):
-            base = base[len("gres:"):]
+            base = base[len("gres:") :]
         elif base.startswith("gres/"):
-            base = base[len("gres/"):]
+            base = base[len("gres/") :]
         parts = base.split(":")
         name = parts[0]
         if not name or not re.fullmatch(r"[A-Za-z0-9_.\-]+", name) or len(parts) > 3:
@@ -302,7 +316,7 @@ def _expand_one(name: str) -> list[str]:
     rb = name.find("]", lb)
     if rb < 0:
         raise NixsnakeError(f"unbalanced '[' in hostlist {name!r}", Exit.DATAERR)
-    prefix, body, rest = name[:lb], name[lb + 1:rb], name[rb + 1:]
+    prefix, body, rest = name[:lb], name[lb + 1 : rb], name[rb + 1 :]
     tails = _expand_one(rest)
     heads: list[str] = []
     for rng in body.split(","):
@@ -359,9 +373,7 @@ def _yes(value: str | None) -> bool:
     return (value or "").strip().upper() in ("YES", "TRUE", "1")
 
 
-def partitions_from_records(
-    records: Iterable[Mapping[str, str]], nodes: Iterable[Node]
-) -> list[Partition]:
+def partitions_from_records(records: Iterable[Mapping[str, str]], nodes: Iterable[Node]) -> list[Partition]:
     """Typed partitions from ``scontrol show partition`` records, joined with ``nodes``.
 
     A partition's nodes are its ``Nodes=`` hostlist expanded (``ALL`` = every node),
@@ -381,10 +393,7 @@ def partitions_from_records(
             members = list(expand_hostlist(spec))
         members += [n.name for n in node_list if name in n.partitions and n.name not in members]
         gpu_nodes = tuple(m for m in members if m in by_name and by_name[m].gpus > 0)
-        parts.append(
-            Partition(name=name, nodes=tuple(members), default=_yes(r.get("Default")),
-                      gpu_nodes=gpu_nodes)
-        )
+        parts.append(Partition(name=name, nodes=tuple(members), default=_yes(r.get("Default")), gpu_nodes=gpu_nodes))
     return parts
 
 
@@ -451,15 +460,20 @@ class CliBackend(_CachedInfo):
         exe = proc.which("scontrol", self._env)
         if exe is None:
             raise NixsnakeError("SLURM's 'scontrol' is not on PATH", Exit.UNAVAILABLE, _NO_SLURM_HINT)
-        return proc.run([exe, *args], env=self._env, timeout=self._timeout,
-                        what=f"scontrol {' '.join(args)}", code=Exit.UNAVAILABLE, check=False)
+        return proc.run(
+            [exe, *args],
+            env=self._env,
+            timeout=self._timeout,
+            what=f"scontrol {' '.join(args)}",
+            code=Exit.UNAVAILABLE,
+            check=False,
+        )
 
     def _scontrol(self, *args: str) -> str:
         res = self._run(*args)
         if res.returncode != 0:
             raise NixsnakeError(
-                f"scontrol {' '.join(args)} failed (exit {res.returncode}): "
-                f"{proc.tail(res.stderr or res.stdout, 3)}",
+                f"scontrol {' '.join(args)} failed (exit {res.returncode}): {proc.tail(res.stderr or res.stdout, 3)}",
                 Exit.UNAVAILABLE,
                 _NO_SLURM_HINT,
             )
@@ -476,15 +490,13 @@ class CliBackend(_CachedInfo):
         if res.returncode != 0 or not re.search(r"\bis UP\b", text):
             status = [ln.strip() for ln in text.splitlines() if ln.lstrip().startswith("Slurmctld(")]
             shown = "; ".join(status) or proc.tail(text, 3) or f"exit {res.returncode}"
-            raise NixsnakeError(f"no SLURM controller is up ({shown})", Exit.UNAVAILABLE,
-                                _NO_SLURM_HINT)
+            raise NixsnakeError(f"no SLURM controller is up ({shown})", Exit.UNAVAILABLE, _NO_SLURM_HINT)
 
     def refresh(self) -> None:
         self._nodes = nodes_from_records(parse_scontrol_oneliner(self._scontrol("show", "node", "-o")))
         self._parts = partitions_from_records(
             parse_scontrol_oneliner(self._scontrol("show", "partition", "-o")), self._nodes
         )
-
 
 
 def _gres_dict_to_str(gres: Any) -> str:
@@ -513,9 +525,11 @@ class PyslurmBackend(_CachedInfo):
 
     name = "pyslurm"
 
-    def __init__(self, module: Any | None = None):
+    def __init__(self, module: Any = None):
         if module is None:
-            import pyslurm as module  # type: ignore[import-not-found, no-redef]
+            import pyslurm  # optional: only where a site built it for its Slurm
+
+            module = pyslurm
         if not (hasattr(module, "Nodes") and hasattr(module, "Partitions")):
             raise NixsnakeError(
                 "this pyslurm has no Nodes/Partitions API (needs pyslurm >= 23.2)",
@@ -530,8 +544,9 @@ class PyslurmBackend(_CachedInfo):
             raw_nodes = _values(self._m.Nodes.load())
             raw_parts = _values(self._m.Partitions.load())
         except Exception as exc:  # pyslurm.RPCError and friends
-            raise NixsnakeError(f"pyslurm could not load cluster state: {exc}", Exit.UNAVAILABLE,
-                                _NO_SLURM_HINT) from exc
+            raise NixsnakeError(
+                f"pyslurm could not load cluster state: {exc}", Exit.UNAVAILABLE, _NO_SLURM_HINT
+            ) from exc
         nodes: list[Node] = []
         for n in raw_nodes:
             gres, gpus = parse_gres(_gres_dict_to_str(getattr(n, "configured_gres", None)))
@@ -558,7 +573,6 @@ class PyslurmBackend(_CachedInfo):
         self._parts = partitions_from_records(records, nodes)
 
 
-
 def cluster_info(env: Mapping[str, str] | None = None) -> ClusterInfo:
     """The best available backend, checked to reach a controller.
 
@@ -567,7 +581,7 @@ def cluster_info(env: Mapping[str, str] | None = None) -> ClusterInfo:
     neither works (no SLURM tools, or no controller answering).
     """
     try:
-        import pyslurm  # type: ignore[import-not-found]  # noqa: F401
+        import pyslurm
     except Exception:  # ImportError, or a pyslurm built for another libslurm
         pyslurm = None
     if pyslurm is not None:

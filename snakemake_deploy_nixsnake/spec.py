@@ -63,7 +63,6 @@ R_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.]*")
 SHELL_META = set("$`|&\\\n\r\t{}#?")
 
 
-
 def check_attr_path(value: str) -> str:
     if not ATTR_PATH_RE.fullmatch(value):
         raise _bad(
@@ -96,7 +95,7 @@ def check_requirement(value: str) -> str:
         req = Requirement(value)
     except InvalidRequirement as exc:
         why = str(exc).splitlines()[0] if str(exc) else "unparsable"
-        raise _bad(f"{value!r} is not a PEP 508 requirement ({why})", "write e.g. 'numpy' or 'pandas>=2,<3'")
+        raise _bad(f"{value!r} is not a PEP 508 requirement ({why})", "write e.g. 'numpy' or 'pandas>=2,<3'") from None
     if req.url:
         raise _bad(
             f"requirement {value!r} points to a URL",
@@ -130,7 +129,10 @@ def conda_spec_name(value: str) -> str:
     if ms.name is None:
         raise _bad(f"{value!r} names no package", fix)
     if ms.channel is not None or "::" in value:
-        raise _bad(f"{value!r} names a channel", "list the channel in [conda] channels (their order is the priority) and write only the package")
+        raise _bad(
+            f"{value!r} names a channel",
+            "list the channel in [conda] channels (their order is the priority) and write only the package",
+        )
     if "url=" in ms.to_canonical_string() or "://" in value:
         raise _bad(f"{value!r} points to a URL", "name a package from the channels (a URL cannot be date-locked)")
     return ms.name.normalized
@@ -150,13 +152,19 @@ def check_channel(value: str) -> str:
             )
         return value
     if not CONDA_CHANNEL_RE.fullmatch(value) or len(value) > 100 or ".." in value:
-        raise _bad(f"{value!r} is not a conda channel name or URL", "use a channel name such as conda-forge or bioconda, or a full URL")
+        raise _bad(
+            f"{value!r} is not a conda channel name or URL",
+            "use a channel name such as conda-forge or bioconda, or a full URL",
+        )
     return value
 
 
 def check_conda_name(value: str) -> str:
     if not CONDA_NAME_RE.fullmatch(value):
-        raise _bad(f"{value!r} is not a conda package name", "write the package name in lower case, without a version, e.g. ensembl-vep")
+        raise _bad(
+            f"{value!r} is not a conda package name",
+            "write the package name in lower case, without a version, e.g. ensembl-vep",
+        )
     return value
 
 
@@ -222,7 +230,9 @@ class Nixpkgs(_Strict):
     @classmethod
     def _rev(cls, v: str | None) -> str | None:
         if v is not None and not REV_RE.fullmatch(v):
-            raise _bad(f"{v!r} is not a full commit hash", "give all 40 lowercase hex digits, or drop rev to use the date")
+            raise _bad(
+                f"{v!r} is not a full commit hash", "give all 40 lowercase hex digits, or drop rev to use the date"
+            )
         return v
 
 
@@ -265,7 +275,9 @@ class Conda(_Strict):
         default_factory=lambda: ["conda-forge"], max_length=20
     )
     #: conda match specs, validated with rattler's MatchSpec; never spliced into code.
-    packages: Annotated[list[CondaSpec], unique("conda package", _conda_key)] = Field(default_factory=list, max_length=500)
+    packages: Annotated[list[CondaSpec], unique("conda package", _conda_key)] = Field(
+        default_factory=list, max_length=500
+    )
     #: Package names resolved without the date (their dependencies keep it).
     exempt: Annotated[list[CondaName], unique("exempt package")] = Field(default_factory=list, max_length=100)
 
@@ -285,7 +297,7 @@ class Gpu(_Strict):
     def _cuda(cls, v: Any) -> bool | Literal["auto"]:
         if v is True or v is False or v == "auto":
             return v
-        raise _bad(f"{v!r} is not true, false or \"auto\"", 'write cuda = true, cuda = false or cuda = "auto"')
+        raise _bad(f'{v!r} is not true, false or "auto"', 'write cuda = true, cuda = false or cuda = "auto"')
 
 
 class Run(_Strict):
@@ -293,7 +305,7 @@ class Run(_Strict):
 
 
 def _check_not_future(day: dt.date) -> dt.date:
-    if day > dt.datetime.now(dt.timezone.utc).date():
+    if day > dt.datetime.now(dt.UTC).date():
         raise _bad(f"{day.isoformat()} is in the future", "use today's date or an earlier one")
     if day < dt.date(2015, 1, 1):
         raise _bad(f"{day.isoformat()} is before 2015", "use a date from 2015 on")
@@ -318,7 +330,9 @@ class EnvFile(_Strict):
     @classmethod
     def _date(cls, v: Any) -> Any:
         if isinstance(v, dt.datetime):
-            raise _bad(f"{v.isoformat()} is a date-time", "write a plain TOML date such as 2024-01-01 (no time, no quotes)")
+            raise _bad(
+                f"{v.isoformat()} is a date-time", "write a plain TOML date such as 2024-01-01 (no time, no quotes)"
+            )
         if isinstance(v, str):
             raise _bad(f"{v!r} is a string", "write a plain TOML date such as 2024-01-01 (no quotes)")
         return v
@@ -354,7 +368,7 @@ class EnvFile(_Strict):
 def day_start(day: dt.date) -> dt.datetime:
     """What "as of this date" means everywhere: the instant the day starts, in UTC. A
     package published during that day is not included."""
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
 
 
 def cutoff(day: dt.date) -> str:
@@ -370,6 +384,7 @@ def sha256_json(data: Any) -> str:
 
 
 # --- loading ----------------------------------------------------------------------------
+
 
 def _known_keys(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     model: Any = root
@@ -403,7 +418,7 @@ def _fmt_loc(loc: tuple[Any, ...]) -> str:
 _GENERIC_FIX = {
     "missing": "add it",
     "string_type": "write a quoted TOML string",
-    "list_type": "write a TOML array, e.g. [\"a\", \"b\"]",
+    "list_type": 'write a TOML array, e.g. ["a", "b"]',
     "bool_type": "write true or false",
     "date_type": "write a plain TOML date such as 2024-01-01",
     "date_from_datetime_inexact": "write a plain TOML date such as 2024-01-01",
@@ -424,7 +439,9 @@ def error_from_validation(path: str, exc: ValidationError, root: type[BaseModel]
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(err.get("loc", ()))
     # Annotated validators append the function name to loc; drop non-key parts.
-    loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith(("function-", "constrained-", "lax-", "strict-"))))
+    loc = tuple(
+        p for p in loc if not (isinstance(p, str) and p.startswith(("function-", "constrained-", "lax-", "strict-")))
+    )
     key = _fmt_loc(loc) or "(top level)"
     etype = err["type"]
     if etype == "extra_forbidden":
@@ -455,19 +472,21 @@ def parse_spec(text: bytes, path: str = "<env>") -> EnvFile:
     try:
         s = text.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError(path, "", f"not UTF-8 (byte {exc.start})", "save the file as UTF-8")
+        raise SpecError(path, "", f"not UTF-8 (byte {exc.start})", "save the file as UTF-8") from None
     try:
         data = tomllib.loads(s)
     except tomllib.TOMLDecodeError as exc:
-        raise SpecError(path, "", f"invalid TOML: {str(exc).splitlines()[0]}", "fix the TOML syntax at that position")
+        raise SpecError(
+            path, "", f"invalid TOML: {str(exc).splitlines()[0]}", "fix the TOML syntax at that position"
+        ) from None
     except RecursionError:
-        raise SpecError(path, "", "invalid TOML: nested too deeply", "flatten the file")
+        raise SpecError(path, "", "invalid TOML: nested too deeply", "flatten the file") from None
     try:
         return EnvFile.model_validate(data)
     except ValidationError as exc:
         raise error_from_validation(path, exc, EnvFile) from None
     except RecursionError:
-        raise SpecError(path, "", "nested too deeply", "flatten the file")
+        raise SpecError(path, "", "nested too deeply", "flatten the file") from None
 
 
 def load_spec(path: Path) -> EnvFile:

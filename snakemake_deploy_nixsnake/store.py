@@ -23,6 +23,7 @@ recorded when it was published.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import functools
@@ -95,7 +96,7 @@ class Meta:
     sha256: str = ""
 
     @classmethod
-    def from_json(cls, data: Any) -> "Meta":
+    def from_json(cls, data: Any) -> Meta:
         """Raises ValueError naming what is wrong (the caller says where and what to do)."""
         if not isinstance(data, dict):
             raise ValueError(f"a JSON {type(data).__name__}, not an object")
@@ -170,7 +171,7 @@ class Store:
 
     # --- security ---------------------------------------------------------------------
 
-    def ensure(self) -> "Store":
+    def ensure(self) -> Store:
         """Create the layout (0755 dirs) and refuse a tamperable store."""
         for d in self.dirs:
             if not d.exists():
@@ -178,7 +179,8 @@ class Store:
                     d.mkdir(mode=0o755, parents=True, exist_ok=True)
                 except OSError as exc:
                     raise StoreError(
-                        f"cannot create image store directory {d}: {exc.strerror}", Exit.UNAVAILABLE,
+                        f"cannot create image store directory {d}: {exc.strerror}",
+                        Exit.UNAVAILABLE,
                         "set --store (or NIXSNAKE_STORE) to a directory you can write, or build where the store is writable",
                     ) from None
         self.check()
@@ -193,13 +195,17 @@ class Store:
             except FileNotFoundError:
                 continue
             if not stat.S_ISDIR(st.st_mode):
-                raise StoreError(f"refusing image store {self.root}: {d} is not a directory", Exit.NOPERM,
-                                 f"remove {d}; nixsnake recreates it")
+                raise StoreError(
+                    f"refusing image store {self.root}: {d} is not a directory",
+                    Exit.NOPERM,
+                    f"remove {d}; nixsnake recreates it",
+                )
             mode = stat.S_IMODE(st.st_mode)
             if mode & stat.S_IWOTH:
                 raise StoreError(
                     f"refusing image store {d}: writable by everyone (mode {mode:o}); anyone could plant an image "
-                    "that runs in everyone's jobs", Exit.NOPERM,
+                    "that runs in everyone's jobs",
+                    Exit.NOPERM,
                     f"chmod o-w {d} (share a store through a group: chmod g+ws)",
                 )
 
@@ -223,17 +229,22 @@ class Store:
 
         st = path.lstat()
         if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
-            raise StoreError(f"refusing image {path}: not a regular file", Exit.NOPERM,
-                             f"remove it (rm -r {path}); images are only ever written by nixsnake")
+            raise StoreError(
+                f"refusing image {path}: not a regular file",
+                Exit.NOPERM,
+                f"remove it (rm -r {path}); images are only ever written by nixsnake",
+            )
         if st.st_mode & (stat.S_IWOTH | stat.S_IWGRP):
             raise StoreError(
                 f"refusing image {path}: writable by others (mode {stat.S_IMODE(st.st_mode):o}); "
-                "a modified image would run in everyone's jobs", Exit.NOPERM,
+                "a modified image would run in everyone's jobs",
+                Exit.NOPERM,
                 f"remove it (rm {path}) and rebuild; images must be mode 0644",
             )
         if not self.trusted_owner(st.st_uid):
             raise StoreError(
-                f"refusing image {path}: owned by uid {st.st_uid}, who may not write this store", Exit.NOPERM,
+                f"refusing image {path}: owned by uid {st.st_uid}, who may not write this store",
+                Exit.NOPERM,
                 f"remove it (rm {path}) and rebuild; to share a store, make images/ group-writable and setgid "
                 "(chmod g+ws) for a group whose members build",
             )
@@ -241,13 +252,15 @@ class Store:
         try:
             info = check_layout(path)
         except SifError as exc:
-            raise StoreError(f"refusing image {path}: damaged ({exc.why})", Exit.NOPERM,
-                             f"remove it (rm {path}) and rebuild") from None
+            raise StoreError(
+                f"refusing image {path}: damaged ({exc.why})", Exit.NOPERM, f"remove it (rm {path}) and rebuild"
+            ) from None
         embedded = info.metadata.get("image_id")
         if embedded != expected:
             raise StoreError(
                 f"refusing image {path}: it holds image {embedded!r}, not {expected!r} (renamed or planted)",
-                Exit.NOPERM, f"remove it (rm {path}) and rebuild",
+                Exit.NOPERM,
+                f"remove it (rm {path}) and rebuild",
             )
 
     # --- paths --------------------------------------------------------------------------
@@ -269,7 +282,9 @@ class Store:
     # --- locking ------------------------------------------------------------------------
 
     @contextmanager
-    def build_lock(self, image_id: str, timeout: float = 6 * 3600, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    def build_lock(
+        self, image_id: str, timeout: float = 6 * 3600, on_wait: Callable[[str], None] | None = None
+    ) -> Iterator[None]:
         """Hold the cross-host build lock for ``image_id`` (refreshed in the background)."""
         lockfile = str(self.locks / f"{image_id}.lock")
         lock = FluflLock(lockfile, lifetime=LOCK_LIFETIME)
@@ -282,8 +297,11 @@ class Store:
                 break
             except TimeOutError:
                 if time.monotonic() > deadline:
-                    raise StoreError(f"timed out waiting for the build lock {lockfile}", Exit.TEMPFAIL,
-                                     "another build of the same image is still running") from None
+                    raise StoreError(
+                        f"timed out waiting for the build lock {lockfile}",
+                        Exit.TEMPFAIL,
+                        "another build of the same image is still running",
+                    ) from None
                 if on_wait and not told:
                     try:
                         host, pid, _ = lock.details
@@ -308,10 +326,8 @@ class Store:
             yield
         finally:
             stop.set()
-            try:
+            with contextlib.suppress(Exception):  # (an expired or broken lock: nothing to release)
                 lock.unlock(unconditionally=True)
-            except Exception:
-                pass
 
     @staticmethod
     def _break_if_dead(lock: FluflLock, lockfile: str) -> None:
@@ -328,10 +344,8 @@ class Store:
             return
         if not _pid_alive(int(parts[2])):
             for f in (claim, lockfile):
-                try:
+                with contextlib.suppress(OSError):
                     os.unlink(f)
-                except OSError:
-                    pass
 
     # --- publishing ---------------------------------------------------------------------
 
@@ -380,8 +394,11 @@ class Store:
             os.replace(tmp, path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise StoreError(f"cannot write {path}: {exc.strerror}", Exit.TEMPFAIL,
-                             "free space (or fix permissions) in the store; the next build or use rewrites it") from None
+            raise StoreError(
+                f"cannot write {path}: {exc.strerror}",
+                Exit.TEMPFAIL,
+                "free space (or fix permissions) in the store; the next build or use rewrites it",
+            ) from None
 
     def read_meta(self, image_id: str) -> Meta | None:
         """The image's metadata, or None when absent; raises ValueError when unusable."""
@@ -439,7 +456,9 @@ class Store:
             try:
                 meta = self.read_meta(image_id)
             except ValueError as exc:
-                out.problems.append(f"{self.meta_path(image_id)}: unusable ({exc}); remove it, the next use rewrites it")
+                out.problems.append(
+                    f"{self.meta_path(image_id)}: unusable ({exc}); remove it, the next use rewrites it"
+                )
                 meta = None
             m = self.meta_path(image_id)
             size = p.stat().st_size
@@ -465,7 +484,9 @@ class Store:
         except ValueError as exc:
             return f"{self.meta_path(image_id)} unusable ({exc}): no recorded sha256 to compare with"
         if meta is None or not meta.sha256:
-            return f"no sha256 recorded in {self.meta_path(image_id)} (built by an older nixsnake?): rebuild to record one"
+            return (
+                f"no sha256 recorded in {self.meta_path(image_id)} (built by an older nixsnake?): rebuild to record one"
+            )
         h = hashlib.sha256()
         with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(8 << 20), b""):
@@ -482,8 +503,15 @@ class Store:
         except FileNotFoundError:
             return False
 
-    def gc(self, *, older_than_days: float | None, keep_ids: set[str] | None, dry_run: bool = False,
-           min_age_hours: float = 1.0, damaged: bool = False) -> tuple[list[ImageEntry], list[str]]:
+    def gc(
+        self,
+        *,
+        older_than_days: float | None,
+        keep_ids: set[str] | None,
+        dry_run: bool = False,
+        min_age_hours: float = 1.0,
+        damaged: bool = False,
+    ) -> tuple[list[ImageEntry], list[str]]:
         """Remove images unused for ``older_than_days`` and/or not in ``keep_ids``, and
         with ``damaged`` those that fail :meth:`verify`. Returns (removed, problems).
 
@@ -517,7 +545,8 @@ class Store:
 
 def _unwritable(store: Store, what: str, exc: OSError) -> StoreError:
     return StoreError(
-        f"cannot {what}: {exc.strerror} (image store {store.root})", Exit.UNAVAILABLE,
+        f"cannot {what}: {exc.strerror} (image store {store.root})",
+        Exit.UNAVAILABLE,
         "run this where the store is writable (the head node), or set --store to a writable directory",
     )
 

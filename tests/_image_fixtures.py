@@ -12,7 +12,6 @@ with mksquashfs and wrapped into a SIF whose squashfs starts at byte 32768.
 from __future__ import annotations
 
 import contextlib
-
 import json
 import os
 import shutil
@@ -102,7 +101,9 @@ def build_tree(root: Path) -> None:
     (root / "bin").symlink_to(f"{STORE_PATH}/bin")
     (root / "usr/bin/env").symlink_to(f"{STORE_PATH}/bin/env")
     (root / "run/opengl-driver/lib").symlink_to("/.singularity.d/libs")
-    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
+    (root / "etc/passwd").write_text(
+        "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+    )
     (root / "etc/group").write_text("root:x:0:\nnogroup:x:65534:\n")
     (root / "etc/hosts").write_text("127.0.0.1 localhost\n")
     (root / "etc/resolv.conf").write_text("")

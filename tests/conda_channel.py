@@ -33,7 +33,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 #: Long, like conda-build's placeholders: the binary rewrite pads with NULs, so the store
 #: path must not be longer than this.
 PLACEHOLDER = "/opt/nixsnake_conda_placeholder_" + "p" * 200
@@ -66,20 +66,41 @@ def _add(tf: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None
     tf.addfile(ti, io.BytesIO(data))
 
 
-def tar_bz2_package(out_dir: Path, name: str, version: str, build: str, subdir: str, timestamp_ms: int,
-                    files: dict[str, tuple[bytes, int, str | None]], depends: list[str] | None = None) -> Path:
+def tar_bz2_package(
+    out_dir: Path,
+    name: str,
+    version: str,
+    build: str,
+    subdir: str,
+    timestamp_ms: int,
+    files: dict[str, tuple[bytes, int, str | None]],
+    depends: list[str] | None = None,
+) -> Path:
     """A hand-made ``.tar.bz2`` conda package: ``info/index.json``, ``info/paths.json``
     (with ``prefix_placeholder`` + ``file_mode`` for files that hold the placeholder) and
     the files. ``files``: relative path -> (bytes, mode, "text" | "binary" | None)."""
-    index = {"build": build, "build_number": 0, "depends": depends or [], "license": "MIT", "name": name,
-             "subdir": subdir, "timestamp": timestamp_ms, "version": version}
+    index = {
+        "build": build,
+        "build_number": 0,
+        "depends": depends or [],
+        "license": "MIT",
+        "name": name,
+        "subdir": subdir,
+        "timestamp": timestamp_ms,
+        "version": version,
+    }
     if subdir == "noarch":
         index["noarch"] = "generic"
     else:
         index.update(arch="x86_64", platform="linux")
     paths = []
     for rel, (data, _mode, file_mode) in sorted(files.items()):
-        entry = {"_path": rel, "path_type": "hardlink", "sha256": hashlib.sha256(data).hexdigest(), "size_in_bytes": len(data)}
+        entry = {
+            "_path": rel,
+            "path_type": "hardlink",
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "size_in_bytes": len(data),
+        }
         if file_mode:
             entry.update(prefix_placeholder=PLACEHOLDER, file_mode=file_mode)
         paths.append(entry)
@@ -92,8 +113,15 @@ def tar_bz2_package(out_dir: Path, name: str, version: str, build: str, subdir: 
     return out
 
 
-def conda_package(out_dir: Path, work: Path, name: str, version: str, timestamp: str, files: dict[str, str],
-                  depends: list[str] | None = None) -> Path:
+def conda_package(
+    out_dir: Path,
+    work: Path,
+    name: str,
+    version: str,
+    timestamp: str,
+    files: dict[str, str],
+    depends: list[str] | None = None,
+) -> Path:
     """A noarch ``.conda`` package made by py-rattler-build's ``assemble_package``."""
     from rattler_build import assemble_package
 
@@ -105,8 +133,18 @@ def conda_package(out_dir: Path, work: Path, name: str, version: str, timestamp:
         p.write_text(text)
         p.chmod(0o755 if rel.startswith("bin/") else 0o644)
     when = dt.datetime.fromisoformat(timestamp).replace(tzinfo=UTC)
-    res = assemble_package(name, version, "noarch", "0", out_dir, files_dir=stage, noarch="generic", timestamp=when,
-                           depends=depends or [], license="MIT")
+    res = assemble_package(
+        name,
+        version,
+        "noarch",
+        "0",
+        out_dir,
+        files_dir=stage,
+        noarch="generic",
+        timestamp=when,
+        depends=depends or [],
+        license="MIT",
+    )
     return Path(res.path)
 
 
@@ -119,14 +157,19 @@ def elf_files(work: Path) -> dict[str, tuple[bytes, int, str | None]]:
     (work / "lib.c").write_text(LIB_SOURCE)
     lib, exe = work / "libelfdemo.so", work / "elfdemo"
     subprocess.run(["gcc", "-O1", "-shared", "-fPIC", "-o", str(lib), str(work / "lib.c")], check=True)
-    subprocess.run(["gcc", "-O1", "-o", str(exe), str(work / "elfdemo.c"), str(lib), "-Wl,-rpath,$ORIGIN/../lib"], check=True)
+    subprocess.run(
+        ["gcc", "-O1", "-o", str(exe), str(work / "elfdemo.c"), str(lib), "-Wl,-rpath,$ORIGIN/../lib"], check=True
+    )
     return {
         "bin/elfdemo": (exe.read_bytes(), 0o755, "binary"),
         "lib/libelfdemo.so": (lib.read_bytes(), 0o755, None),
         "bin/elfdemo-where": (f'#!/bin/sh\necho "installed in {PLACEHOLDER}"\n'.encode(), 0o755, "text"),
         "share/elfdemo/message.txt": (b"hello from conda", 0o644, None),
         "etc/conda/activate.d/elfdemo.sh": (
-            b'export ELFDEMO_HOME="${CONDA_PREFIX}/share/elfdemo"\nexport ELFDEMO_MODE=fast\nNOT_EXPORTED=1\n', 0o644, None),
+            b'export ELFDEMO_HOME="${CONDA_PREFIX}/share/elfdemo"\nexport ELFDEMO_MODE=fast\nNOT_EXPORTED=1\n',
+            0o644,
+            None,
+        ),
         "bin/.elfdemo-post-link.sh": (b'echo linked > "$PREFIX/linked-by-post-link"\n', 0o755, None),
     }
 
@@ -167,17 +210,49 @@ def make_channel(root: Path, second: bool = False) -> Path:
         (root / sub).mkdir(parents=True, exist_ok=True)
     noarch, linux = root / "noarch", root / "linux-64"
     if second:
-        conda_package(noarch, work, "greet", "1.5", "2023-05-01T00:00:00", {"bin/greet": "#!/bin/sh\necho greet 1.5 from the second channel\n"})
+        conda_package(
+            noarch,
+            work,
+            "greet",
+            "1.5",
+            "2023-05-01T00:00:00",
+            {"bin/greet": "#!/bin/sh\necho greet 1.5 from the second channel\n"},
+        )
         index(root)
         return root
     conda_package(noarch, work, "greet", "1.0", "2023-01-10T00:00:00", {"bin/greet": "#!/bin/sh\necho greet 1.0\n"})
     conda_package(noarch, work, "greet", "2.0", "2024-03-01T00:00:00", {"bin/greet": "#!/bin/sh\necho greet 2.0\n"})
-    conda_package(noarch, work, "hello", "1.0", "2023-02-01T00:00:00", {"bin/hello": "#!/bin/sh\necho hello from conda\n"})
-    conda_package(noarch, work, "toolkit", "1.0", "2024-05-01T00:00:00", {"bin/toolkit": "#!/bin/sh\necho toolkit\n"},
-                  depends=["greet"])
-    tar_bz2_package(linux, "elfdemo", "1.0", "h0_0", "linux-64", _ms("2023-06-01T00:00:00"), elf_files(work / "elf"),
-                    depends=["greet"])
-    tar_bz2_package(linux, "newglibc", "1.0", "h0_0", "linux-64", _ms("2023-01-01T00:00:00"),
-                    {"share/newglibc/README": (b"needs a newer glibc\n", 0o644, None)}, depends=["__glibc >=2.30"])
+    conda_package(
+        noarch, work, "hello", "1.0", "2023-02-01T00:00:00", {"bin/hello": "#!/bin/sh\necho hello from conda\n"}
+    )
+    conda_package(
+        noarch,
+        work,
+        "toolkit",
+        "1.0",
+        "2024-05-01T00:00:00",
+        {"bin/toolkit": "#!/bin/sh\necho toolkit\n"},
+        depends=["greet"],
+    )
+    tar_bz2_package(
+        linux,
+        "elfdemo",
+        "1.0",
+        "h0_0",
+        "linux-64",
+        _ms("2023-06-01T00:00:00"),
+        elf_files(work / "elf"),
+        depends=["greet"],
+    )
+    tar_bz2_package(
+        linux,
+        "newglibc",
+        "1.0",
+        "h0_0",
+        "linux-64",
+        _ms("2023-01-01T00:00:00"),
+        {"share/newglibc/README": (b"needs a newer glibc\n", 0o644, None)},
+        depends=["__glibc >=2.30"],
+    )
     index(root)
     return root

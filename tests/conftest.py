@@ -19,8 +19,11 @@ def run_cli():
     def _run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 900):
         return subprocess.run(
             [sys.executable, "-m", "snakemake_deploy_nixsnake.cli", *args],
-            capture_output=True, text=True, env={**os.environ, **(env or {})} if env is not None else None,
-            cwd=cwd, timeout=timeout,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})} if env is not None else None,
+            cwd=cwd,
+            timeout=timeout,
         )
 
     return _run
@@ -42,7 +45,6 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
-
 PY_ENV = """date = 2024-06-01
 [nixpkgs]
 packages = ["hello"]
@@ -60,8 +62,7 @@ def workspace(tmp_path: Path, monkeypatch) -> Path:
     ws = tmp_path / "ws"
     (ws / "envs").mkdir(parents=True)
     (ws / "nixsnake.toml").write_text(
-        '[nixsnake]\nstore = "store"\nnixpkgs_source = "demo"\n'
-        f"nix_options = {nix_options_toml()}\n"
+        f'[nixsnake]\nstore = "store"\nnixpkgs_source = "demo"\nnix_options = {nix_options_toml()}\n'
     )
     monkeypatch.chdir(ws)
     return ws
@@ -93,8 +94,25 @@ def mount_image():
 def run_in_mounted_image(root: Path, script: str) -> subprocess.CompletedProcess:
     """Run ``script`` with only the image visible: no host /nix, /usr or /lib."""
     return subprocess.run(
-        ["bwrap", "--ro-bind", str(root), "/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-         "--clearenv", "--setenv", "HOME", "/root", "/bin/sh", "-c",
-         'for f in /.singularity.d/env/*.sh; do . "$f"; done; ' + script],
-        capture_output=True, text=True,
+        [
+            "bwrap",
+            "--ro-bind",
+            str(root),
+            "/",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/tmp",
+            "--clearenv",
+            "--setenv",
+            "HOME",
+            "/root",
+            "/bin/sh",
+            "-c",
+            'for f in /.singularity.d/env/*.sh; do . "$f"; done; ' + script,
+        ],
+        capture_output=True,
+        text=True,
     )

@@ -89,7 +89,9 @@ def check_results(wf: Path) -> None:
     assert "numpy 1.26.4" in (wf / "logs" / "simulate-sampleA.log").read_text()
     # real R and ggplot2 (the demo set's are Debian's, copied into the store); before that
     # line R may warn that the job's LANG names a locale the image lacks
-    assert (wf / "results" / "plot" / "Rscript-output.txt").read_text().splitlines()[-1] == "wrote results/plot/variants.pdf "
+    assert (wf / "results" / "plot" / "Rscript-output.txt").read_text().splitlines()[
+        -1
+    ] == "wrote results/plot/variants.pdf "
     assert (wf / "results" / "plot" / "variants.pdf").read_bytes().startswith(b"%PDF-")
     gpu = read_kv(wf / "results" / "gpu" / "gpu_check.txt")
     assert gpu["verdict"] and "libcuda" in gpu

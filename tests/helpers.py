@@ -75,14 +75,28 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", repo, *args], check=True, capture_output=True, text=True).stdout.strip()
 
 
-def demo_nix_build(repo: Path, expr: str, *attrs: str, rev: str | None = None, config: dict | None = None,
-                   timeout: float = 600) -> list[str]:
+def demo_nix_build(
+    repo: Path, expr: str, *attrs: str, rev: str | None = None, config: dict | None = None, timeout: float = 600
+) -> list[str]:
     """Build ``attrs`` of ``expr`` (a function of url, rev and config, a JSON string) from
     the materialized demo repository, with the test nix options (sandboxed where possible)."""
     rev = rev or git(repo, "rev-parse", "nixos-unstable")
-    argv = ["nix-build", *nix_option_args(), "--no-out-link", "-E", expr,
-            "--argstr", "url", f"file://{repo}", "--argstr", "rev", rev,
-            "--argstr", "config", json.dumps(config or {})]
+    argv = [
+        "nix-build",
+        *nix_option_args(),
+        "--no-out-link",
+        "-E",
+        expr,
+        "--argstr",
+        "url",
+        f"file://{repo}",
+        "--argstr",
+        "rev",
+        rev,
+        "--argstr",
+        "config",
+        json.dumps(config or {}),
+    ]
     for a in attrs:
         argv += ["-A", a]
     cp = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=timeout, env=nix_env())
@@ -92,15 +106,36 @@ def demo_nix_build(repo: Path, expr: str, *attrs: str, rev: str | None = None, c
     return outs
 
 
-def bwrap(argv: list[str], env: dict[str, str] | None = None, binds: dict[str, str] | None = None,
-          stdin: str | None = None, rw_binds: dict[str, str] | None = None,
-          symlinks: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def bwrap(
+    argv: list[str],
+    env: dict[str, str] | None = None,
+    binds: dict[str, str] | None = None,
+    stdin: str | None = None,
+    rw_binds: dict[str, str] | None = None,
+    symlinks: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
     """Run ``argv`` with only /nix/store (and ``binds``) visible: no host /usr, /lib, /bin.
     ``rw_binds`` are writable (a test's output directory); ``symlinks`` maps a path in
     the sandbox to a link target (e.g. /bin/sh -> a store path, as in an image)."""
     assert shutil.which("bwrap"), "bubblewrap is needed (apt-get install bubblewrap)"
-    cmd = ["bwrap", "--tmpfs", "/", "--ro-bind", "/nix/store", "/nix/store", "--proc", "/proc",
-           "--dev", "/dev", "--tmpfs", "/tmp", "--clearenv", "--setenv", "HOME", "/tmp"]
+    cmd = [
+        "bwrap",
+        "--tmpfs",
+        "/",
+        "--ro-bind",
+        "/nix/store",
+        "/nix/store",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "--clearenv",
+        "--setenv",
+        "HOME",
+        "/tmp",
+    ]
     for src, dst in (binds or {}).items():
         cmd += ["--ro-bind", src, dst]
     for src, dst in (rw_binds or {}).items():

@@ -19,7 +19,7 @@ STAT_KEYS = {"n", "median", "q1", "q3", "min", "max", "unit", "samples"}
 
 
 def _is_stat(x) -> bool:
-    return isinstance(x, dict) and STAT_KEYS <= set(x) and x["n"] >= 1 and x["min"] <= x["median"] <= x["max"]
+    return isinstance(x, dict) and set(x) >= STAT_KEYS and x["n"] >= 1 and x["min"] <= x["median"] <= x["max"]
 
 
 @pytest.mark.skipif(not all(shutil.which(t) for t in ("strace", "bwrap", "squashfuse_ll", "mksquashfs", "unsquashfs")),

@@ -71,7 +71,11 @@ def test_working_directory_may_not_cover_the_image(workdir):
 
 @pytest.mark.parametrize("path", ["/a:b", "/a,b", "/a\nb", "rel/dir", "/a^b"])
 def test_bad_paths_are_refused_with_the_reason(path):
-    for make in (lambda: Bind(path, "/x"), lambda: Bind("/x", path), lambda: RunRequest(Path("/i.sif"), workdir=Path(path))):
+    for make in (
+        lambda: Bind(path, "/x"),
+        lambda: Bind("/x", path),
+        lambda: RunRequest(Path("/i.sif"), workdir=Path(path)),
+    ):
         with pytest.raises(BindError) as e:
             make()
         assert e.value.code == Exit.DATAERR and e.value.hint

@@ -14,11 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import PY_ENV, run_in_mounted_image, write_env
+
 from snakemake_deploy_nixsnake.config import Config
 from snakemake_deploy_nixsnake.deploy import ensure_image, image_id, resolve
-from snakemake_deploy_nixsnake.errors import Exit, NixsnakeError
 from snakemake_deploy_nixsnake.lock import parse_lock
 from snakemake_deploy_nixsnake.spec import parse_spec
 
@@ -46,8 +45,11 @@ def test_same_env_two_empty_stores_byte_identical(workspace, run_cli, mount_imag
     assert listing.count("Squashfs/*System/amd64") == 1
 
     root = mount_image(a, tmp_path / "mnt")
-    r = run_in_mounted_image(root, "bash -c 'python -c \"import numpy, sys; print(numpy.__version__, sys.executable)\"'; "
-                                   "ls /usr/lib /lib 2>&1; test -e /nix/var && echo HOSTNIX; echo \"$GREETING\"")
+    r = run_in_mounted_image(
+        root,
+        "bash -c 'python -c \"import numpy, sys; print(numpy.__version__, sys.executable)\"'; "
+        'ls /usr/lib /lib 2>&1; test -e /nix/var && echo HOSTNIX; echo "$GREETING"',
+    )
     assert r.returncode == 0 or "No such file" in r.stdout, r.stderr
     assert "1.26.4 /nix/store/" in r.stdout, r.stdout + r.stderr
     assert "HOSTNIX" not in r.stdout
@@ -76,15 +78,22 @@ def _counting_nix_build(tmp_path: Path) -> Path:
 
 def test_eight_concurrent_builds_one_nix_build(workspace, tmp_path):
     # a fresh env (unique [env] value -> unique image) so nothing is cached in the store
-    env = write_env(workspace, "conc", f'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n[env]\nRUN = "{time.time_ns()}"\n')
+    env = write_env(
+        workspace, "conc", f'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n[env]\nRUN = "{time.time_ns()}"\n'
+    )
     shim = _counting_nix_build(tmp_path)
     environ = {**os.environ, "PATH": f"{shim.parent}:{os.environ['PATH']}"}
     procs = [
-        subprocess.Popen([sys.executable, "-m", "snakemake_deploy_nixsnake.cli", "build", str(env)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ)
+        subprocess.Popen(
+            [sys.executable, "-m", "snakemake_deploy_nixsnake.cli", "build", str(env)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=environ,
+        )
         for _ in range(8)
     ]
-    results = [p.communicate(timeout=600) + (p.returncode,) for p in procs]
+    results = [(*p.communicate(timeout=600), p.returncode) for p in procs]
     assert all(rc == 0 for _, _, rc in results), [e for _, e, _ in results]
     assert len((tmp_path / "nix-build-calls").read_text().split()) == 1
     images = list((workspace / "store" / "images").glob("*.sif"))
@@ -95,9 +104,15 @@ def test_eight_concurrent_builds_one_nix_build(workspace, tmp_path):
 
 
 def test_kill_9_mid_build_then_rebuild_leaves_no_debris(workspace, tmp_path):
-    env = write_env(workspace, "killed", f'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n[env]\nRUN = "{time.time_ns()}"\n')
-    p = subprocess.Popen([sys.executable, "-m", "snakemake_deploy_nixsnake.cli", "build", str(env)],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    env = write_env(
+        workspace, "killed", f'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n[env]\nRUN = "{time.time_ns()}"\n'
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-m", "snakemake_deploy_nixsnake.cli", "build", str(env)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     locks = workspace / "store" / "locks"
     workdirs = Path(tempfile.gettempdir()).glob
     deadline = time.monotonic() + 60
@@ -193,8 +208,11 @@ def test_gc_keeps_referenced_and_recent(workspace, run_cli):
 
 
 def test_nixpkgs_python_packages_are_importable_with_their_dependencies(workspace, run_cli, mount_image, tmp_path):
-    env = write_env(workspace, "pypkgs", 'date = 2024-06-01\n[nixpkgs]\npackages = ["python311Packages.demo-greet"]\n'
-                                         '[python]\nversion = "3.11"\n')
+    env = write_env(
+        workspace,
+        "pypkgs",
+        'date = 2024-06-01\n[nixpkgs]\npackages = ["python311Packages.demo-greet"]\n[python]\nversion = "3.11"\n',
+    )
     r = run_cli("build", str(env))
     assert r.returncode == 0, r.stderr
     img = Path(r.stdout.strip().split(": ")[1])

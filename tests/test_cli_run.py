@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import write_env
 
 STANDIN = Path(__file__).parent / "standin"
@@ -18,7 +17,9 @@ pytestmark = [pytest.mark.nix]
 
 def test_run_builds_then_runs_inside_and_keeps_exit_code(workspace, run_cli):
     env = write_env(workspace, "tools", TOOLS)
-    r = run_cli("run", "--runtime", "bwrap", str(env), "--", "sh", "-c", "hello && test -e /.nixsnake/metadata.json && exit 5")
+    r = run_cli(
+        "run", "--runtime", "bwrap", str(env), "--", "sh", "-c", "hello && test -e /.nixsnake/metadata.json && exit 5"
+    )
     assert r.returncode == 5, r.stderr
     assert r.stdout.strip() == "Hello, world!"
     assert list((workspace / "store" / "images").glob("*.sif"))  # built on demand
@@ -27,8 +28,13 @@ def test_run_builds_then_runs_inside_and_keeps_exit_code(workspace, run_cli):
 def test_run_through_apptainer_standin(workspace, run_cli, tmp_path):
     env = write_env(workspace, "tools", TOOLS)
     log = tmp_path / "standin.log"
-    r = run_cli("run", str(env), "--", "hello",
-                env={"PATH": f"{STANDIN}:{os.environ['PATH']}", "NIXSNAKE_STANDIN_LOG": str(log)})
+    r = run_cli(
+        "run",
+        str(env),
+        "--",
+        "hello",
+        env={"PATH": f"{STANDIN}:{os.environ['PATH']}", "NIXSNAKE_STANDIN_LOG": str(log)},
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "Hello, world!"
     assert '"exec", "--cleanenv"' in log.read_text()
@@ -38,9 +44,13 @@ def test_shell_reads_commands_from_stdin(workspace, tmp_path):
     env = write_env(workspace, "tools", TOOLS)
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "snakemake_deploy_nixsnake.cli", "shell", "--runtime", "bwrap", str(env)],
-                       input="hello; echo \"in:$(test -e /.nixsnake/metadata.json && echo yes)\"; exit 0\n",
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "snakemake_deploy_nixsnake.cli", "shell", "--runtime", "bwrap", str(env)],
+        input='hello; echo "in:$(test -e /.nixsnake/metadata.json && echo yes)"; exit 0\n',
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert "Hello, world!" in r.stdout and "in:yes" in r.stdout
 
@@ -56,8 +66,7 @@ def test_doctor_ok_and_refuses_tampered_store(workspace, run_cli):
 
 
 def test_doctor_without_runtime_fails(workspace, run_cli, tmp_path):
-    r = run_cli("doctor", "--runtime", "apptainer",
-                env={"NIXSNAKE_RUNTIME_BIN": str(tmp_path / "no-such-apptainer")})
+    r = run_cli("doctor", "--runtime", "apptainer", env={"NIXSNAKE_RUNTIME_BIN": str(tmp_path / "no-such-apptainer")})
     assert r.returncode == 69 and "not found" in r.stdout
 
 

@@ -18,10 +18,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
-from conda_channel import PLACEHOLDER, make_channel
+from conda_channel import make_channel
 from conftest import write_env
 from helpers import nix_option_args
+
 from snakemake_deploy_nixsnake import conda as conda_layer
 from snakemake_deploy_nixsnake.deploy import image_id
 from snakemake_deploy_nixsnake.errors import SpecError
@@ -30,7 +30,9 @@ from snakemake_deploy_nixsnake.spec import parse_spec
 
 STANDIN = Path(__file__).parent / "standin"
 
-needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is needed to build the test channel's ELF package")
+needs_gcc = pytest.mark.skipif(
+    shutil.which("gcc") is None, reason="gcc is needed to build the test channel's ELF package"
+)
 
 
 @pytest.fixture(scope="session")
@@ -45,7 +47,13 @@ def second_channel(tmp_path_factory) -> Path:
     return make_channel(tmp_path_factory.mktemp("conda2") / "channel", second=True)
 
 
-def env_text(channels: list[Path | str], packages: list[str], date: str = "2024-01-01", extra: str = "", exempt: list[str] | None = None) -> str:
+def env_text(
+    channels: list[Path | str],
+    packages: list[str],
+    date: str = "2024-01-01",
+    extra: str = "",
+    exempt: list[str] | None = None,
+) -> str:
     chans = ", ".join(json.dumps(c if isinstance(c, str) else c.as_uri()) for c in channels)
     text = f"date = {date}\n{extra}\n[conda]\nchannels = [{chans}]\npackages = {json.dumps(packages)}\n"
     if exempt:
@@ -105,7 +113,11 @@ def test_lock_is_byte_stable_and_checked(workspace, run_cli, channel):
     assert lock_path.read_bytes() == first  # from scratch: the same bytes
     assert run_cli("lock", "--check", str(env)).returncode == 0
     data = tomllib.loads(first.decode())
-    assert data["conda"]["channels"] == [channel.as_uri()] and [p["name"] for p in data["conda"]["packages"]] == ["elfdemo", "greet", "hello"]
+    assert data["conda"]["channels"] == [channel.as_uri()] and [p["name"] for p in data["conda"]["packages"]] == [
+        "elfdemo",
+        "greet",
+        "hello",
+    ]
     # the parsed lock renders to the same bytes
     assert render_lock(parse_lock(first.decode(), "l"), "c.toml") == first.decode()
     env.write_text(env_text([channel], ["elfdemo"]))
@@ -188,10 +200,12 @@ def test_bad_conda_lock_sections_are_refused(channel):
     text = render_lock(Lock("0" * 64, "2024-01-01", pin, conda=lock), "c.toml")
     assert parse_lock(text, "l").conda == lock
     sha = lock.packages[0].sha256
-    for bad, key in [(text.replace(sha, "0" * 63), "conda.packages[0].sha256"),
-                     (text.replace(f'url = "{lock.packages[0].url}"', 'url = "ftp://x/greet-1.0-0.conda"'), "conda.packages[0].url"),
-                     (text.replace(sha, sha[:-1] + "\\n"), "conda.packages[0].sha256"),
-                     (text.replace('subdir = "linux-64"', 'subdir = "osx-64"', 1), "conda.subdir")]:
+    for bad, key in [
+        (text.replace(sha, "0" * 63), "conda.packages[0].sha256"),
+        (text.replace(f'url = "{lock.packages[0].url}"', 'url = "ftp://x/greet-1.0-0.conda"'), "conda.packages[0].url"),
+        (text.replace(sha, sha[:-1] + "\\n"), "conda.packages[0].sha256"),
+        (text.replace('subdir = "linux-64"', 'subdir = "osx-64"', 1), "conda.subdir"),
+    ]:
         with pytest.raises(SpecError) as e:
             parse_lock(bad, "l")
         assert f"l: {key}:" in str(e.value)
@@ -233,11 +247,15 @@ def test_conda_image_runs_the_rewritten_binary_with_activation_and_path_order(wo
     image, build = _build(run_cli, env)
     # link scripts are never run; the build says which packages had one
     assert "conda link scripts were not run" in build.stderr and "elfdemo (post-link)" in build.stderr
-    r = _run(run_cli, env, 'elfdemo; elfdemo-where; greet; echo "cp=$CONDA_PREFIX"; '
-                           'echo "home=$ELFDEMO_HOME mode=$ELFDEMO_MODE unexported=${NOT_EXPORTED-unset}"; '
-                           'hello; "$CONDA_PREFIX/bin/hello"; command -v python; echo "path=$PATH"; '
-                           'test -e "$CONDA_PREFIX/linked-by-post-link" && echo LINKED; '
-                           'grep -c nixsnake_conda_placeholder "$CONDA_PREFIX/bin/elfdemo" || true')
+    r = _run(
+        run_cli,
+        env,
+        'elfdemo; elfdemo-where; greet; echo "cp=$CONDA_PREFIX"; '
+        'echo "home=$ELFDEMO_HOME mode=$ELFDEMO_MODE unexported=${NOT_EXPORTED-unset}"; '
+        'hello; "$CONDA_PREFIX/bin/hello"; command -v python; echo "path=$PATH"; '
+        'test -e "$CONDA_PREFIX/linked-by-post-link" && echo LINKED; '
+        'grep -c nixsnake_conda_placeholder "$CONDA_PREFIX/bin/elfdemo" || true',
+    )
     assert r.returncode == 0, r.stderr
     out = r.stdout.splitlines()
     prefix = next(line for line in out if line.startswith("cp=")).removeprefix("cp=")
@@ -274,7 +292,9 @@ def test_two_builds_give_byte_identical_images(workspace, run_cli, channel, tmp_
     env_out = _store_paths(meta, "-nixsnake-env")
     assert len(conda_out) == 1 and len(env_out) == 1
     # rebuild the conda prefix and compare (nix --check: same NAR hash or an error)
-    drv = subprocess.run(["nix-store", "--query", "--deriver", conda_out[0]], capture_output=True, text=True, check=True).stdout.strip()
+    drv = subprocess.run(
+        ["nix-store", "--query", "--deriver", conda_out[0]], capture_output=True, text=True, check=True
+    ).stdout.strip()
     chk = subprocess.run(["nix-store", "--realise", "--check", drv, *nix_option_args()], capture_output=True, text=True)
     assert chk.returncode == 0, chk.stderr
     # and from nothing: delete both outputs, build into another store, same bytes
@@ -373,11 +393,16 @@ def test_http_channel_is_fetched_by_nix_and_checked_against_the_lock(workspace, 
         assert r.returncode == 0 and r.stdout.strip() == "hello from conda", r.stderr
         # the lock says another sha256 than the file at the URL has: nix fetches and refuses
         shutil.rmtree(workspace / "store")
-        lock_path.write_text(lock_path.read_text().replace(lock.conda.packages[0].sha256, hashlib.sha256(b"other").hexdigest()))
+        lock_path.write_text(
+            lock_path.read_text().replace(lock.conda.packages[0].sha256, hashlib.sha256(b"other").hexdigest())
+        )
         r = run_cli("build", str(env))
     assert r.returncode == 65, r.stderr
     line = [ln for ln in r.stderr.splitlines() if ln.startswith("nixsnake:")][-1]
-    assert "h.lock.toml: conda.packages: hello-1.0-0.conda: the file at its locked URL does not match the lock's sha256" in line
+    assert (
+        "h.lock.toml: conda.packages: hello-1.0-0.conda: the file at its locked URL does not match the lock's sha256"
+        in line
+    )
     assert not list((workspace / "store" / "images").glob("*"))
 
 

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import bwrap, can_sandbox, closure, demo_nix_build, elf_files, git, nix_env, nix_option_args
 
 from snakemake_deploy_nixsnake import demo
 from snakemake_deploy_nixsnake.errors import Exit, NixsnakeError
-
-from helpers import bwrap, can_sandbox, closure, demo_nix_build, elf_files, git, nix_env, nix_option_args
 
 # numpy 1.26.2, cp311 manylinux wheel (what `uv pip compile --exclude-newer 2024-01-01` picks)
 NUMPY_URL = (
@@ -55,14 +54,28 @@ def nix_build(repo: Path, *attrs: str, rev: str | None = None, config: dict | No
 def nix_eval(repo: Path, expr: str, rev: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
     """Evaluate ``expr`` (a function of ``pkgsFor``: config -> package set) to JSON."""
     rev = rev or git(repo, "rev-parse", "nixos-unstable")
-    full = (
-        "{ url, rev }: let src = builtins.fetchGit { inherit url rev; }; "
-        "pkgsFor = args: import src args; in " + expr
-    )
+    full = "{ url, rev }: let src = builtins.fetchGit { inherit url rev; }; pkgsFor = args: import src args; in " + expr
     cp = subprocess.run(
-        ["nix-instantiate", *nix_option_args(), "--eval", "--strict", "--json", "-E", full,
-         "--argstr", "url", f"file://{repo}", "--argstr", "rev", rev],
-        check=False, capture_output=True, text=True, timeout=300, env=nix_env(),
+        [
+            "nix-instantiate",
+            *nix_option_args(),
+            "--eval",
+            "--strict",
+            "--json",
+            "-E",
+            full,
+            "--argstr",
+            "url",
+            f"file://{repo}",
+            "--argstr",
+            "rev",
+            rev,
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=nix_env(),
     )
     if check:
         assert cp.returncode == 0, cp.stderr[-3000:]
@@ -76,8 +89,23 @@ def repo(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def built(repo) -> dict[str, str]:
-    names = ["hello", "bash", "coreutils", "findutils", "gnugrep", "gnused", "which", "gawk", "gzip",
-             "glibc", "zlib", "ccLib", "cacert", "python311", "python3"]
+    names = [
+        "hello",
+        "bash",
+        "coreutils",
+        "findutils",
+        "gnugrep",
+        "gnused",
+        "which",
+        "gawk",
+        "gzip",
+        "glibc",
+        "zlib",
+        "ccLib",
+        "cacert",
+        "python311",
+        "python3",
+    ]
     return dict(zip(names, nix_build(repo, *names)))
 
 
@@ -115,7 +143,9 @@ def test_materialize_is_deterministic_and_dated(tmp_path):
     rev = git(a, "rev-list", "-1", "--first-parent", "--before=2024-03-01T00:00:00Z", "nixos-unstable")
     assert json.loads(git(a, "show", f"{rev}:version.json"))["demoRelease"] == "24.01-demo"
     tip_2405 = git(a, "show", "nixos-24.05:version.json")
-    assert json.loads(tip_2405)["demoRelease"] != json.loads(git(a, "show", "nixos-unstable:version.json"))["demoRelease"]
+    assert (
+        json.loads(tip_2405)["demoRelease"] != json.loads(git(a, "show", "nixos-unstable:version.json"))["demoRelease"]
+    )
     assert git(a, "merge-base", "nixos-unstable", "nixos-24.05") == rev
 
     # idempotent: a second call reuses the complete repository
@@ -128,10 +158,14 @@ def test_materialize_is_deterministic_and_dated(tmp_path):
 
 def test_materialize_concurrently(tmp_path):
     dest = tmp_path / "shared"
-    code = "import sys; from pathlib import Path; from snakemake_deploy_nixsnake import demo; " \
-           "demo.materialize(Path(sys.argv[1])); print(demo.demo_revs(Path(sys.argv[1])))"
-    procs = [subprocess.Popen([sys.executable, "-c", code, dest], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(3)]
+    code = (
+        "import sys; from pathlib import Path; from snakemake_deploy_nixsnake import demo; "
+        "demo.materialize(Path(sys.argv[1])); print(demo.demo_revs(Path(sys.argv[1])))"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, dest], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
     results = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), results
     assert len({out for out, _ in results}) == 1
@@ -171,8 +205,10 @@ def test_hello_and_python_from_fetchgit(repo, built):
     assert {"python", "python3", "python3.11"} <= {p.name for p in Path(py, "bin").iterdir()}
     assert Path(py, "lib/python3.11/site-packages").is_dir()
     assert not Path(py, "lib/python3.11/test").exists() and not Path(py, "lib/python3.11/tkinter").exists()
-    code = ("import sys, ssl, sqlite3, ctypes, zlib, bz2, lzma, hashlib, json, readline, uuid, decimal; "
-            "print(sys.version.split()[0], sys.prefix); print(sqlite3.connect(':memory:').execute('select 41+1').fetchone()[0])")
+    code = (
+        "import sys, ssl, sqlite3, ctypes, zlib, bz2, lzma, hashlib, json, readline, uuid, decimal; "
+        "print(sys.version.split()[0], sys.prefix); print(sqlite3.connect(':memory:').execute('select 41+1').fetchone()[0])"
+    )
     res = bwrap([f"{py}/bin/python3", "-c", code])
     assert res.returncode == 0, res.stderr
     version, prefix = res.stdout.splitlines()[0].split()
@@ -187,13 +223,22 @@ def test_hello_and_python_from_fetchgit(repo, built):
 def test_small_tools_run_without_host(built):
     bash = f"{built['bash']}/bin/bash"
     path = ":".join(f"{built[p]}/bin" for p in ("coreutils", "findutils", "gnugrep", "gnused", "which", "gawk", "gzip"))
-    script = "set -eu\ntrue && echo abc | tr a-z A-Z\ncat <<EOF\nheredoc $((6 * 7))\nEOF\n" \
-             "printf 'x\\ny\\n' | grep y | sed s/y/z/ | gawk '{print $1 \"!\"}'\n" \
-             "echo hi | gzip | gzip -d\nfind /nix/store -maxdepth 0\nwhich ls\nsh -c 'echo from-sh'\n"
+    script = (
+        "set -eu\ntrue && echo abc | tr a-z A-Z\ncat <<EOF\nheredoc $((6 * 7))\nEOF\n"
+        "printf 'x\\ny\\n' | grep y | sed s/y/z/ | gawk '{print $1 \"!\"}'\n"
+        "echo hi | gzip | gzip -d\nfind /nix/store -maxdepth 0\nwhich ls\nsh -c 'echo from-sh'\n"
+    )
     res = bwrap([bash, "-c", script], env={"PATH": f"{built['bash']}/bin:{path}"})
     assert res.returncode == 0, res.stderr
-    assert res.stdout.splitlines() == ["ABC", "heredoc 42", "z!", "hi", "/nix/store",
-                                       f"{built['coreutils']}/bin/ls", "from-sh"]
+    assert res.stdout.splitlines() == [
+        "ABC",
+        "heredoc 42",
+        "z!",
+        "hi",
+        "/nix/store",
+        f"{built['coreutils']}/bin/ls",
+        "from-sh",
+    ]
     assert os.readlink(f"{built['bash']}/bin/sh") == "bash"
 
 
@@ -221,8 +266,9 @@ def test_closures_are_store_only(built):
                 # (glibc's libc.so.6 & co keep the host PT_INTERP: used only when run as a program)
                 assert interp.stdout.strip().startswith("/nix/store/"), (f, interp.stdout)
             # (static busybox has no dynamic section: patchelf fails and prints nothing)
-            rpath = subprocess.run(["patchelf", "--print-rpath", f], check=False, capture_output=True,
-                                   text=True).stdout.strip()
+            rpath = subprocess.run(
+                ["patchelf", "--print-rpath", f], check=False, capture_output=True, text=True
+            ).stdout.strip()
             assert all(d.startswith("/nix/store/") for d in rpath.split(":") if d), (f, rpath)
             checked += 1
     assert checked > 50
@@ -236,7 +282,10 @@ def test_closures_are_store_only(built):
 @pytest.mark.nix
 def test_nixpkgs_like_interface(repo):
     old_2405 = git(repo, "rev-list", "-1", "--first-parent", "--before=2024-07-01T00:00:00Z", "nixos-24.05")
-    got = json.loads(nix_eval(repo, """
+    got = json.loads(
+        nix_eval(
+            repo,
+            """
       let p = pkgsFor { };
           q = pkgsFor { config = { allowUnfree = true; cudaSupport = true; }; system = "x86_64-linux";
                         overlays = [ (final: prev: { greeting = prev.hello.name; hello2 = final.hello; }) ]; };
@@ -249,7 +298,9 @@ def test_nixpkgs_like_interface(repo):
         rHas = builtins.hasAttr "data_table" p.rPackages;
         libPath = p.lib.makeLibraryPath [ p.stdenv.cc.cc.lib p.zlib ];
         pythons = builtins.filter (n: builtins.match "python3[0-9]+" n != null) (builtins.attrNames p);
-      }""").stdout)
+      }""",
+        ).stdout
+    )
     assert got["config"] == {"allowUnfree": False, "cudaSupport": False}
     assert got["config2"] == {"allowUnfree": True, "cudaSupport": True}
     assert got["release"] == "25.03-demo"
@@ -273,9 +324,14 @@ def test_every_host_python(repo):
     attrs = ["python" + v.replace(".", "") for v in host["pythons"]]
     assert "python311" in attrs
     for attr, out in zip(attrs, nix_build(repo, *attrs)):
-        minor = attr[len("python3"):]
-        res = bwrap([f"{out}/bin/python3.{minor}", "-c",
-                     "import sys, ssl, sqlite3, ctypes, zlib, lzma; print('%d.%d' % sys.version_info[:2])"])
+        minor = attr[len("python3") :]
+        res = bwrap(
+            [
+                f"{out}/bin/python3.{minor}",
+                "-c",
+                "import sys, ssl, sqlite3, ctypes, zlib, lzma; print('%d.%d' % sys.version_info[:2])",
+            ]
+        )
         assert res.returncode == 0 and res.stdout.strip() == f"3.{minor}", (attr, res.stderr)
 
 
@@ -285,15 +341,19 @@ def test_manylinux_numpy_needs_exactly_cclib_and_zlib(repo, built):
     (site,) = nix_build(repo, "numpySite")
     ld_path = f"{built['ccLib']}/lib:{built['zlib']}/lib"
     code = "import numpy; print(numpy.__version__, int((numpy.ones((40, 40)) @ numpy.ones((40, 40)))[0, 0]))"
-    ok = bwrap([f"{built['python311']}/bin/python3", "-c", code],
-               env={"PYTHONPATH": site, "LD_LIBRARY_PATH": ld_path})
+    ok = bwrap([f"{built['python311']}/bin/python3", "-c", code], env={"PYTHONPATH": site, "LD_LIBRARY_PATH": ld_path})
     assert ok.returncode == 0 and ok.stdout.split() == ["1.26.2", "40"], ok.stderr
     # like nixpkgs: without the runtime libraries on LD_LIBRARY_PATH the wheel cannot load,
     # on the host as well (the demo loader does not search the host's /lib or ld.so.cache)
     for run in (bwrap, None):
         if run is None:
-            bad = subprocess.run([f"{built['python311']}/bin/python3", "-c", code], check=False, capture_output=True, text=True,
-                                 env={"PYTHONPATH": site, "PATH": "/nonexistent"})
+            bad = subprocess.run(
+                [f"{built['python311']}/bin/python3", "-c", code],
+                check=False,
+                capture_output=True,
+                text=True,
+                env={"PYTHONPATH": site, "PATH": "/nonexistent"},
+            )
         else:
             bad = run([f"{built['python311']}/bin/python3", "-c", code], env={"PYTHONPATH": site})
         assert bad.returncode != 0 and "libgcc_s.so.1: cannot open shared object file" in bad.stderr
@@ -327,26 +387,53 @@ def _env_drv(repo: Path, tmp_path: Path) -> str:
     from snakemake_deploy_nixsnake.spec import parse_spec
 
     tools = debian_tools()
-    packages = ["hello", "gawk", "python311Packages.demo-greet", *(a for a in tools if not a.startswith(("R", "rPackages.")))]
+    packages = [
+        "hello",
+        "gawk",
+        "python311Packages.demo-greet",
+        *(a for a in tools if not a.startswith(("R", "rPackages."))),
+    ]
     r = '[R]\npackages = ["ggplot2"]\n' if {"R", "rPackages.ggplot2"} <= set(tools) else ""
     spec = parse_spec(
-        f'date = 2024-06-01\n[nixpkgs]\npackages = {json.dumps(packages)}\n'
+        f"date = 2024-06-01\n[nixpkgs]\npackages = {json.dumps(packages)}\n"
         f'libraries = ["zlib"]\n[python]\nversion = "3.11"\n{r}'.encode()
     )
     rev = git(repo, "rev-parse", "nixos-unstable")
-    lock = Lock(spec.spec_hash(), "2024-06-01", NixpkgsPin("nixos-unstable", rev, "2024-01-15T12:00:00Z", False),
-                "3.11", PY_PLATFORM, (Wheel("numpy", "1.26.2", NUMPY_URL, NUMPY_SHA256),))
+    lock = Lock(
+        spec.spec_hash(),
+        "2024-06-01",
+        NixpkgsPin("nixos-unstable", rev, "2024-01-15T12:00:00Z", False),
+        "3.11",
+        PY_PLATFORM,
+        (Wheel("numpy", "1.26.2", NUMPY_URL, NUMPY_SHA256),),
+    )
     data = NixInput.of(spec, lock, NixpkgsSource("git", str(repo), f"file://{repo}", demo=True))
     (tmp_path / "input.json").write_text(data.to_json())
-    cp = subprocess.run(["nix-instantiate", *nix_option_args(), str(nix_dir() / "env.nix"), "--argstr", "inputFile",
-                         str(tmp_path / "input.json")], capture_output=True, text=True, env=nix_env(), timeout=600)
+    cp = subprocess.run(
+        [
+            "nix-instantiate",
+            *nix_option_args(),
+            str(nix_dir() / "env.nix"),
+            "--argstr",
+            "inputFile",
+            str(tmp_path / "input.json"),
+        ],
+        capture_output=True,
+        text=True,
+        env=nix_env(),
+        timeout=600,
+    )
     assert cp.returncode == 0, cp.stderr[-3000:]
     return cp.stdout.strip()
 
 
 def _derivations(drv: str) -> dict[str, dict]:
-    cp = subprocess.run(["nix", "--extra-experimental-features", "nix-command", "show-derivation", "-r", drv],
-                        capture_output=True, text=True, check=True)
+    cp = subprocess.run(
+        ["nix", "--extra-experimental-features", "nix-command", "show-derivation", "-r", drv],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(cp.stdout)
 
 
@@ -359,8 +446,15 @@ def test_no_demo_derivation_names_a_host_path(repo, tmp_path):
     assert len(drvs) > 15 and any("python3-3.11" in d for d in drvs) and any("patchelf" in d for d in drvs)
     # the Debian tools are among them (with every R package and Perl module they need)
     names = {d.split("-", 1)[1] for d in drvs}
-    expected = {"samtools": r"samtools-\d", "bcftools": r"bcftools-\d", "htslib": r"htslib-\d", "perl": r"perl-\d",
-                "R": r"R-\d", "rPackages.ggplot2": r"r-ggplot2-\d", "perlPackages.BioDBHTS": r"perl[\d.]+-BioDBHTS-\d"}
+    expected = {
+        "samtools": r"samtools-\d",
+        "bcftools": r"bcftools-\d",
+        "htslib": r"htslib-\d",
+        "perl": r"perl-\d",
+        "R": r"R-\d",
+        "rPackages.ggplot2": r"r-ggplot2-\d",
+        "perlPackages.BioDBHTS": r"perl[\d.]+-BioDBHTS-\d",
+    }
     for attr in debian_tools():
         if attr in expected:
             assert any(re.match(expected[attr], n) for n in names), (attr, sorted(names))
@@ -382,14 +476,32 @@ def test_every_demo_derivation_rebuilds_in_the_sandbox(repo, tmp_path):
     if not can_sandbox():
         pytest.skip("this machine's kernel does not let nix sandbox builds (the static test above still runs)")
     drv = _env_drv(repo, tmp_path)
-    subprocess.run(["nix-store", "--realise", *nix_option_args(), drv], check=True, capture_output=True,
-                   env=nix_env(), timeout=1200)
+    subprocess.run(
+        ["nix-store", "--realise", *nix_option_args(), drv],
+        check=True,
+        capture_output=True,
+        env=nix_env(),
+        timeout=1200,
+    )
     drvs = [p for p, d in _derivations(drv).items() if not any("hash" in o for o in d["outputs"].values())]
     assert len(drvs) > 15
-    opts = ["--option", "substituters", "", "--option", "build-users-group", "",
-            "--option", "sandbox", "true", "--option", "sandbox-fallback", "false"]
-    cp = subprocess.run(["nix-store", "--realise", "--check", *opts, *drvs], capture_output=True, text=True,
-                        env=nix_env(), timeout=1800)
+    opts = [
+        "--option",
+        "substituters",
+        "",
+        "--option",
+        "build-users-group",
+        "",
+        "--option",
+        "sandbox",
+        "true",
+        "--option",
+        "sandbox-fallback",
+        "false",
+    ]
+    cp = subprocess.run(
+        ["nix-store", "--realise", "--check", *opts, *drvs], capture_output=True, text=True, env=nix_env(), timeout=1800
+    )
     assert cp.returncode == 0, cp.stderr[-3000:]
     assert cp.stderr.count("checking outputs of") == len(drvs)
 
@@ -401,13 +513,37 @@ def test_the_env_builds_without_the_sandbox_in_a_fresh_store(repo, tmp_path):
     from nothing that way too (a fresh, empty nix store: every builder runs once)."""
     drv_input = _env_drv(repo, tmp_path)  # (instantiated in the real store; only its input JSON is reused)
     fresh = tmp_path / "fresh"
-    env = nix_env(XDG_CACHE_HOME=str(fresh / "cache"), NIX_STORE_DIR=str(fresh / "store"),
-                  NIX_STATE_DIR=str(fresh / "state"), NIX_LOG_DIR=str(fresh / "log"))
+    env = nix_env(
+        XDG_CACHE_HOME=str(fresh / "cache"),
+        NIX_STORE_DIR=str(fresh / "store"),
+        NIX_STATE_DIR=str(fresh / "state"),
+        NIX_LOG_DIR=str(fresh / "log"),
+    )
     from snakemake_deploy_nixsnake.nixbuild import nix_dir
 
-    cp = subprocess.run(["nix-build", "--no-out-link", "--option", "substituters", "", "--option", "build-users-group",
-                         "", "--option", "sandbox", "false", str(nix_dir() / "env.nix"), "--argstr", "inputFile",
-                         str(tmp_path / "input.json")], capture_output=True, text=True, env=env, timeout=1800)
+    cp = subprocess.run(
+        [
+            "nix-build",
+            "--no-out-link",
+            "--option",
+            "substituters",
+            "",
+            "--option",
+            "build-users-group",
+            "",
+            "--option",
+            "sandbox",
+            "false",
+            str(nix_dir() / "env.nix"),
+            "--argstr",
+            "inputFile",
+            str(tmp_path / "input.json"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1800,
+    )
     assert cp.returncode == 0, cp.stderr[-3000:]
     out = cp.stdout.strip()
     assert out.startswith(f"{fresh}/store/") and out.endswith("-nixsnake-env") and drv_input.endswith(".drv")

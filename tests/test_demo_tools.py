@@ -18,13 +18,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import write_env
+from helpers import bwrap, closure, demo_nix_build, elf_files, git, nix_env, nix_option_args
 
 from snakemake_deploy_nixsnake import demo
 from snakemake_deploy_nixsnake.demo import hostpkgs
 from snakemake_deploy_nixsnake.errors import Exit
-
-from conftest import write_env
-from helpers import bwrap, closure, demo_nix_build, elf_files, git, nix_env, nix_option_args
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,7 +58,10 @@ def missing(*attrs: str) -> str | None:
     if not gone:
         return None
     debs = sorted({p for a in gone for p in hostpkgs.DEBIAN_PACKAGES[a]})
-    return "; ".join(f"{a}: {unavailable[a]}" for a in gone) + f" (apt-get install {' '.join(debs)}; scripts/setup.sh does)"
+    return (
+        "; ".join(f"{a}: {unavailable[a]}" for a in gone)
+        + f" (apt-get install {' '.join(debs)}; scripts/setup.sh does)"
+    )
 
 
 def needs(*names: str) -> None:
@@ -135,7 +137,9 @@ bcftools --version | head -n 2
     assert "number of SNPs:\t2" in out and "number of indels:\t1" in out
     assert "Number of SNPs:    2" in out and "Number of INDELs:  1" in out  # a bcftools plugin, from libexec
     versions = manifest()
-    assert f"bcftools {versions['bcftools']['version']}" in out and f"Using htslib {versions['htslib']['version']}" in out
+    assert (
+        f"bcftools {versions['bcftools']['version']}" in out and f"Using htslib {versions['htslib']['version']}" in out
+    )
 
 
 @pytest.mark.nix

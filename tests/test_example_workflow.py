@@ -22,7 +22,6 @@ from pathlib import Path
 
 import _image_fixtures as fx
 import pytest
-
 from example_helpers import (
     ENV_NAMES,
     EXAMPLE,
@@ -38,7 +37,6 @@ from example_helpers import (
     proof_files,
     standin_execs,
 )
-
 
 # --- the stand-in and released Snakemake's command line (no nix needed) ------------------------
 
@@ -74,14 +72,17 @@ def test_standin_runs_released_snakemakes_command_line(image, host_env, tmp_path
     singularity.Singularity().check()
     cmd = singularity.shellcmd(
         str(image),
-        "set -euo pipefail; echo \"$HOME|$(pwd)|${PYTHONPATH-unset}|$LANG\"; cat " + str(data / "in.txt")
+        'set -euo pipefail; echo "$HOME|$(pwd)|${PYTHONPATH-unset}|$LANG"; cat '
+        + str(data / "in.txt")
         + " | tr a-z A-Z; test -e /.nixsnake/metadata.json && echo hi > 'out file'; exit 3",
         bind=[data, tmp_path / "does-not-exist"],
         args="--nv",
         shell_executable="/bin/bash",
     )
     assert re.search(r"apptainer\s+exec --home '.*work dir' --nv --bind '.*/data' ", cmd), cmd
-    cp = subprocess.run(["bash", "-c", cmd], env=host_env, cwd=wd, check=False, capture_output=True, text=True, timeout=60)
+    cp = subprocess.run(
+        ["bash", "-c", cmd], env=host_env, cwd=wd, check=False, capture_output=True, text=True, timeout=60
+    )
     # the job's exit status passes through; HOME is --home (the workdir); no --cleanenv:
     # host variables (PYTHONPATH, LANG) are forwarded, as apptainer does
     assert cp.returncode == 3, cp.stderr
@@ -93,7 +94,7 @@ def test_standin_runs_released_snakemakes_command_line(image, host_env, tmp_path
 
 @e2e
 def test_standin_without_cleanenv_forwards_host_env_like_apptainer(image, host_env, tmp_path):
-    tricky = "it's \"q\" $(id) `x` \\ end\nsecond line"
+    tricky = 'it\'s "q" $(id) `x` \\ end\nsecond line'
     env = {
         **host_env,
         "HOSTVAR": tricky,
@@ -159,7 +160,9 @@ def test_snakefile_sdm_mirrors_snakefile():
         body = body.replace(
             '\n\ndef image(env):\n    return nixsnake_image(f"envs/{env}.toml", workflow_dir=workflow.basedir)\n', ""
         )
-        return re.sub(r'container:\n        image\("(\w+)"\)', r'software:\n        nixsnake(spec="envs/\1.toml")', body)
+        return re.sub(
+            r'container:\n        image\("(\w+)"\)', r'software:\n        nixsnake(spec="envs/\1.toml")', body
+        )
 
     assert rules(a) == rules(b)
     assert b.count("software:\n        nixsnake(spec=") == len(RULES)
@@ -228,7 +231,7 @@ def test_example_job_exit_code_reaches_snakemake(local_run, tmp_path):
         "rule fail:\n"
         '    output: "failed.txt"\n'
         '    container: nixsnake_image("envs/count.toml", workflow_dir=workflow.basedir)\n'
-        "    shell: \"test -e /.nixsnake/metadata.json && which gawk > ran-inside.txt && exit 3; touch {output}\"\n"
+        '    shell: "test -e /.nixsnake/metadata.json && which gawk > ran-inside.txt && exit 3; touch {output}"\n'
     )
     before = nix_calls(nix_log)
     cp = subprocess.run(

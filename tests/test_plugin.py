@@ -7,17 +7,16 @@ import asyncio
 import dataclasses
 import inspect
 import os
-import shutil
-import tempfile
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
+from helpers import nix_options
 from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_software_deployment_plugins import EnvBase, EnvSpecSourceFile, ShellExecutable
 from snakemake_interface_software_deployment_plugins.tests import TestSoftwareDeploymentBase
 
-from helpers import nix_options
 from snakemake_deploy_nixsnake.plugin import Env, EnvSpec, Settings
 
 STANDIN = Path(__file__).parent / "standin"
@@ -40,8 +39,14 @@ def _standin_on_path(monkeypatch):
 
 def _settings(store: Path) -> Settings:
     # absolute path: the conformance suite runs commands with `bash -l`, whose profile resets PATH
-    return Settings(store=store, runtime="apptainer", runtime_bin=str(STANDIN / "apptainer"), gpu="never",
-                    nixpkgs_source="demo", nix_options=";".join(f"{k}={v}" for k, v in nix_options().items()))
+    return Settings(
+        store=store,
+        runtime="apptainer",
+        runtime_bin=str(STANDIN / "apptainer"),
+        gpu="never",
+        nixpkgs_source="demo",
+        nix_options=";".join(f"{k}={v}" for k, v in nix_options().items()),
+    )
 
 
 @pytest.mark.nix
@@ -73,8 +78,10 @@ class TestConformance(TestSoftwareDeploymentBase):
 
     def get_test_cmd(self):
         # runs wholly inside the image: both sides of && and the pipe
-        return ('python -c "import six, sys; assert sys.prefix.startswith(\'/nix/store/\')" && '
-                "test -e /.nixsnake/metadata.json && hello | grep -q 'Hello, world!'")
+        return (
+            "python -c \"import six, sys; assert sys.prefix.startswith('/nix/store/')\" && "
+            "test -e /.nixsnake/metadata.json && hello | grep -q 'Hello, world!'"
+        )
 
     def get_contained_executable(self):
         return "python"
@@ -94,10 +101,17 @@ def _env(tmp_path: Path, text: str | None = ENV_TEXT, lock: bool = False, **sett
     es = EnvSpec(spec=EnvSpecSourceFile(str(spec)))
     es.spec.cached = spec
     (tmp_path / "p").mkdir(exist_ok=True)
-    kwargs = dict(spec=es, within=None, settings=_settings(tmp_path / "store") if not settings else Settings(**settings),
-                  shell_executable=ShellExecutable("bash", command_arg="-c"), mountpoints=[],
-                  tempdir=tmp_path / "t", cache_prefix=tmp_path / "p", deployment_prefix=tmp_path / "p",
-                  pinfile_prefix=tmp_path / "p")
+    kwargs = dict(
+        spec=es,
+        within=None,
+        settings=_settings(tmp_path / "store") if not settings else Settings(**settings),
+        shell_executable=ShellExecutable("bash", command_arg="-c"),
+        mountpoints=[],
+        tempdir=tmp_path / "t",
+        cache_prefix=tmp_path / "p",
+        deployment_prefix=tmp_path / "p",
+        pinfile_prefix=tmp_path / "p",
+    )
     if "envvars" in inspect.signature(EnvBase.__init__).parameters:  # interface >= 0.19
         kwargs["envvars"] = set()
     env = Env(**kwargs)
@@ -120,7 +134,7 @@ def test_missing_lock_says_how_to_fix(tmp_path):
 
 @pytest.mark.nix
 def test_stale_lock_is_refused(tmp_path):
-    env = _env(tmp_path, lock=True)
+    _env(tmp_path, lock=True)
     spec = tmp_path / "envs" / "e.toml"
     spec.write_text(ENV_TEXT.replace('"six"', '"six", "packaging"'))
     fresh = _env(tmp_path, text=None)
@@ -192,8 +206,16 @@ def test_snakemake_discovers_plugin_and_parses_its_flags():
     assert plugin.settings_cls is Settings
     parser = ArgumentParser()
     registry.register_cli_args(parser)
-    args = parser.parse_args(["--sdm-nixsnake-store", "/shared/images", "--sdm-nixsnake-gpu", "always",
-                              "--sdm-nixsnake-runtime", "singularity"])
+    args = parser.parse_args(
+        [
+            "--sdm-nixsnake-store",
+            "/shared/images",
+            "--sdm-nixsnake-gpu",
+            "always",
+            "--sdm-nixsnake-runtime",
+            "singularity",
+        ]
+    )
     settings = plugin.get_settings(args)
     assert settings.store == Path("/shared/images") and settings.gpu == "always" and settings.runtime == "singularity"
     with pytest.raises(SystemExit):
@@ -206,8 +228,12 @@ def test_scheduler_gpu_assignment_reaches_the_job(tmp_path, monkeypatch):
     env = _env(tmp_path, lock=True)
     asyncio.run(env.deploy())
     cmd = env.decorate_shellcmd('echo "cvd=$CUDA_VISIBLE_DEVICES job=$SLURM_JOB_ID unset=${SLURM_ARRAY_TASK_ID-none}"')
-    r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True,
-                       env={**os.environ, "CUDA_VISIBLE_DEVICES": "1", "SLURM_JOB_ID": "77", "NOT_PASSED": "x"})
+    r = subprocess.run(
+        ["bash", "-c", cmd],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": "1", "SLURM_JOB_ID": "77", "NOT_PASSED": "x"},
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "cvd=1 job=77 unset=none"
 
@@ -249,11 +275,19 @@ def test_every_setting_reaches_cluster_jobs_on_their_command_line():
     registry = SoftwareDeploymentPluginRegistry()
     plugin = registry.get_plugin("nixsnake")
     assert all(info["env_var"] is None for info in plugin.get_settings_info())
-    head = Settings(store=Path("/shared/nix snake/images"), runtime="singularity", gpu="never",
-                    runtime_bin="/opt/apptainer/bin/apptainer", binds="/ref:/ref:ro,/scratch",
-                    nixpkgs_source="demo", compression="gzip", nix_options="sandbox=false;substituters=")
+    head = Settings(
+        store=Path("/shared/nix snake/images"),
+        runtime="singularity",
+        gpu="never",
+        runtime_bin="/opt/apptainer/bin/apptainer",
+        binds="/ref:/ref:ro,/scratch",
+        nixpkgs_source="demo",
+        compression="gzip",
+        nix_options="sandbox=false;substituters=",
+    )
     assert {f.name for f in dataclasses.fields(Settings)} == {
-        f for f in vars(head) if getattr(head, f) is not None}  # (every field is set above)
+        f for f in vars(head) if getattr(head, f) is not None
+    }  # (every field is set above)
     line = _job_args(head)
     parser = ArgumentParser()
     registry.register_cli_args(parser)
@@ -264,8 +298,11 @@ def test_every_setting_reaches_cluster_jobs_on_their_command_line():
 def test_nix_options_flag_adds_to_the_project_table(tmp_path, monkeypatch):
     from snakemake_deploy_nixsnake.plugin import _config
 
-    (tmp_path / "nixsnake.toml").write_text(
-        '[nixsnake]\nnix_options = { build-users-group = "", substituters = "" }\n')
+    (tmp_path / "nixsnake.toml").write_text('[nixsnake]\nnix_options = { build-users-group = "", substituters = "" }\n')
     monkeypatch.chdir(tmp_path)
     cfg = _config(Settings(nix_options="sandbox=false;substituters=https://cache.example"))
-    assert dict(cfg.nix_options) == {"build-users-group": "", "sandbox": "false", "substituters": "https://cache.example"}
+    assert dict(cfg.nix_options) == {
+        "build-users-group": "",
+        "sandbox": "false",
+        "substituters": "https://cache.example",
+    }

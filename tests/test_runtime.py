@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from snakemake_deploy_nixsnake import runtime as rt
-from snakemake_deploy_nixsnake.errors import Exit, NixsnakeError
 from snakemake_deploy_nixsnake.binds import Bind, parse_bind
+from snakemake_deploy_nixsnake.errors import Exit, NixsnakeError
 from snakemake_deploy_nixsnake.runtime import (
     RunRequest,
     exec_argv,
@@ -82,8 +82,7 @@ def test_no_workdir_no_binds():
 
 def test_gpu_always():
     assert shell_command(req(gpu="always", workdir=WD), "nvidia-smi") == (
-        "exec apptainer exec --cleanenv --nv --bind /work/wd:/work/wd --pwd /work/wd /img/env.sif "
-        "bash -c nvidia-smi"
+        "exec apptainer exec --cleanenv --nv --bind /work/wd:/work/wd --pwd /work/wd /img/env.sif bash -c nvidia-smi"
     )
 
 
@@ -192,7 +191,14 @@ def test_shell_argv():
     assert shell_argv(req(shell="zsh", gpu="always")) == [
         "apptainer", "shell", "--cleanenv", "--shell", "/bin/zsh", "--nv", "/img/env.sif",
     ]  # fmt: skip
-    assert shell_argv(req(runtime="bwrap")) == ["/bin/sh", "/pkg/bwrap-exec.sh", "/img/env.sif", "--", "/bin/bash", "--norc"]
+    assert shell_argv(req(runtime="bwrap")) == [
+        "/bin/sh",
+        "/pkg/bwrap-exec.sh",
+        "/img/env.sif",
+        "--",
+        "/bin/bash",
+        "--norc",
+    ]
     assert shell_argv(req(runtime="singularity", gpu="auto")) == [
         "/bin/sh", "-c", PROBE + "exec singularity shell --cleanenv $nixsnake_nv /img/env.sif", "nixsnake",
     ]  # fmt: skip
@@ -210,7 +216,10 @@ def test_bad_paths_are_refused(path):
         assert "hint" in str(e.value)
 
 
-@pytest.mark.parametrize("name", ["", "1A", "A-B", "A B", "PATH", "HOME", "LD_LIBRARY_PATH", "IFS", "APPTAINER_BIND", "SINGULARITYENV_X", "_nx_x"])
+@pytest.mark.parametrize(
+    "name",
+    ["", "1A", "A-B", "A B", "PATH", "HOME", "LD_LIBRARY_PATH", "IFS", "APPTAINER_BIND", "SINGULARITYENV_X", "_nx_x"],
+)
 def test_bad_envvar_names(name):
     with pytest.raises(NixsnakeError) as e:
         RunRequest(IMG, envvars=(name,))
@@ -275,7 +284,7 @@ def record(recorder: Path, tmp_path: Path, shell: str, script: str | list[str], 
 @pytest.mark.parametrize("shell", SHELLS)
 @pytest.mark.parametrize("runtime", ["apptainer", "singularity", "bwrap"])
 def test_fidelity_argv_and_env(recorder, tmp_path, shell, runtime):
-    tricky = "it's \"quoted\" $(not run) `nor this` \\ and\na newline"
+    tricky = 'it\'s "quoted" $(not run) `nor this` \\ and\na newline'
     r = req(
         runtime=runtime, gpu="always", workdir=Path("/w d/it's"), envvars=("TOKEN", "UNSET_ONE"),
         binds=(Bind("/a b", "/c", "ro"),), bwrap_exec=recorder / "bwrap-exec.sh",
@@ -428,7 +437,7 @@ def test_e2e_workdir_with_spaces_and_quotes(image, job_env, tmp_path, runtime):
 @e2e
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_e2e_envvars(image, job_env, tmp_path, runtime):
-    tricky = "it's \"q\" $(id) `x` \\ end\nsecond line"
+    tricky = 'it\'s "q" $(id) `x` \\ end\nsecond line'
     env = {**job_env, "NIXSNAKE_SECRET": tricky, "NIXSNAKE_EMPTY": ""}
     env.pop("NIXSNAKE_UNSET", None)
     r = RunRequest(
@@ -536,7 +545,9 @@ def test_e2e_exec_argv_and_shell_argv(image, job_env, tmp_path, runtime):
 
 
 def standin(args: list[str], env: dict[str, str], name: str = "apptainer"):
-    return subprocess.run([str(STANDIN / name), *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [str(STANDIN / name), *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def test_standin_version_and_log(job_env):
@@ -591,7 +602,13 @@ def test_standin_flag_spellings(image, job_env, tmp_path):
 
 @e2e
 def test_standin_env_precedence(image, job_env):
-    env = {**job_env, "APPTAINERENV_X": "a", "SINGULARITYENV_X": "s", "APPTAINERENV_HOME": "/nope", "APPTAINERENV_LANG": "en_US.UTF-8"}
+    env = {
+        **job_env,
+        "APPTAINERENV_X": "a",
+        "SINGULARITYENV_X": "s",
+        "APPTAINERENV_HOME": "/nope",
+        "APPTAINERENV_LANG": "en_US.UTF-8",
+    }
     cp = standin(["exec", "--cleanenv", "--env", "Y=e", str(image), "sh", "-c", 'echo "$X $Y $HOME $LANG"'], env)
     assert cp.stdout == f"a e {os.environ.get('HOME', '/')} en_US.UTF-8\n", cp.stderr
     assert "Overriding HOME environment variable with APPTAINERENV_HOME is not permitted" in cp.stderr
@@ -603,7 +620,9 @@ def test_standin_env_precedence(image, job_env):
 
 
 def bwrap_exec(args: list[str], env: dict[str, str], cwd: Path | None = None):
-    return subprocess.run(["/bin/sh", str(BWRAP_EXEC), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        ["/bin/sh", str(BWRAP_EXEC), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 @e2e
@@ -728,7 +747,10 @@ def test_bwrap_exec_as_non_root(image, tmp_path):
     if not pw or not gr:
         pytest.skip("the host has no user/group with id 1")
     as_user = ["setpriv", "--reuid", "1", "--regid", "1", "--clear-groups"]
-    if subprocess.run([*as_user, "bwrap", "--ro-bind", "/", "/", "true"], capture_output=True, check=False).returncode != 0:
+    if (
+        subprocess.run([*as_user, "bwrap", "--ro-bind", "/", "/", "true"], capture_output=True, check=False).returncode
+        != 0
+    ):
         pytest.skip("unprivileged user namespaces are not available for bwrap")
     base = Path(tempfile.mkdtemp(prefix="nixsnake-nonroot-", dir="/tmp"))
     try:

@@ -117,8 +117,13 @@ def test_non_records_are_ignored():
 def test_typed_nodes_from_real_output():
     (node,) = nodes_from_records(parse_scontrol_oneliner(read("scontrol_show_node_o.txt")))
     assert node == Node(
-        name=RIG_HOST, partitions=("main",), state="IDLE", cpus=2, gres=("gpu:2",),
-        features=(), gpus=2,
+        name=RIG_HOST,
+        partitions=("main",),
+        state="IDLE",
+        cpus=2,
+        gres=("gpu:2",),
+        features=(),
+        gpus=2,
     )
     assert node.usable
 
@@ -136,9 +141,7 @@ def test_typed_partitions_from_real_output():
 def handwritten():
     """HAND-WRITTEN (not captured) 7-node cluster: typed, multi-type and MIG GPUs."""
     nodes = nodes_from_records(parse_scontrol_oneliner(read("handwritten_multi_gpu_node_o.txt")))
-    parts = partitions_from_records(
-        parse_scontrol_oneliner(read("handwritten_multi_gpu_partition_o.txt")), nodes
-    )
+    parts = partitions_from_records(parse_scontrol_oneliner(read("handwritten_multi_gpu_partition_o.txt")), nodes)
     return SimpleNamespace(nodes=lambda: list(nodes), partitions=lambda: list(parts))
 
 
@@ -304,11 +307,17 @@ def test_pyslurm_backend_with_stand_in_module():
     objects and the dict shape of ``configured_gres``.
     """
     fake_nodes = {
-        "c1": SimpleNamespace(name="c1", partitions=["cpu"], state="IDLE", total_cpus=8,
-                              configured_gres={}, available_features=["avx2"]),
-        "g1": SimpleNamespace(name="g1", partitions=["gpu"], state="MIXED", total_cpus=32,
-                              configured_gres={"gpu:a100": 4, "shard": 8},
-                              available_features=[]),
+        "c1": SimpleNamespace(
+            name="c1", partitions=["cpu"], state="IDLE", total_cpus=8, configured_gres={}, available_features=["avx2"]
+        ),
+        "g1": SimpleNamespace(
+            name="g1",
+            partitions=["gpu"],
+            state="MIXED",
+            total_cpus=32,
+            configured_gres={"gpu:a100": 4, "shard": 8},
+            available_features=[],
+        ),
     }
     fake_parts = {
         "cpu": SimpleNamespace(name="cpu", nodes="c1", is_default=True),
@@ -380,11 +389,7 @@ def _run_job(argv: list[str], timeout: float = 120) -> subprocess.CompletedProce
 def test_live_gpu_batch_job_sees_itself_in_a_job(tmp_path):
     out = tmp_path / "job.out"
     probe = f"{sys.executable} -c 'from snakemake_deploy_nixsnake.slurm import in_slurm_job; print(in_slurm_job())'"
-    wrap = (
-        "env | grep ^SLURM_JOB_ID=; ls /dev/nvidia0; "
-        f"echo batch=$({probe}); "
-        f"echo step=$(srun -n1 {probe})"
-    )
+    wrap = f"env | grep ^SLURM_JOB_ID=; ls /dev/nvidia0; echo batch=$({probe}); echo step=$(srun -n1 {probe})"
     cp = _run_job(["sbatch", "--wait", "--gres=gpu:1", "-t", "2", "-o", str(out), "--wrap", wrap])
     text = out.read_text() if out.exists() else ""
     assert cp.returncode == 0, (cp.stdout, cp.stderr, text)

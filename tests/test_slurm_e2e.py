@@ -33,10 +33,10 @@ from example_helpers import (
     ENV_NAMES,
     STANDIN,
     base_env,
+    check_committed_locks,
     check_proofs,
     check_results,
     copy_example,
-    check_committed_locks,
     nix_calls,
     nix_shims,
     proof_files,
@@ -66,7 +66,9 @@ RUN_TIMEOUT = 240
 
 def run_snakemake(wf: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "--slurm-keep-successful-logs", *args]
-    proc = subprocess.Popen(cmd, cwd=wf, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=wf, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
         out, _ = proc.communicate(timeout=RUN_TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -86,7 +88,9 @@ def _cancel_jobs_of(wf: Path) -> None:
 
 
 def show_job(job_id: str) -> str:
-    cp = subprocess.run(["scontrol", "show", "job", "-o", job_id], check=False, capture_output=True, text=True, timeout=30)
+    cp = subprocess.run(
+        ["scontrol", "show", "job", "-o", job_id], check=False, capture_output=True, text=True, timeout=30
+    )
     assert cp.returncode == 0, f"scontrol show job {job_id}: {cp.stderr} (MinJobAge too small?)"
     return cp.stdout
 

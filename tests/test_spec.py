@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -42,27 +40,77 @@ TOMORROW = (dt.date.today() + dt.timedelta(days=2)).isoformat()
 
 # (name, file content (str or bytes), key expected in the message, fragment of the fix)
 BAD: list[tuple[str, str | bytes, str, str]] = [
-    ("unknown top-level key", 'date = 2024-01-01\nfoo = 1\n', "foo", "remove it"),
+    ("unknown top-level key", "date = 2024-01-01\nfoo = 1\n", "foo", "remove it"),
     ("misspelt section", 'date = 2024-01-01\n[nixpkg]\npackages = ["hello"]\n', "nixpkg", "did you mean 'nixpkgs'"),
     ("misspelt key", 'date = 2024-01-01\n[python]\npackage = ["numpy"]\n', "python.package", "did you mean 'packages'"),
     ("R section lower case", 'date = 2024-01-01\n[r]\npackages = ["x"]\n', "r", "did you mean 'R'"),
-    ("invalid date", 'date = 2024-02-30\n', "", "TOML"),
+    ("invalid date", "date = 2024-02-30\n", "", "TOML"),
     ("date as string", 'date = "2024-01-01"\n', "date", "no quotes"),
-    ("date-time", 'date = 2024-01-01T10:00:00\n', "date", "plain TOML date"),
+    ("date-time", "date = 2024-01-01T10:00:00\n", "date", "plain TOML date"),
     ("date in the future", f"date = {TOMORROW}\n", "date", "earlier"),
     ("missing date", '[nixpkgs]\npackages = ["hello"]\n', "date", "add it"),
     ("empty package", 'date = 2024-01-01\n[nixpkgs]\npackages = [""]\n', "nixpkgs.packages[0]", "empty"),
-    ("duplicate package", 'date = 2024-01-01\n[nixpkgs]\npackages = ["hello", "hello"]\n', "nixpkgs.packages", "duplicate"),
-    ("attr with quote", 'date = 2024-01-01\n[nixpkgs]\npackages = ["a\\"b"]\n', "nixpkgs.packages[0]", "attribute names"),
-    ("attr with semicolon", 'date = 2024-01-01\n[nixpkgs]\npackages = ["hello;rm"]\n', "nixpkgs.packages[0]", "attribute names"),
-    ("attr with interpolation", 'date = 2024-01-01\n[nixpkgs]\npackages = ["${builtins.exec}"]\n', "nixpkgs.packages[0]", "attribute names"),
-    ("attr with space", 'date = 2024-01-01\n[nixpkgs]\npackages = ["hello world"]\n', "nixpkgs.packages[0]", "attribute names"),
-    ("attr with ..", 'date = 2024-01-01\n[nixpkgs]\npackages = ["python3..pkgs"]\n', "nixpkgs.packages[0]", "attribute names"),
-    ("requirement with URL", 'date = 2024-01-01\n[python]\npackages = ["numpy @ https://evil.example/n.whl"]\n', "python.packages[0]", "index"),
-    ("requirement with shell", 'date = 2024-01-01\n[python]\npackages = ["numpy`id`"]\n', "python.packages[0]", "PEP 508"),
-    ("requirement with $()", 'date = 2024-01-01\n[python]\npackages = ["numpy$(id)"]\n', "python.packages[0]", "PEP 508"),
-    ("duplicate requirement by normalised name", 'date = 2024-01-01\n[python]\npackages = ["NumPy", "numpy>1"]\n', "python.packages", "duplicate"),
-    ("bad python version", 'date = 2024-01-01\n[python]\nversion = 3.11\n', "python.version", "string"),
+    (
+        "duplicate package",
+        'date = 2024-01-01\n[nixpkgs]\npackages = ["hello", "hello"]\n',
+        "nixpkgs.packages",
+        "duplicate",
+    ),
+    (
+        "attr with quote",
+        'date = 2024-01-01\n[nixpkgs]\npackages = ["a\\"b"]\n',
+        "nixpkgs.packages[0]",
+        "attribute names",
+    ),
+    (
+        "attr with semicolon",
+        'date = 2024-01-01\n[nixpkgs]\npackages = ["hello;rm"]\n',
+        "nixpkgs.packages[0]",
+        "attribute names",
+    ),
+    (
+        "attr with interpolation",
+        'date = 2024-01-01\n[nixpkgs]\npackages = ["${builtins.exec}"]\n',
+        "nixpkgs.packages[0]",
+        "attribute names",
+    ),
+    (
+        "attr with space",
+        'date = 2024-01-01\n[nixpkgs]\npackages = ["hello world"]\n',
+        "nixpkgs.packages[0]",
+        "attribute names",
+    ),
+    (
+        "attr with ..",
+        'date = 2024-01-01\n[nixpkgs]\npackages = ["python3..pkgs"]\n',
+        "nixpkgs.packages[0]",
+        "attribute names",
+    ),
+    (
+        "requirement with URL",
+        'date = 2024-01-01\n[python]\npackages = ["numpy @ https://evil.example/n.whl"]\n',
+        "python.packages[0]",
+        "index",
+    ),
+    (
+        "requirement with shell",
+        'date = 2024-01-01\n[python]\npackages = ["numpy`id`"]\n',
+        "python.packages[0]",
+        "PEP 508",
+    ),
+    (
+        "requirement with $()",
+        'date = 2024-01-01\n[python]\npackages = ["numpy$(id)"]\n',
+        "python.packages[0]",
+        "PEP 508",
+    ),
+    (
+        "duplicate requirement by normalised name",
+        'date = 2024-01-01\n[python]\npackages = ["NumPy", "numpy>1"]\n',
+        "python.packages",
+        "duplicate",
+    ),
+    ("bad python version", "date = 2024-01-01\n[python]\nversion = 3.11\n", "python.version", "string"),
     ("LD_PRELOAD", 'date = 2024-01-01\n[env]\nLD_PRELOAD = "/tmp/evil.so"\n', "env", "pick another name"),
     ("PATH override", 'date = 2024-01-01\n[env]\nPATH = "/tmp"\n', "env", "pick another name"),
     ("BASH_ENV", 'date = 2024-01-01\n[env]\nBASH_ENV = "/tmp/x"\n', "env", "pick another name"),
@@ -77,30 +125,90 @@ BAD: list[tuple[str, str | bytes, str, str]] = [
     ("env hijack GLIBC_TUNABLES", 'date = 2024-01-01\n[env]\nGLIBC_TUNABLES = "x"\n', "env", "pick another name"),
     ("env hijack PERL5OPT", 'date = 2024-01-01\n[env]\nPERL5OPT = "-Mx"\n', "env", "pick another name"),
     ("env hijack NODE_OPTIONS", 'date = 2024-01-01\n[env]\nnode_options = "--require x"\n', "env", "pick another name"),
-    ("misspelt date", 'dat = 2024-01-01\n', "dat", "did you mean 'date'?"),
-    ("rev with newline", 'date = 2024-01-01\n[nixpkgs]\nrev = "' + "a" * 40 + '\\n"\n', "nixpkgs.rev", "40 lowercase hex"),
+    ("misspelt date", "dat = 2024-01-01\n", "dat", "did you mean 'date'?"),
+    (
+        "rev with newline",
+        'date = 2024-01-01\n[nixpkgs]\nrev = "' + "a" * 40 + '\\n"\n',
+        "nixpkgs.rev",
+        "40 lowercase hex",
+    ),
     ("branch with newline", 'date = 2024-01-01\n[nixpkgs]\nbranch = "main\\n"\n', "nixpkgs.branch", "nixos-unstable"),
     ("env name with newline", 'date = 2024-01-01\n[env]\n"FOO\\n" = "x"\n', "env", "letters, digits"),
-    ("python version with newline", 'date = 2024-01-01\n[python]\nversion = "3.11\\n"\n', "python.version", "minor version"),
-    ("attr with newline", 'date = 2024-01-01\n[nixpkgs]\npackages = ["hello\\n"]\n', "nixpkgs.packages[0]", "dotted attribute"),
+    (
+        "python version with newline",
+        'date = 2024-01-01\n[python]\nversion = "3.11\\n"\n',
+        "python.version",
+        "minor version",
+    ),
+    (
+        "attr with newline",
+        'date = 2024-01-01\n[nixpkgs]\npackages = ["hello\\n"]\n',
+        "nixpkgs.packages[0]",
+        "dotted attribute",
+    ),
     ("R name with newline", 'date = 2024-01-01\n[R]\npackages = ["ggplot2\\n"]\n', "R.packages[0]", "CRAN name"),
-    ("requirement one line", 'date = 2024-01-01\n[python]\npackages = ["numpy>>=1"]\n', "python.packages[0]", "PEP 508"),
+    (
+        "requirement one line",
+        'date = 2024-01-01\n[python]\npackages = ["numpy>>=1"]\n',
+        "python.packages[0]",
+        "PEP 508",
+    ),
     ("bad rev", 'date = 2024-01-01\n[nixpkgs]\nrev = "main"\n', "nixpkgs.rev", "40"),
     ("bad branch", 'date = 2024-01-01\n[nixpkgs]\nbranch = "-x;y"\n', "nixpkgs.branch", "branch"),
     ("gpu yes", 'date = 2024-01-01\n[gpu]\ncuda = "yes"\n', "gpu.cuda", "cuda = true"),
     ("conda bad spec", 'date = 2024-01-01\n[conda]\npackages = ["samtools|rm"]\n', "conda.packages[0]", "name=version"),
     ("conda glob", 'date = 2024-01-01\n[conda]\npackages = ["sam*"]\n', "conda.packages[0]", "name=version"),
-    ("conda channel inside spec", 'date = 2024-01-01\n[conda]\npackages = ["bioconda::samtools"]\n', "conda.packages[0]", "conda] channels"),
-    ("conda URL spec", 'date = 2024-01-01\n[conda]\npackages = ["https://x.org/linux-64/a-1-0.tar.bz2"]\n', "conda.packages[0]", "cannot be date-locked"),
-    ("conda duplicate by name", 'date = 2024-01-01\n[conda]\npackages = ["samtools", "SAMtools>=1"]\n', "conda.packages", "duplicate"),
-    ("conda no channel", 'date = 2024-01-01\n[conda]\nchannels = []\n', "conda.channels", "at least one"),
-    ("conda relative file URL", 'date = 2024-01-01\n[conda]\nchannels = ["file://srv/x"]\n', "conda.channels[0]", "file:///"),
-    ("conda channel with ..", 'date = 2024-01-01\n[conda]\nchannels = ["https://m.org/a/../b"]\n', "conda.channels[0]", "https://HOST/PATH"),
-    ("conda channel name with space", 'date = 2024-01-01\n[conda]\nchannels = ["conda forge"]\n', "conda.channels[0]", "channel name"),
-    ("conda exempt with version", 'date = 2024-01-01\n[conda]\nexempt = ["vep=115"]\n', "conda.exempt[0]", "without a version"),
-    ("allow_unfree string", 'date = 2024-01-01\n[nixpkgs]\nallow_unfree = "yes"\n', "nixpkgs.allow_unfree", "true or false"),
-    ("non-UTF-8", b'date = 2024-01-01\n# caf\xe9\n', "", "UTF-8"),
-    ("broken TOML", 'date = 2024-01-01\n[nixpkgs\n', "", "TOML"),
+    (
+        "conda channel inside spec",
+        'date = 2024-01-01\n[conda]\npackages = ["bioconda::samtools"]\n',
+        "conda.packages[0]",
+        "conda] channels",
+    ),
+    (
+        "conda URL spec",
+        'date = 2024-01-01\n[conda]\npackages = ["https://x.org/linux-64/a-1-0.tar.bz2"]\n',
+        "conda.packages[0]",
+        "cannot be date-locked",
+    ),
+    (
+        "conda duplicate by name",
+        'date = 2024-01-01\n[conda]\npackages = ["samtools", "SAMtools>=1"]\n',
+        "conda.packages",
+        "duplicate",
+    ),
+    ("conda no channel", "date = 2024-01-01\n[conda]\nchannels = []\n", "conda.channels", "at least one"),
+    (
+        "conda relative file URL",
+        'date = 2024-01-01\n[conda]\nchannels = ["file://srv/x"]\n',
+        "conda.channels[0]",
+        "file:///",
+    ),
+    (
+        "conda channel with ..",
+        'date = 2024-01-01\n[conda]\nchannels = ["https://m.org/a/../b"]\n',
+        "conda.channels[0]",
+        "https://HOST/PATH",
+    ),
+    (
+        "conda channel name with space",
+        'date = 2024-01-01\n[conda]\nchannels = ["conda forge"]\n',
+        "conda.channels[0]",
+        "channel name",
+    ),
+    (
+        "conda exempt with version",
+        'date = 2024-01-01\n[conda]\nexempt = ["vep=115"]\n',
+        "conda.exempt[0]",
+        "without a version",
+    ),
+    (
+        "allow_unfree string",
+        'date = 2024-01-01\n[nixpkgs]\nallow_unfree = "yes"\n',
+        "nixpkgs.allow_unfree",
+        "true or false",
+    ),
+    ("non-UTF-8", b"date = 2024-01-01\n# caf\xe9\n", "", "UTF-8"),
+    ("broken TOML", "date = 2024-01-01\n[nixpkgs\n", "", "TOML"),
     ("50 MB file", b"date = 2024-01-01\n" + b"#" * (50 * 1024 * 1024), "", "KiB"),
 ]
 
@@ -140,7 +248,9 @@ def test_conda_section_accepts_match_specs_and_channel_urls():
         b'date = 2024-01-01\n[conda]\nchannels = ["conda-forge", "bioconda/label/main", "https://mirror.example.org/bioconda/", '
         b'"http://127.0.0.1:8080", "file:///srv/conda/site"]\n'
         b'packages = ["ensembl-vep=115.2", "samtools 1.19 h50ea8bc_0", "bwa >=0.7,<0.8", "htslib[version=\'>=1.19\']"]\n'
-        b'exempt = ["ensembl-vep"]\n', "c.toml")
+        b'exempt = ["ensembl-vep"]\n',
+        "c.toml",
+    )
     assert spec.conda is not None and len(spec.conda.channels) == 5 and spec.conda.exempt == ["ensembl-vep"]
     assert parse_spec(b"date = 2024-01-01\n[conda]\n", "d.toml").conda.channels == ["conda-forge"]
 
@@ -156,7 +266,9 @@ def test_symlink_loop_is_66_in_one_line(tmp_path: Path, run_cli):
     loop.symlink_to(loop)
     r = run_cli("check", str(loop))
     assert r.returncode == 66, r.stderr
-    assert r.stderr.strip().splitlines() == [f"nixsnake: {loop}: cannot read it (Too many levels of symbolic links); fix: make it a readable env file"]
+    assert r.stderr.strip().splitlines() == [
+        f"nixsnake: {loop}: cannot read it (Too many levels of symbolic links); fix: make it a readable env file"
+    ]
 
 
 def test_unreadable_env_file_is_66(tmp_path: Path, monkeypatch):
@@ -164,7 +276,6 @@ def test_unreadable_env_file_is_66(tmp_path: Path, monkeypatch):
     import builtins
 
     from snakemake_deploy_nixsnake.errors import UnreadableFileError
-    from snakemake_deploy_nixsnake.spec import load_spec
 
     f = tmp_path / "x.toml"
     f.write_text("date = 2024-01-01\n")
@@ -178,7 +289,10 @@ def test_unreadable_env_file_is_66(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(builtins, "open", refuse)
     with pytest.raises(UnreadableFileError) as e:
         load_spec(f)
-    assert e.value.code == 66 and str(e.value) == f"{f}: cannot read it (Permission denied); fix: make it a readable env file"
+    assert (
+        e.value.code == 66
+        and str(e.value) == f"{f}: cannot read it (Permission denied); fix: make it a readable env file"
+    )
 
 
 def test_lock_path():
@@ -188,12 +302,34 @@ def test_lock_path():
 # --- property: random input never produces a traceback ----------------------------------
 
 toml_scalars = st.one_of(
-    st.text(max_size=30), st.integers(), st.booleans(), st.floats(allow_nan=False),
+    st.text(max_size=30),
+    st.integers(),
+    st.booleans(),
+    st.floats(allow_nan=False),
     st.dates(min_value=dt.date(1990, 1, 1), max_value=dt.date(2100, 1, 1)),
 )
 keys = st.one_of(
-    st.sampled_from(["date", "nixpkgs", "python", "R", "conda", "gpu", "env", "run", "packages",
-                     "version", "branch", "rev", "binds", "cuda", "channels", "package_dates", "allow_unfree"]),
+    st.sampled_from(
+        [
+            "date",
+            "nixpkgs",
+            "python",
+            "R",
+            "conda",
+            "gpu",
+            "env",
+            "run",
+            "packages",
+            "version",
+            "branch",
+            "rev",
+            "binds",
+            "cuda",
+            "channels",
+            "package_dates",
+            "allow_unfree",
+        ]
+    ),
     st.text(min_size=1, max_size=10),
 )
 toml_values = st.recursive(

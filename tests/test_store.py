@@ -34,8 +34,11 @@ def make_image(tmp: Path, image_id: str, payload: str = "x") -> Path:
     (root / "etc").mkdir(parents=True)
     (root / "etc" / "payload").write_bytes(payload.encode() + os.urandom(256 << 10))  # incompressible
     sqfs = tmp / f"{image_id[:4]}-{payload}.sqfs"
-    subprocess.run(["mksquashfs", str(root), str(sqfs), "-noappend", "-quiet", "-no-progress", "-all-root"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["mksquashfs", str(root), str(sqfs), "-noappend", "-quiet", "-no-progress", "-all-root"],
+        check=True,
+        capture_output=True,
+    )
     sif = tmp / f"{image_id[:4]}-{payload}.sif"
     write_sif(sif, sqfs, {"image_id": image_id, "labels": {}})
     return sif
@@ -257,10 +260,11 @@ def test_read_only_store_build_of_a_missing_image(tmp_path, run_cli, read_only):
     (ws / "envs").mkdir(parents=True)
     (ws / "envs" / "x.toml").write_text("date = 2024-06-01\n")
     (ws / "envs" / "x.lock.toml").write_text(
-        "lock_version = 1\n"
-        'spec_sha256 = "{}"\n'.format(__import__("snakemake_deploy_nixsnake.spec", fromlist=["x"]).parse_spec(
-            b"date = 2024-06-01\n").spec_hash())
-        + 'date = "2024-06-01"\n[nixpkgs]\nbranch = "nixos-unstable"\nrev = "' + "1" * 40
+        'lock_version = 1\nspec_sha256 = "{}"\n'.format(
+            __import__("snakemake_deploy_nixsnake.spec", fromlist=["x"]).parse_spec(b"date = 2024-06-01\n").spec_hash()
+        )
+        + 'date = "2024-06-01"\n[nixpkgs]\nbranch = "nixos-unstable"\nrev = "'
+        + "1" * 40
         + '"\ncommit_time = "2024-01-15T12:00:00Z"\npinned = false\n'
     )
     store = Store(tmp_path / "store").ensure()
@@ -274,9 +278,12 @@ def test_read_only_store_build_of_a_missing_image(tmp_path, run_cli, read_only):
 
 def test_meta_from_json_names_what_is_wrong():
     assert Meta.from_json({"image_id": ID_A, "env_files": ["/a"], "future_key": 1}).env_files == ("/a",)
-    for bad, why in [([], "a JSON list"), ({"env_files": []}, "'image_id' is missing"),
-                     ({"image_id": ID_A, "env_files": "x"}, "'env_files' is not a list of strings"),
-                     ({"image_id": ID_A, "build_seconds": "1"}, "'build_seconds' is not a number")]:
+    for bad, why in [
+        ([], "a JSON list"),
+        ({"env_files": []}, "'image_id' is missing"),
+        ({"image_id": ID_A, "env_files": "x"}, "'env_files' is not a list of strings"),
+        ({"image_id": ID_A, "build_seconds": "1"}, "'build_seconds' is not a number"),
+    ]:
         with pytest.raises(ValueError, match=why):
             Meta.from_json(bad)
 

@@ -29,8 +29,17 @@ from .repo import DEMO_BRANCHES, DEMO_NIX_DIR, demo_commit_dates, demo_revs, mat
 SOURCE_NAME = "demo"
 
 __all__ = [
-    "DEMO_BRANCHES", "DEMO_NIX_DIR", "HOST_ENV_VAR", "SOURCE_NAME", "demo_commit_dates", "demo_revs",
-    "default_repo", "host_manifest", "materialize", "nix_env", "unavailable_error",
+    "DEMO_BRANCHES",
+    "DEMO_NIX_DIR",
+    "HOST_ENV_VAR",
+    "SOURCE_NAME",
+    "default_repo",
+    "demo_commit_dates",
+    "demo_revs",
+    "host_manifest",
+    "materialize",
+    "nix_env",
+    "unavailable_error",
 ]  # fmt: skip
 
 

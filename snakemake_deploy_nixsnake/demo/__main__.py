@@ -16,7 +16,11 @@ def main(argv: list[str]) -> int:
         print("usage: python -m snakemake_deploy_nixsnake.demo DEST", file=sys.stderr)
         return 2
     dest = materialize(Path(argv[0]))
-    print(json.dumps({"path": os.fspath(dest), "revs": demo_revs(dest), HOST_ENV_VAR: os.fspath(host_manifest())}, indent=2))
+    print(
+        json.dumps(
+            {"path": os.fspath(dest), "revs": demo_revs(dest), HOST_ENV_VAR: os.fspath(host_manifest())}, indent=2
+        )
+    )
     return 0
 
 

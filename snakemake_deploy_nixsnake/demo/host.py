@@ -226,7 +226,9 @@ def discover_host() -> dict[str, Any]:
         raise _fail("busybox not found", "install busybox-static (Debian: apt-get install busybox-static)")
     busybox_path = Path(busybox).resolve()
     if elf_interpreter(busybox_path):
-        raise _fail(f"{busybox_path} is dynamically linked", "install busybox-static (Debian: apt-get install busybox-static)")
+        raise _fail(
+            f"{busybox_path} is dynamically linked", "install busybox-static (Debian: apt-get install busybox-static)"
+        )
     banner = proc.run([busybox_path], check=False).stdout
     m = re.search(r"BusyBox v(\d[\w.]*)", banner)
     patchelf = Path(proc.require("patchelf"))
@@ -248,8 +250,8 @@ def discover_host() -> dict[str, Any]:
 
     ldconfig = _ldconfig_map()
     all_libs: dict[str, Path] = {}
-    for p in pythons.values():
-        all_libs.update(p["libs"])
+    for py_info in pythons.values():
+        all_libs.update(py_info["libs"])
     all_libs.update(bash_libs)
 
     def find(soname: str) -> Path | None:
@@ -330,8 +332,14 @@ def _stamps(manifest: dict[str, Any]) -> dict[str, list[int] | None]:
 
 def _cache_key() -> str:
     """Discovery depends on the machine and on where it looks (PATH, pyenv, this Python)."""
-    parts = [MANIFEST_FORMAT, platform.machine(), os.environ.get("PATH", ""), os.environ.get("PYENV_ROOT", ""),
-             str(Path.home()), sys.base_prefix]
+    parts = [
+        MANIFEST_FORMAT,
+        platform.machine(),
+        os.environ.get("PATH", ""),
+        os.environ.get("PYENV_ROOT", ""),
+        str(Path.home()),
+        sys.base_prefix,
+    ]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 

@@ -25,6 +25,7 @@ Every group is optional: on a machine without a Debian package the group is ``nu
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -205,9 +206,11 @@ class HostPackage:
             raise _fail(f"{root} (for {self.name}) is not a directory")
         excluded = set(exclude)
         wanted = None if only is None else set(only)
-        parents = None if wanted is None else {str(Path(w).parent) for w in wanted} | {
-            str(p) for w in wanted for p in Path(w).parents
-        }
+        parents = (
+            None
+            if wanted is None
+            else {str(Path(w).parent) for w in wanted} | {str(p) for w in wanted for p in Path(w).parents}
+        )
         for dirpath, dirnames, filenames in os.walk(root):
             base = Path(dirpath)
             rel_dir = base.relative_to(root).as_posix()
@@ -315,7 +318,9 @@ def _bcftools(dpkg: Dpkg, special: set[str]) -> dict[str, Any]:
     debian = dpkg.require("bcftools")
     pkg = HostPackage("bcftools", upstream_version(debian["bcftools"]), debian)
     pkg.file("bin/.bcftools-wrapped", dpkg.program("bcftools", "bcftools"))
-    plugins = sorted({Path(f).parent for f in dpkg.files("bcftools") if f.endswith(".so") and Path(f).parent.name == "bcftools"})
+    plugins = sorted(
+        {Path(f).parent for f in dpkg.files("bcftools") if f.endswith(".so") and Path(f).parent.name == "bcftools"}
+    )
     if plugins:
         pkg.tree("libexec/bcftools", plugins[0])
     pkg.resolve_libs(special)
@@ -364,7 +369,8 @@ def _r(dpkg: Dpkg, special: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     lines = res.stdout.splitlines()
     if res.returncode != 0 or len(lines) < 6:
         raise Unavailable(f"Rscript failed: {proc.tail(res.stderr or res.stdout, 3)}")
-    r_home, share, include, doc, version, library, *site = (Path(x) if i != 4 else x for i, x in enumerate(lines))
+    r_home, share, include, doc = map(Path, lines[:4])
+    version, library, site = lines[4], Path(lines[5]), [Path(x) for x in lines[6:]]
     # R's own packages (Priority: base; "translations") stay in R; every other package is
     # rPackages.<name>
     libdirs = [library, *(d for d in site if not str(d).startswith("/usr/local/"))]
@@ -378,7 +384,9 @@ def _r(dpkg: Dpkg, special: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
                 continue
             desc = read_dcf(d / "DESCRIPTION")
             name = desc.get("Package", d.name)
-            if libdir == library and (desc.get("Priority") == "base" or desc.get("License", "").startswith("Part of R")):
+            if libdir == library and (
+                desc.get("Priority") == "base" or desc.get("License", "").startswith("Part of R")
+            ):
                 base.add(name)
             elif name not in found and name not in base:
                 found[name] = (d, desc)
@@ -433,7 +441,9 @@ _PERL_INFO = (
 )
 
 
-def _perl(dpkg: Dpkg, special: set[str]) -> tuple[dict[str, Any], dict[str, Any], dict[str, str | None], dict[str, str]]:
+def _perl(
+    dpkg: Dpkg, special: set[str]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, str | None], dict[str, str]]:
     """perl, its Debian module packages (the closure of the requested ones), the
     requested attributes (attr -> Debian package or None) and why some are missing."""
     debian = dpkg.require("perl")
@@ -468,7 +478,9 @@ def _perl(dpkg: Dpkg, special: set[str]) -> tuple[dict[str, Any], dict[str, Any]
     if not core:
         raise Unavailable("perl's @INC has no core library directory")
     pkg.resolve_libs(special)
-    inc_re = re.compile(b"(?<=\\0)(" + b"|".join(re.escape(d.encode()) for d in sorted(inc, key=len, reverse=True)) + b")(?=\\0)")
+    inc_re = re.compile(
+        b"(?<=\\0)(" + b"|".join(re.escape(d.encode()) for d in sorted(inc, key=len, reverse=True)) + b")(?=\\0)"
+    )
     pkg.patch_search_paths([inc_re])
     if not any(p["file"] == "bin/.perl-wrapped" for p in pkg.patches):
         raise Unavailable(f"did not find perl's @INC in {exe}")
@@ -562,8 +574,8 @@ def discover_debian(special: set[str]) -> dict[str, Any]:
             unavailable[attr] = str(exc.message if isinstance(exc, NixsnakeError) else exc)
             return default
 
-    for attr, fn in (("htslib", _htslib), ("samtools", _samtools), ("bcftools", _bcftools)):
-        out[attr] = attempt(attr, lambda fn=fn: fn(dpkg, special))
+    for attr, group in (("htslib", _htslib), ("samtools", _samtools), ("bcftools", _bcftools)):
+        out[attr] = attempt(attr, functools.partial(group, dpkg, special))
     r = attempt("R", lambda: _r(dpkg, special))
     out["R"], out["rPackages"] = r if r else (None, {})
     for name in sorted(R_REQUIRED):

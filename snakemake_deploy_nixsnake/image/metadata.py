@@ -30,7 +30,7 @@ class ImageMetadata:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ImageMetadata":
+    def from_dict(cls, data: dict[str, Any]) -> ImageMetadata:
         """Raises ValueError naming the first field that is missing or of the wrong type."""
         types = {"image_id": str, "image_format": int, "env": dict, "lock": dict, "env_root": str,
                  "executables": list, "store_paths": list, "compression": str, "labels": dict}  # fmt: skip

@@ -21,6 +21,7 @@ The partition always comes first, at a fixed offset, so our own runtimes can mou
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
@@ -235,7 +236,7 @@ def write_sif_to(out: IO[bytes], squashfs: Path | str, metadata: Mapping[str, An
     return end
 
 
-def _copy_into(src: IO[bytes], out: IO[bytes], size: int) -> int:
+def _copy_into(src: io.BufferedReader, out: IO[bytes], size: int) -> int:
     """Copy ``src`` from its start to ``out`` (at its current position); return the
     number of bytes copied.
 
@@ -299,7 +300,9 @@ class SifError(NixsnakeError):
 
     def __init__(self, path: Path, why: str):
         self.why = why
-        super().__init__(f"{path}: not a usable SIF image ({why})", Exit.DATAERR, "rebuild the image with 'nixsnake build'")
+        super().__init__(
+            f"{path}: not a usable SIF image ({why})", Exit.DATAERR, "rebuild the image with 'nixsnake build'"
+        )
 
 
 def _bad(path: Path, why: str) -> SifError:
@@ -314,7 +317,7 @@ def read_sif(path: Path | str) -> SifInfo:
     """
     path = Path(path)
     try:
-        f = open(path, "rb")
+        f = open(path, "rb")  # noqa: SIM115 (open errors get their own message; `with f` below)
     except FileNotFoundError:
         raise NixsnakeError(f"{path}: no such image", Exit.NOINPUT) from None
     except OSError as exc:
@@ -431,4 +434,3 @@ def check_layout(path: Path | str) -> SifInfo:
     if used > info.partition_size:
         raise _bad(path, f"the squashfs claims {used} bytes but its partition holds {info.partition_size}")
     return info
-

@@ -15,7 +15,6 @@ they never become shell code.
 from __future__ import annotations
 
 import json
-import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -58,7 +57,6 @@ DIRS: tuple[str, ...] = (
     ".singularity.d/libs",
 )
 STICKY_DIRS = frozenset({"tmp", "var/tmp"})
-
 
 
 @dataclass(frozen=True)
@@ -212,5 +210,8 @@ def skeleton(
     if ssl_cert_file:
         entries.append(Entry(CA_BUNDLE, "symlink", 0o777, target=_abs("ssl_cert_file", ssl_cert_file)))
     if loader:  # [conda]: conda's ELF binaries name this interpreter; nixpkgs' glibc serves it
-        entries += [Entry("lib64", "dir", 0o755), Entry(ELF_INTERPRETER, "symlink", 0o777, target=_abs("loader", loader))]
+        entries += [
+            Entry("lib64", "dir", 0o755),
+            Entry(ELF_INTERPRETER, "symlink", 0o777, target=_abs("loader", loader)),
+        ]
     return sorted(entries, key=lambda e: e.path.split("/"))

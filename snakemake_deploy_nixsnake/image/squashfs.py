@@ -28,6 +28,7 @@ bottleneck for envs of many small files).
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 import tarfile
@@ -215,7 +216,7 @@ class _TarWriter:
             parts += _long_record(bname, tarfile.GNUTYPE_LONGNAME)
         self._put(parts + _header_block(bname, kind, mode, size, _MTIME_FIELD, blink))
 
-    def data_from(self, fh: IO[bytes], size: int, what: str) -> None:
+    def data_from(self, fh: io.FileIO, size: int, what: str) -> None:
         """Copy exactly ``size`` bytes of ``fh`` (fails if the file is shorter), then pad.
 
         Small files join the buffered headers (one write for many entries); big ones go

@@ -28,6 +28,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 LINK_SCRIPTS = ("pre-link", "post-link", "pre-unlink")
 #: Set by bash itself, not by an activation script.
@@ -58,13 +59,17 @@ def child(wheel_dir, marker, records, out, tmp, subdir):
             # nothing is downloaded (every record is a local file), but rattler builds an
             # HTTP client anyway, which needs CA certificates: SSL_CERT_FILE (conda.nix)
             await rattler.install(
-                recs, target_prefix=out, cache_dir=os.path.join(tmp, "pkgs"), execute_link_scripts=False,
-                show_progress=False, platform=rattler.Platform(subdir),
+                recs,
+                target_prefix=out,
+                cache_dir=Path(tmp, "pkgs"),
+                execute_link_scripts=False,
+                show_progress=False,
+                platform=rattler.Platform(subdir),
             )
 
         asyncio.run(run())
-        result = {"ok": True}
-    except BaseException as exc:  # noqa: BLE001 -- reported through the marker
+        result: dict[str, object] = {"ok": True}
+    except BaseException as exc:
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     with open(marker, "w") as fh:
         json.dump(result, fh)
@@ -118,8 +123,13 @@ def activation(out, tmp):
     # the scripts' own output goes to the build log, the environment dump alone to stdout
     script = 'for f in "$@"; do . "$f" >&2; done; exec "$NIXSNAKE_PY" -I -c "$NIXSNAKE_DUMP"'
     env = dict(before, NIXSNAKE_PY=sys.executable, NIXSNAKE_DUMP=dump)
-    r = subprocess.run([os.environ["bash"], "--norc", "--noprofile", "-c", script, "activate", *scripts],
-                       env=env, cwd=out, capture_output=True, text=True)
+    r = subprocess.run(
+        [os.environ["bash"], "--norc", "--noprofile", "-c", script, "activate", *scripts],
+        env=env,
+        cwd=out,
+        capture_output=True,
+        text=True,
+    )
     if r.returncode != 0:
         fail("sourcing the activation scripts failed (exit %d): %s" % (r.returncode, r.stderr[-2000:]))
     try:
@@ -161,8 +171,9 @@ def main():
     marker = os.path.join(tmp, "nixsnake-install-result.json")
     job = os.path.join(tmp, "nixsnake-install-job.json")
     with open(job, "w") as fh:
-        json.dump({"wheel_dir": wheel_dir, "marker": marker, "records": records, "out": out, "tmp": tmp,
-                   "subdir": subdir}, fh)
+        json.dump(
+            {"wheel_dir": wheel_dir, "marker": marker, "records": records, "out": out, "tmp": tmp, "subdir": subdir}, fh
+        )
     env = dict(os.environ, LD_LIBRARY_PATH=os.environ["installerLibraryPath"], HOME=tmp)
     proc = subprocess.run([sys.executable, "-I", os.path.abspath(__file__), "--child", job], env=env)
     try:
@@ -173,7 +184,9 @@ def main():
     if not result.get("ok"):
         fail("rattler's installer failed: " + str(result.get("error")))
     if proc.returncode != 0:
-        sys.stderr.write(f"nixsnake conda install: note: rattler exited with {proc.returncode} after finishing; its marker says ok\n")
+        sys.stderr.write(
+            f"nixsnake conda install: note: rattler exited with {proc.returncode} after finishing; its marker says ok\n"
+        )
     by_key = {(r["name"], r["version"], r["build"]): r for r in records}
     link_scripts = normalize(out, by_key)
     if link_scripts:

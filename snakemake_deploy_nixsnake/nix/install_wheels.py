@@ -6,8 +6,8 @@ site-packages, scripts to bin/ with their shebang pointed at the environment's p
 """
 
 import os
-import sys
 import re
+import sys
 import zipfile
 
 IDENT = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -38,7 +38,7 @@ for wheel in sorted(wheels):
             data = zf.read(info)
             if dest.startswith(bindir + os.sep) and data.startswith(b"#!python"):
                 # the image has /usr/bin/env and the environment's python first on PATH
-                data = b"#!/usr/bin/env python3" + data[len(b"#!python"):]
+                data = b"#!/usr/bin/env python3" + data[len(b"#!python") :]
             with open(dest, "wb") as fh:
                 fh.write(data)
             mode = (info.external_attr >> 16) & 0o777
