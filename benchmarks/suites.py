@@ -613,7 +613,8 @@ def metadata_storm(b: Bench, reps: int, trace_reps: int) -> dict[str, Any]:
 
 def image_size(b: Bench, reps: int, compressions: list[str]) -> dict[str, Any]:
     """Squashfs size and pack time per compression vs the closure's NAR size."""
-    from snakemake_deploy_nixsnake.image.squashfs import COMPRESSIONS, pack_squashfs
+    from snakemake_deploy_nixsnake.config import COMPRESSIONS
+    from snakemake_deploy_nixsnake.image.squashfs import pack_squashfs
 
     name = "medium" if "medium" in b.images else "tiny"
     closure = _closure(b.images[name])

@@ -1,8 +1,12 @@
-"""The ``nixsnake`` command.
+"""The ``nixsnake`` command's entry point.
 
 Every command ends in one of the sysexits codes from ``errors.Exit``; a failure prints
 one line (``nixsnake: <file>: <key>: <problem>; fix: <fix>``), never a traceback,
 unless ``NIXSNAKE_DEBUG=1``.
+
+``nixsnake --version`` and ``nixsnake check FILE...`` are answered here, without the
+CLI framework (typer, rich: ~50 ms of imports): they are what scripts and editors call
+often. Everything else, help and usage errors included, goes to ``commands.py``.
 """
 
 from __future__ import annotations
@@ -10,508 +14,81 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
-
-import typer
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from . import __version__
-from .config import Config, load_config
 from .errors import Exit, NixsnakeError
 
-app = typer.Typer(
-    name="nixsnake",
-    help="Date-locked, nix-built SIF images for Snakemake rules.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
-
-SpecArgs = Annotated[list[Path], typer.Argument(help="env files (TOML), e.g. envs/vep.toml", show_default=False)]
-StoreOpt = Annotated[Path | None, typer.Option("--store", help="image store directory (shared storage on a cluster)")]
-SourceOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--nixpkgs-source", help="'github', 'github:OWNER/REPO', a nixpkgs git clone/mirror path or URL, or 'demo'"
-    ),
-]
+if TYPE_CHECKING:
+    from .spec import EnvFile
 
 
-def _env_files(paths: list[Path]) -> list[Path]:
+def env_files(paths: list[Path], note: Callable[[str], None]) -> list[Path]:
     """Accept ``envs/*.toml``: lock files (``*.lock.toml``) are skipped, with a note."""
     keep = []
     for p in paths:
         if p.name.endswith(".lock.toml"):
-            err.print(
-                f"nixsnake: skipping {p} (a lock file; its env file is {p.name[: -len('.lock.toml')]}.toml)",
-                markup=False,
-            )
+            note(f"nixsnake: skipping {p} (a lock file; its env file is {p.name[: -len('.lock.toml')]}.toml)")
         else:
             keep.append(p)
     return keep
 
 
-def _config(**overrides: object) -> Config:
-    return load_config().with_overrides(**overrides)
+def describe(env: EnvFile) -> str:
+    """What ``nixsnake check`` says about a valid env file."""
+    parts = [f"date {env.date}", f"{len(env.nixpkgs.packages)} nixpkgs"]
+    if env.python:
+        parts.append(f"python {env.python.version} with {len(env.python.packages)} requirements")
+    if env.r:
+        parts.append(f"{len(env.r.packages)} R packages")
+    if env.conda:
+        parts.append(f"{len(env.conda.packages)} conda packages")
+    return ", ".join(parts)
 
 
-def _version(value: bool) -> None:
-    if value:
-        out.print(f"nixsnake {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="show the version")
-    ] = False,
-) -> None:
-    pass
-
-
-@app.command()
-def check(specs: SpecArgs) -> None:
-    """Validate env files without resolving anything (no network, no nix)."""
-    specs = _env_files(specs)
+def _check(paths: list[str]) -> None:
     from .spec import load_spec
 
-    for path in specs:
-        spec = load_spec(path)
-        parts = [f"date {spec.date}", f"{len(spec.nixpkgs.packages)} nixpkgs"]
-        if spec.python:
-            parts.append(f"python {spec.python.version} with {len(spec.python.packages)} requirements")
-        if spec.r:
-            parts.append(f"{len(spec.r.packages)} R packages")
-        out.print(f"{path}: ok ({', '.join(parts)})")
+    for path in env_files([Path(p) for p in paths], lambda n: print(n, file=sys.stderr)):
+        print(f"{path}: ok ({describe(load_spec(path))})")
 
 
-@app.command()
-def lock(
-    specs: SpecArgs,
-    check_only: Annotated[
-        bool, typer.Option("--check", help="exit 65 if a lock is missing or stale; write nothing")
-    ] = False,
-    nixpkgs_source: SourceOpt = None,
-) -> None:
-    """Resolve each env file's date and write ENV.lock.toml beside it."""
-    specs = _env_files(specs)
-    from .lock import lock_file, missing_rev, parse_source, read_lock, stale_reason
-    from .spec import load_spec, lock_path_for
-
-    cfg = _config(nixpkgs_source=nixpkgs_source)
-    source = parse_source(cfg.nixpkgs_source) if specs else None
-    if check_only:
-        stale = []
-        for path in specs:
-            reason = stale_reason(load_spec(path), path)
-            if reason is None and source is not None:
-                problem = missing_rev(read_lock(path).nixpkgs.rev, source)
-                reason = f"{lock_path_for(path)}: nixpkgs.rev: {problem}" if problem else None
-            if reason:
-                stale.append(reason)
-                err.print(f"nixsnake: stale: {reason}; fix: run `nixsnake lock {path}`")
-            else:
-                out.print(f"{path}: lock is current")
-        if stale:
-            raise typer.Exit(int(Exit.DATAERR))
-        return
-    for path in specs:
-        with err.status(f"locking {path} ..."):
-            lock_path, changed = lock_file(path, cfg, source)
-        out.print(f"{lock_path}: {'written' if changed else 'unchanged'}")
-
-
-class _LiveReporter:
-    """Per-env stage + nix log tail, shown in a rich Live table (or plain lines without a TTY)."""
-
-    def __init__(self, name: str, board: dict[str, list[str]], plain: bool):
-        self.name, self.board, self.plain = name, board, plain
-        board[name] = ["queued", ""]
-
-    def stage(self, message: str) -> None:
-        self.board[self.name][0] = message
-        if self.plain:
-            err.print(f"[{self.name}] {message}", markup=False)
-
-    def log(self, line: str) -> None:
-        self.board[self.name][1] = line[-120:]
-
-
-def _board_table(board: dict[str, list[str]]):
-    from rich.table import Table
-
-    t = Table(show_header=True, header_style="bold", box=None)
-    t.add_column("env")
-    t.add_column("stage")
-    t.add_column("nix log", style="dim", overflow="ellipsis", no_wrap=True)
-    for name, (stage, line) in board.items():
-        t.add_row(name, stage, line)
-    return t
-
-
-@app.command()
-def build(
-    specs: SpecArgs,
-    store: StoreOpt = None,
-    nixpkgs_source: SourceOpt = None,
-    compression: Annotated[
-        str | None, typer.Option(help="zstd (default), gzip (old squashfuse/kernels), xz, lz4")
-    ] = None,
-    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="images built in parallel")] = None,
-) -> None:
-    """Build the image of each env file into the store (locks first when there is no lock)."""
-    specs = _env_files(specs)
-    from concurrent.futures import ThreadPoolExecutor
-
-    from rich.live import Live
-
-    from .deploy import ensure_image, resolve
-
-    cfg = _config(store=store, nixpkgs_source=nixpkgs_source, compression=compression, jobs=jobs)
-    board: dict[str, list[str]] = {}
-    plain = not err.is_terminal
-    reporters = {p: _LiveReporter(str(p), board, plain) for p in specs}
-    results: dict[Path, Path] = {}
-    failures: list[NixsnakeError] = []
-
-    def one(p: Path) -> None:
-        try:
-            r = resolve(p, cfg, reporter=reporters[p])
-            results[p] = ensure_image(r, cfg, reporter=reporters[p])
-            reporters[p].stage("done")
-        except Exception as exc:  # every failure reaches the exit code, bugs as 70
-            reporters[p].stage("failed")
-            failures.append(exc if isinstance(exc, NixsnakeError) else _internal(exc))
-
-    with ThreadPoolExecutor(max_workers=cfg.jobs) as pool:
-        futs = [pool.submit(one, p) for p in specs]
-        if not plain:
-            import time
-
-            with Live(_board_table(board), console=err, refresh_per_second=4, transient=True) as live:
-                while not all(f.done() for f in futs):
-                    live.update(_board_table(board))
-                    time.sleep(0.25)
-        for fut in futs:
-            fut.result()  # (one() catches everything; this re-raises only KeyboardInterrupt & co.)
-    for p in specs:
-        if p in results:
-            out.print(f"{p}: {results[p]}")
-    if failures:
-        worst = max(failures, key=lambda e: int(e.code))
-        for f in failures:
-            if f is not worst:
-                err.print(f"nixsnake: {f}", markup=False)
-        raise worst
-
-
-def _warn(lines: list[str]) -> None:
-    for line in lines:
-        err.print(f"nixsnake: warning: {line}", markup=False)
-
-
-@app.command("ls")
-def list_images(
-    store: StoreOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
-) -> None:
-    """List the images in the store: id, size, env files, last use (each image checked)."""
-    import datetime as dt
-    import json
-
-    from rich.table import Table
-
-    from .store import Store
-
-    cfg = _config(store=store)
-    st = Store(cfg.store)
-    st.check()
-    listing = st.listing()
-    _warn(listing.problems)
-    entries = listing.entries
-    if as_json:
-        out.print_json(
-            json.dumps(
-                [
-                    {
-                        "id": e.id,
-                        "path": str(e.path),
-                        "size": e.size,
-                        "last_used": dt.datetime.fromtimestamp(e.last_used, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                        "env_files": list(e.meta.env_files) if e.meta else [],
-                        "date": e.meta.date if e.meta else None,
-                        "built_at": e.meta.built_at if e.meta else None,
-                    }
-                    for e in entries
-                ]
-            )
-        )
-        return
-    t = Table(title=f"images in {cfg.store}", box=None)
-    for col in ("id", "size", "last used", "date", "env files"):
-        t.add_column(col)
-    for e in entries:
-        t.add_row(
-            e.id[:16],
-            f"{e.size / 2**20:.1f} MiB",
-            dt.datetime.fromtimestamp(e.last_used).strftime("%Y-%m-%d %H:%M"),
-            (e.meta.date if e.meta else "") or "?",
-            ", ".join(e.meta.env_files if e.meta else ()),
-        )
-    out.print(t)
-
-
-@app.command()
-def gc(
-    store: StoreOpt = None,
-    older_than: Annotated[
-        float | None, typer.Option("--older-than", help="remove images not used for this many days")
-    ] = None,
-    keep_workflow: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--keep-workflow", help="workflow dir whose env files' images are kept; others are removed (repeatable)"
-        ),
-    ] = None,
-    damaged: Annotated[
-        bool,
-        typer.Option("--damaged", help="remove images whose bytes differ from what was published (reads every image)"),
-    ] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="only show what would be removed")] = False,
-) -> None:
-    """Remove unused images. Never removes one being built or used in the last hour."""
-    from .deploy import resolve
-    from .store import Store
-
-    if older_than is None and not keep_workflow and not damaged:
-        raise NixsnakeError(
-            "nothing to select", Exit.DATAERR, "give --older-than DAYS, --keep-workflow DIR and/or --damaged"
-        )
-    cfg = _config(store=store)
-    keep: set[str] | None = None
-    if keep_workflow:
-        from .config import load_config
-        from .spec import lock_path_for
-
-        keep = set()
-        for wf in keep_workflow:
-            wf_cfg = load_config(wf)  # ids depend on that workflow's settings (compression)
-            for spec_path in sorted(wf.rglob("*.toml")):
-                if spec_path.name.endswith(".lock.toml") or not lock_path_for(spec_path).exists():
-                    continue
-                try:
-                    keep.add(resolve(spec_path, wf_cfg, auto_lock=False).image_id)
-                except NixsnakeError as exc:
-                    err.print(f"nixsnake: warning: skipping {spec_path}: {exc}", markup=False)
-    st = Store(cfg.store)
-    st.check()
-    removed, problems = st.gc(older_than_days=older_than, keep_ids=keep, dry_run=dry_run, damaged=damaged)
-    _warn(problems)
-    for e in removed:
-        out.print(f"{'would remove' if dry_run else 'removed'} {e.path} ({e.size / 2**20:.1f} MiB)")
-    out.print(f"{len(removed)} image(s) {'selected' if dry_run else 'removed'}")
-
-
-@app.command()
-def verify(
-    images: Annotated[
-        list[str] | None, typer.Argument(help="image ids (default: every image in the store)", show_default=False)
-    ] = None,
-    store: StoreOpt = None,
-) -> None:
-    """Compare every byte of images with the sha256 recorded when they were published."""
-    from .store import Store
-
-    cfg = _config(store=store)
-    st = Store(cfg.store)
-    st.check()
-    listing = st.listing()
-    ids = images or [e.id for e in listing.entries]
-    bad = list(listing.problems) if not images else []
-    for image_id in ids:
-        why = st.verify(image_id)
-        if why is None:
-            out.print(f"{image_id}: ok")
-        else:
-            bad.append(f"{image_id}: {why}")
-    _warn(bad)
-    if bad:
-        raise NixsnakeError(
-            f"{len(bad)} image(s) failed verification", Exit.NOPERM, "remove them (`nixsnake gc --damaged`) and rebuild"
-        )
-    out.print(f"{len(ids)} image(s) verified")
-
-
-@app.command()
-def inspect(
-    image: Annotated[Path, typer.Argument(help="a .sif image, or an env file (its image in the store)")],
-    store: StoreOpt = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-) -> None:
-    """Show what is in an image (image id, lock, store paths), without starting it."""
-    import json
-
-    from .image.sif import check_layout
-
-    cfg = _config(store=store)
-    path = image
-    if image.suffix == ".toml":
-        from .deploy import resolve
-        from .store import Store
-
-        r = resolve(image, cfg, auto_lock=False)
-        st = Store(cfg.store)
-        st.check()
-        path = st.image_path(r.image_id)
-        if os.path.lexists(path):
-            st.check_image(path, r.image_id)  # owner, mode, layout, embedded id
-    if not path.exists():
-        raise NixsnakeError(f"{path}: no such image", Exit.NOINPUT, "build it with `nixsnake build ENV.toml`")
-    info = check_layout(path)
-    if as_json:
-        out.print_json(json.dumps(info.metadata))
-        return
-    from .image.metadata import ImageMetadata
-
-    try:
-        meta = ImageMetadata.from_dict(info.metadata)
-    except ValueError as exc:
-        raise NixsnakeError(
-            f"{path}: not a nixsnake image ({exc})", Exit.DATAERR, "rebuild it with `nixsnake build ENV.toml`"
-        ) from None
-    nixpkgs = meta.lock.get("nixpkgs", {})
-    out.print(f"[bold]{path}[/bold]", markup=True)
-    out.print(f"  image id     {meta.image_id}   date {meta.env.get('date')}")
-    out.print(f"  nixpkgs      {nixpkgs.get('branch')} @ {nixpkgs.get('rev')}")
-    for w in meta.lock.get("wheels", []):
-        out.print(f"  python       {w['name']}=={w['version']}")
-    for p in meta.env.get("nixpkgs", {}).get("packages", []):
-        out.print(f"  nixpkgs pkg  {p}")
-    out.print(
-        f"  store paths  {len(meta.store_paths)}; squashfs {info.partition_size / 2**20:.1f} MiB at offset {info.partition_offset}"
-    )
-    out.print(f"  format       image format {meta.image_format}, {meta.compression}")
-
-
-RuntimeOpt = Annotated[str | None, typer.Option("--runtime", help="apptainer (default), singularity or bwrap")]
-GpuOpt = Annotated[str | None, typer.Option("--gpu", help="auto (default), always, never")]
-BindOpt = Annotated[list[str] | None, typer.Option("--bind", "-B", help="extra bind SRC[:DST[:ro]] (repeatable)")]
-
-
-def _run_request(spec_path: Path, cfg: Config, binds: list[str] | None):
-    """The image (built if needed) and how to run it, for `nixsnake run` / `shell`."""
-    from .deploy import ensure_image, resolve, run_request
-
-    reporter = _LiveReporter(str(spec_path), {}, True)
-    r = resolve(spec_path, cfg, reporter=reporter)
-    image = ensure_image(r, cfg, reporter=reporter)
-    return run_request(r, image, cfg, workdir=Path.cwd().absolute(), extra_binds=binds or ())
-
-
-def _exec(argv: list[str]) -> None:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        os.execvp(argv[0], argv)
-    except FileNotFoundError:
-        from .proc import INSTALL_HINTS
-
-        raise NixsnakeError(
-            f"required tool '{argv[0]}' not found",
-            Exit.UNAVAILABLE,
-            INSTALL_HINTS.get(Path(argv[0]).name, "install it, or use --runtime bwrap"),
-        ) from None
-
-
-@app.command(context_settings={"allow_interspersed_args": False})
-def run(
-    spec: Annotated[Path, typer.Argument(help="env file")],
-    command: Annotated[list[str], typer.Argument(help="command and arguments (after --)")],
-    store: StoreOpt = None,
-    runtime: RuntimeOpt = None,
-    gpu: GpuOpt = None,
-    bind: BindOpt = None,
-) -> None:
-    """Run a command inside the env's image (built first if needed): nixsnake run ENV -- CMD..."""
-    from .runtime import exec_argv
-
-    cfg = _config(store=store, runtime=runtime, gpu=gpu)
-    _exec(exec_argv(_run_request(spec, cfg, bind), command))
-
-
-@app.command()
-def shell(
-    spec: Annotated[Path, typer.Argument(help="env file")],
-    store: StoreOpt = None,
-    runtime: RuntimeOpt = None,
-    gpu: GpuOpt = None,
-    bind: BindOpt = None,
-) -> None:
-    """Start an interactive shell inside the env's image (built first if needed)."""
-    from .runtime import shell_argv
-
-    cfg = _config(store=store, runtime=runtime, gpu=gpu)
-    _exec(shell_argv(_run_request(spec, cfg, bind)))
-
-
-@app.command()
-def doctor(
-    store: StoreOpt = None,
-    runtime: RuntimeOpt = None,
-    slurm_partition: Annotated[
-        str | None, typer.Option("--slurm-partition", help="also run a short job there to check the compute nodes")
-    ] = None,
-) -> None:
-    """Check this site: nix, store, runtime, squashfuse, SLURM/GPU partitions, glibc."""
-    from rich.table import Table
-
-    from .doctor import run_checks
-
-    cfg = _config(store=store, runtime=runtime)
-    checks = run_checks(cfg, slurm_partition)
-    t = Table(box=None, show_header=True, header_style="bold")
-    t.add_column("check")
-    t.add_column("status")
-    t.add_column("detail", overflow="fold")
-    colour = {"ok": "green", "warn": "yellow", "fail": "red"}
-    for c in checks:
-        t.add_row(c.name, f"[{colour[c.status]}]{c.status}[/]", c.detail)
-    out.print(t)
-    failed = [c for c in checks if c.status == "fail"]
-    if failed:
-        out.print(f"{len(failed)} check(s) failed")
-        raise typer.Exit(int(Exit.UNAVAILABLE))
-    out.print("all needed checks passed")
-
-
-def _internal(exc: BaseException) -> NixsnakeError:
+def internal_error(exc: BaseException) -> NixsnakeError:
     return NixsnakeError(
         f"internal error: {exc.__class__.__name__}: {exc} (set NIXSNAKE_DEBUG=1 for a traceback)", Exit.SOFTWARE
     )
 
 
+def _fail(exc: NixsnakeError) -> None:
+    print(f"nixsnake: {exc}", file=sys.stderr)
+    if os.environ.get("NIXSNAKE_DEBUG"):
+        traceback.print_exc()
+    sys.exit(int(exc.code))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Typer handles usage errors itself (exit 2, with help); everything nixsnake raises
     becomes one line and its sysexits code; anything else is a bug: one line, exit 70."""
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        app(args=argv, prog_name="nixsnake")  # standalone mode: exits by itself
+        if args == ["--version"]:
+            print(f"nixsnake {__version__}")
+            return
+        if len(args) > 1 and args[0] == "check" and not any(a.startswith("-") for a in args[1:]):
+            _check(args[1:])
+            return
+        from .commands import app
+
+        app(args=args, prog_name="nixsnake")  # standalone mode: exits by itself
     except NixsnakeError as exc:
-        err.print(f"nixsnake: {exc}", markup=False)
-        if os.environ.get("NIXSNAKE_DEBUG"):
-            traceback.print_exc()
-        sys.exit(int(exc.code))
+        _fail(exc)
     except KeyboardInterrupt:
-        err.print("nixsnake: interrupted")
+        print("nixsnake: interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:  # a bug: still one line, exit 70
-        err.print(f"nixsnake: {_internal(exc)}", markup=False)
-        if os.environ.get("NIXSNAKE_DEBUG"):
-            traceback.print_exc()
-        sys.exit(int(Exit.SOFTWARE))
+        _fail(internal_error(exc))
 
 
 if __name__ == "__main__":

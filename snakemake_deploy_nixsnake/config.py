@@ -17,8 +17,16 @@ from typing import Any
 import platformdirs
 
 from .errors import SpecError
-from .image.squashfs import COMPRESSIONS
 from .runtime import GPU_MODES, RUNTIMES
+
+#: Image compressions (the ``compression`` setting): name -> (mksquashfs's default level
+#: or None, (min, max) or None when it takes no level). image/squashfs.py applies them.
+COMPRESSIONS: dict[str, tuple[int | None, tuple[int, int] | None]] = {
+    "zstd": (3, (1, 22)),
+    "gzip": (9, (1, 9)),
+    "xz": (None, None),
+    "lz4": (None, None),
+}
 
 PROJECT_FILE = "nixsnake.toml"
 

@@ -166,7 +166,7 @@ def check_glibc(cfg: Config) -> list[Check]:
 
 
 def check_slurm(partition: str | None, cfg: Config) -> list[Check]:
-    from .slurm import cluster_info, gpu_partitions
+    from .slurm import Partition, cluster_info, gpu_partitions
 
     try:
         info = cluster_info()
@@ -174,12 +174,21 @@ def check_slurm(partition: str | None, cfg: Config) -> list[Check]:
     except NixsnakeError as exc:
         return [Check("SLURM", "warn", f"no cluster here ({exc.message}); fine for local runs")]
     gparts = gpu_partitions(info)
+    usable = {p.name: p.gpu_nodes for p in gpu_partitions(info, usable_only=True)}
+    nodes = {n.name: n for n in info.nodes()}
+
+    def describe(p: Partition) -> str:
+        up = usable.get(p.name, ())
+        gpus = sum(nodes[n].gpus for n in up if n in nodes)
+        cpus = sum(nodes[n].cpus for n in up if n in nodes)
+        return f"{p.name} ({len(up)} of {len(p.gpu_nodes)} GPU nodes up: {gpus} GPUs, {cpus} CPUs)"
+
     out = [
         Check("SLURM", "ok", f"{len(parts)} partitions: {', '.join(p.name for p in parts)}"),
         Check(
             "GPU partitions",
-            "ok" if gparts else "warn",
-            ", ".join(f"{p.name} ({len(p.gpu_nodes)} GPU nodes)" for p in gparts) or "none found (gres gpu)",
+            "ok" if usable else "warn",
+            ", ".join(describe(p) for p in gparts) or "none found (gres gpu)",
         ),
     ]
     if partition:

@@ -34,10 +34,9 @@ from snakemake_interface_software_deployment_plugins.settings import (
 )
 
 from . import conda as conda_layer
-from .config import Config, load_config, parse_nix_options
+from .config import COMPRESSIONS, Config, load_config, parse_nix_options
 from .deploy import ResolvedEnv, image_id, resolved_env
 from .errors import NixsnakeError
-from .image.squashfs import COMPRESSIONS
 from .lock import Lock, parse_lock
 from .runtime import GPU_MODES, RUNTIMES
 from .spec import EnvFile, lock_path_for, parse_spec

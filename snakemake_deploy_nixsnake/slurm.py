@@ -2,7 +2,7 @@
 
 Two questions only: *am I inside a job?* (builds are forbidden there: images are built
 on the head node and only *run* on compute nodes) and *which partitions have GPUs?*
-(to route GPU rules and to warn when a rule asks for a GPU no partition has).
+(``doctor`` reports them, and runs its GPU check job on one).
 
 Backends
 --------
@@ -144,7 +144,6 @@ class Node:
     state: str  # as SLURM prints it, e.g. "IDLE", "MIXED+DRAIN", "DOWN*+NOT_RESPONDING"
     cpus: int
     gres: tuple[str, ...]  # configured GRES entries, e.g. ("gpu:a100:4", "shard:8")
-    features: tuple[str, ...]
     gpus: int  # total configured GPUs (all gpu types)
 
     @property
@@ -354,7 +353,6 @@ def nodes_from_records(records: Iterable[Mapping[str, str]]) -> list[Node]:
         if not name:
             continue
         gres, gpus = parse_gres(r.get("Gres", ""))
-        features = r.get("AvailableFeatures", r.get("Features", ""))
         nodes.append(
             Node(
                 name=name,
@@ -362,7 +360,6 @@ def nodes_from_records(records: Iterable[Mapping[str, str]]) -> list[Node]:
                 state=r.get("State", "UNKNOWN").strip() or "UNKNOWN",
                 cpus=_int(r.get("CPUTot")),
                 gres=gres,
-                features=_csv(features),
                 gpus=gpus,
             )
         )
@@ -557,7 +554,6 @@ class PyslurmBackend(_CachedInfo):
                     state=str(getattr(n, "state", "UNKNOWN") or "UNKNOWN"),
                     cpus=int(getattr(n, "total_cpus", 0) or 0),
                     gres=gres,
-                    features=tuple(getattr(n, "available_features", None) or ()),
                     gpus=gpus,
                 )
             )

@@ -86,7 +86,7 @@ def test_build_failures_that_are_bugs_reach_the_exit_code(workspace, monkeypatch
     a NixsnakeError (a bug) must still end the command with 70, not 0."""
     from rich.console import Console
 
-    from snakemake_deploy_nixsnake import cli, deploy
+    from snakemake_deploy_nixsnake import cli, commands, deploy
 
     env = write_env(workspace, "x", "date = 2024-01-01\n")
 
@@ -94,7 +94,7 @@ def test_build_failures_that_are_bugs_reach_the_exit_code(workspace, monkeypatch
         raise RuntimeError("simulated bug")
 
     monkeypatch.setattr(deploy, "ensure_image", boom)
-    monkeypatch.setattr(cli, "err", Console(stderr=True, force_terminal=terminal, highlight=False, soft_wrap=True))
+    monkeypatch.setattr(commands, "err", Console(stderr=True, force_terminal=terminal, highlight=False, soft_wrap=True))
     with pytest.raises(SystemExit) as e:
         cli.main(["build", str(env)])
     assert e.value.code == 70

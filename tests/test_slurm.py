@@ -122,7 +122,6 @@ def test_typed_nodes_from_real_output():
         state="IDLE",
         cpus=2,
         gres=("gpu:2",),
-        features=(),
         gpus=2,
     )
     assert node.usable
@@ -149,7 +148,6 @@ def test_handwritten_nodes(handwritten):
     by = {n.name: n for n in handwritten.nodes()}
     assert set(by) == {"cn001", "cn002", "cn003", "gpu01", "gpu02", "gpu03", "big01"}
     assert by["cn001"].gpus == 0 and by["cn001"].gres == ()
-    assert by["cn001"].features == ("avx512", "ib")
     assert by["gpu01"].gres == ("gpu:a100:4", "shard:a100:8")
     assert by["gpu01"].gpus == 4  # shards are slices of those 4 GPUs, not more GPUs
     assert by["gpu03"].gres == ("gpu:v100:2", "gpu:t4:1") and by["gpu03"].gpus == 3

@@ -38,19 +38,13 @@ from pathlib import Path
 from typing import IO
 
 from .. import proc
+from ..config import COMPRESSIONS
 from ..errors import Exit, NixsnakeError
 from .skeleton import Entry
 
 STORE_DIR = "/nix/store"
 STORE_MTIME = 1
 
-#: compression -> (default level or None, (min, max) or None when it takes no level)
-COMPRESSIONS: dict[str, tuple[int | None, tuple[int, int] | None]] = {
-    "zstd": (3, (1, 22)),
-    "gzip": (9, (1, 9)),
-    "xz": (None, None),
-    "lz4": (None, None),
-}
 
 ProgressFn = Callable[[int, int], None]
 _PROGRESS_STEP = 4 << 20
