@@ -31,8 +31,9 @@ COMPRESSIONS: dict[str, tuple[int | None, tuple[int, int] | None]] = {
 PROJECT_FILE = "nixsnake.toml"
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("NIXSNAKE_CACHE_DIR") or platformdirs.user_cache_dir("nixsnake"))
+def cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get("NIXSNAKE_CACHE_DIR") or platformdirs.user_cache_dir("nixsnake"))
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 def load_config(project_dir: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
     env = os.environ if env is None else env
-    cfg = Config()
+    cfg = Config(store=cache_dir(env) / "images")
     user_file = Path(env.get("NIXSNAKE_CONFIG") or Path(platformdirs.user_config_dir("nixsnake")) / "config.toml")
     if user_file.is_file():
         cfg = _from_mapping(cfg, _read_file(user_file), str(user_file), user_file.parent)
