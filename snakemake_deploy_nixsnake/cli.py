@@ -14,51 +14,17 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from . import __version__
-from .errors import Exit, NixsnakeError
-
-if TYPE_CHECKING:
-    from .spec import EnvFile
-
-
-def env_files(paths: list[Path], note: Callable[[str], None]) -> list[Path]:
-    """Accept ``envs/*.toml``: lock files (``*.lock.toml``) are skipped, with a note."""
-    keep = []
-    for p in paths:
-        if p.name.endswith(".lock.toml"):
-            note(f"nixsnake: skipping {p} (a lock file; its env file is {p.name[: -len('.lock.toml')]}.toml)")
-        else:
-            keep.append(p)
-    return keep
-
-
-def describe(env: EnvFile) -> str:
-    """What ``nixsnake check`` says about a valid env file."""
-    parts = [f"date {env.date}", f"{len(env.nixpkgs.packages)} nixpkgs"]
-    if env.python:
-        parts.append(f"python {env.python.version} with {len(env.python.packages)} requirements")
-    if env.r:
-        parts.append(f"{len(env.r.packages)} R packages")
-    if env.conda:
-        parts.append(f"{len(env.conda.packages)} conda packages")
-    return ", ".join(parts)
+from .errors import InternalError, NixsnakeError
 
 
 def _check(paths: list[str]) -> None:
-    from .spec import load_spec
+    from .spec import env_files, load_spec
 
     for path in env_files([Path(p) for p in paths], lambda n: print(n, file=sys.stderr)):
-        print(f"{path}: ok ({describe(load_spec(path))})")
-
-
-def internal_error(exc: BaseException) -> NixsnakeError:
-    return NixsnakeError(
-        f"internal error: {exc.__class__.__name__}: {exc} (set NIXSNAKE_DEBUG=1 for a traceback)", Exit.SOFTWARE
-    )
+        print(f"{path}: ok ({load_spec(path).summary()})")
 
 
 def _fail(exc: NixsnakeError) -> None:
@@ -88,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         print("nixsnake: interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:  # a bug: still one line, exit 70
-        _fail(internal_error(exc))
+        _fail(InternalError(exc))
 
 
 if __name__ == "__main__":

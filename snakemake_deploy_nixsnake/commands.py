@@ -21,9 +21,8 @@ import typer
 from rich.console import Console
 
 from . import __version__
-from .cli import describe, env_files, internal_error
 from .config import Config, load_config
-from .errors import Exit, NixsnakeError
+from .errors import Exit, InternalError, NixsnakeError
 
 app = typer.Typer(
     name="nixsnake",
@@ -46,6 +45,8 @@ SourceOpt = Annotated[
 
 
 def _env_files(paths: list[Path]) -> list[Path]:
+    from .spec import env_files
+
     return env_files(paths, lambda note: err.print(note, markup=False))
 
 
@@ -74,7 +75,7 @@ def check(specs: SpecArgs) -> None:
     from .spec import load_spec
 
     for path in _env_files(specs):
-        out.print(f"{path}: ok ({describe(load_spec(path))})", markup=False)
+        out.print(f"{path}: ok ({load_spec(path).summary()})", markup=False)
 
 
 @app.command()
@@ -173,7 +174,7 @@ def build(
             reporters[p].stage("done")
         except Exception as exc:  # every failure reaches the exit code, bugs as 70
             reporters[p].stage("failed")
-            failures.append(exc if isinstance(exc, NixsnakeError) else internal_error(exc))
+            failures.append(exc if isinstance(exc, NixsnakeError) else InternalError(exc))
 
     with ThreadPoolExecutor(max_workers=cfg.jobs) as pool:
         futs = [pool.submit(one, p) for p in specs]

@@ -59,6 +59,15 @@ class MissingFileError(NixsnakeError):
         super().__init__(f"{path}: no such file; fix: {fix}", Exit.NOINPUT)
 
 
+class InternalError(NixsnakeError):
+    """A bug (any other exception): still one line and exit 70."""
+
+    def __init__(self, exc: BaseException):
+        super().__init__(
+            f"internal error: {exc.__class__.__name__}: {exc} (set NIXSNAKE_DEBUG=1 for a traceback)", Exit.SOFTWARE
+        )
+
+
 class UnreadableFileError(NixsnakeError):
     def __init__(self, path: str, why: str, fix: str):
         super().__init__(f"{path}: cannot read it ({why}); fix: {fix}", Exit.NOINPUT)

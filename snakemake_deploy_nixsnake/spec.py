@@ -15,6 +15,7 @@ import hashlib
 import json
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -371,6 +372,17 @@ class EnvFile(_Strict):
     def spec_hash(self) -> str:
         return sha256_json(self.normalized())
 
+    def summary(self) -> str:
+        """What ``nixsnake check`` says about a valid env file."""
+        parts = [f"date {self.date}", f"{len(self.nixpkgs.packages)} nixpkgs"]
+        if self.python:
+            parts.append(f"python {self.python.version} with {len(self.python.packages)} requirements")
+        if self.r:
+            parts.append(f"{len(self.r.packages)} R packages")
+        if self.conda:
+            parts.append(f"{len(self.conda.packages)} conda packages")
+        return ", ".join(parts)
+
 
 def day_start(day: dt.date) -> dt.datetime:
     """What "as of this date" means everywhere: the instant the day starts, in UTC. A
@@ -507,6 +519,18 @@ def load_spec(path: Path) -> EnvFile:
     except OSError as exc:  # unreadable, a symlink loop, an I/O error: 66 with the reason
         raise UnreadableFileError(str(path), exc.strerror or str(exc), "make it a readable env file") from None
     return parse_spec(text, str(path))
+
+
+def env_files(paths: list[Path], note: Callable[[str], None]) -> list[Path]:
+    """Accept ``envs/*.toml`` on a command line: lock files (``*.lock.toml``) are
+    skipped, with a note."""
+    keep = []
+    for p in paths:
+        if p.name.endswith(".lock.toml"):
+            note(f"nixsnake: skipping {p} (a lock file; its env file is {p.name[: -len('.lock.toml')]}.toml)")
+        else:
+            keep.append(p)
+    return keep
 
 
 def lock_path_for(spec_path: Path) -> Path:

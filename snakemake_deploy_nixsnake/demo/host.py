@@ -31,7 +31,9 @@ from typing import Any
 
 from .. import proc
 from ..config import cache_dir
-from ..errors import Exit, NixsnakeError
+from ..errors import Exit
+from .hostfiles import checked_path, fail, ldd
+from .hostpkgs import discover_debian
 
 #: The variable through which nix finds the manifest.
 HOST_ENV_VAR = "NIXSNAKE_DEMO_HOST"
@@ -56,25 +58,14 @@ ZLIB_SONAME = "libz.so.1"
 _PYTHON_SKIP_EXTENSIONS = ("_tkinter", "_test", "_xxtestfuzz")
 
 
-def _fail(msg: str, hint: str | None = None, code: Exit = Exit.UNAVAILABLE) -> NixsnakeError:
-    return NixsnakeError(f"demo package set: {msg}", code, hint)
-
-
-def _checked_path(p: Path) -> str:
-    s = os.fspath(p)
-    if any(c in s for c in "\n\r\t ") or not s.startswith("/"):
-        raise _fail(f"host path {s!r} is not usable (absolute paths without whitespace only)", code=Exit.SOFTWARE)
-    return s
-
-
 def _file(name: str, path: Path) -> dict[str, str]:
     """A manifest entry: the name the file gets in its package, and its real host path."""
     real = path.resolve()
     if not real.is_file():
-        raise _fail(f"{path} (for {name}) is not a file")
+        raise fail(f"{path} (for {name}) is not a file")
     if "/" in name or not name or any(c in name for c in "\n\r\t "):
-        raise _fail(f"file name {name!r} is not usable", code=Exit.SOFTWARE)
-    return {"name": name, "path": _checked_path(real)}
+        raise fail(f"file name {name!r} is not usable", code=Exit.SOFTWARE)
+    return {"name": name, "path": checked_path(real)}
 
 
 def elf_interpreter(path: Path) -> bool:
@@ -82,7 +73,7 @@ def elf_interpreter(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(64)
         if head[:4] != b"\x7fELF" or head[4] != 2:  # 64-bit ELF only
-            raise _fail(f"{path} is not a 64-bit ELF file")
+            raise fail(f"{path} is not a 64-bit ELF file")
         endian = "<" if head[5] == 1 else ">"
         phoff = struct.unpack_from(endian + "Q", head, 32)[0]
         phentsize, phnum = struct.unpack_from(endian + "HH", head, 54)
@@ -109,31 +100,8 @@ def loader_patches(loader: Path) -> list[dict[str, Any]]:
         new = "/" + "~" * (len(old) - 2) + "/" if old.endswith("/") else "/" + "~" * (len(old) - 1)
         patches.append({"offset": m.start(1), "old": old, "new": new})
     if not any(p["old"] == "/etc/ld.so.cache" for p in patches):
-        raise _fail(f"{loader}: did not find the ld.so.cache path in the loader (not glibc?)", code=Exit.SOFTWARE)
+        raise fail(f"{loader}: did not find the ld.so.cache path in the loader (not glibc?)", code=Exit.SOFTWARE)
     return patches
-
-
-def ldd(files: Iterable[Path]) -> tuple[dict[str, Path], Path | None]:
-    """Libraries (soname -> resolved path) that ``ldd`` lists for ``files``, and the loader."""
-    argv = ["ldd", *[os.fspath(f) for f in files]]
-    res = proc.run(argv, check=False, what="ldd (finding host libraries for the demo package set)")
-    libs: dict[str, Path] = {}
-    loader: Path | None = None
-    for line in res.stdout.splitlines():
-        line = line.strip()
-        m = re.fullmatch(r"(\S+) => (/\S+) \(0x[0-9a-f]+\)", line)
-        if m:
-            libs[m.group(1)] = Path(m.group(2))
-            continue
-        m = re.fullmatch(r"(/\S+) \(0x[0-9a-f]+\)", line)
-        if m:
-            loader = Path(m.group(1))
-            continue
-        if "=> not found" in line:
-            raise _fail(f"ldd: {line} (needed by one of {argv[1:]})", "install the missing library on the host")
-    if res.returncode != 0 and not libs:
-        raise _fail(f"ldd failed: {proc.tail(res.stderr or res.stdout)}")
-    return libs, loader
 
 
 def _ldconfig_map() -> dict[str, Path]:
@@ -189,7 +157,7 @@ def _python_info(prefix: Path) -> dict[str, Any] | None:
     return {
         "version": res.stdout.split()[0],
         "pythonVersion": f"3.{minor}",
-        "stdlib": _checked_path(stdlib.resolve()),
+        "stdlib": checked_path(stdlib.resolve()),
         "executable": _file(exe.name, exe),
         "libpython": _file(libpython_name, libs[libpython_name]) if libpython_name else None,
         "libpython3": _file("libpython3.so", libpython3) if libpython_name and libpython3.is_file() else None,
@@ -205,7 +173,7 @@ def _cafile() -> Path:
                  "/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"):  # fmt: skip
         if cand and Path(cand).is_file():
             return Path(cand)
-    raise _fail("no CA certificate bundle found", "install ca-certificates")
+    raise fail("no CA certificate bundle found", "install ca-certificates")
 
 
 def _program(exe: Path, skip: set[str]) -> dict[str, Any]:
@@ -219,14 +187,14 @@ def discover_host() -> dict[str, Any]:
     machine = platform.machine()
     system = {"x86_64": "x86_64-linux", "aarch64": "aarch64-linux"}.get(machine)
     if system is None or sys.platform != "linux":
-        raise _fail(f"unsupported host {sys.platform}/{machine}", "the demo package set needs x86_64 or aarch64 Linux")
+        raise fail(f"unsupported host {sys.platform}/{machine}", "the demo package set needs x86_64 or aarch64 Linux")
 
     busybox = proc.which("busybox")
     if not busybox:
-        raise _fail("busybox not found", "install busybox-static (Debian: apt-get install busybox-static)")
+        raise fail("busybox not found", "install busybox-static (Debian: apt-get install busybox-static)")
     busybox_path = Path(busybox).resolve()
     if elf_interpreter(busybox_path):
-        raise _fail(
+        raise fail(
             f"{busybox_path} is dynamically linked", "install busybox-static (Debian: apt-get install busybox-static)"
         )
     banner = proc.run([busybox_path], check=False).stdout
@@ -234,7 +202,7 @@ def discover_host() -> dict[str, Any]:
     patchelf = Path(proc.require("patchelf"))
     bash = proc.which("bash")
     if not bash:
-        raise _fail("bash not found", "install bash")
+        raise fail("bash not found", "install bash")
 
     pythons: dict[str, dict[str, Any]] = {}
     for prefix in _python_candidates():
@@ -243,7 +211,7 @@ def discover_host() -> dict[str, Any]:
             pythons[info["pythonVersion"]] = info
     bash_libs, loader = ldd([Path(bash).resolve()])
     if loader is None or "libc.so.6" not in bash_libs:
-        raise _fail("could not find the host's glibc (ldd of bash shows no loader / libc.so.6)")
+        raise fail("could not find the host's glibc (ldd of bash shows no loader / libc.so.6)")
     glibc_dir = bash_libs["libc.so.6"].resolve().parent
     glibc = [_file(loader.name, loader)] + [_file(n, glibc_dir / n) for n in GLIBC_SONAMES if (glibc_dir / n).is_file()]
     glibc_names = {e["name"] for e in glibc}
@@ -262,12 +230,12 @@ def discover_host() -> dict[str, Any]:
 
     zlib = find(ZLIB_SONAME)
     if zlib is None:
-        raise _fail("libz.so.1 not found on the host", "install zlib (Debian: apt-get install zlib1g)")
+        raise fail("libz.so.1 not found on the host", "install zlib (Debian: apt-get install zlib1g)")
     gcc = []
     for n in GCC_SONAMES:
         p = find(n)
         if p is None and n in GCC_SONAMES[:2]:
-            raise _fail(f"{n} not found on the host", "install gcc's runtime (Debian: apt-get install libstdc++6)")
+            raise fail(f"{n} not found on the host", "install gcc's runtime (Debian: apt-get install libstdc++6)")
         if p is not None:
             gcc.append(_file(n, p))
     special = glibc_names | {ZLIB_SONAME} | set(GCC_SONAMES)
@@ -277,8 +245,6 @@ def discover_host() -> dict[str, Any]:
         py["needsGccLib"] = any(n in GCC_SONAMES for n in py["libs"])
         py["deps"] = sorted(n for n in py.pop("libs") if n not in special)
         py.pop("loader")
-
-    from .hostpkgs import discover_debian  # (it imports this module)
 
     return {
         "comment": "Written by snakemake_deploy_nixsnake.demo: host files the demo package set imports.",

@@ -34,7 +34,7 @@ from typing import Any
 
 from .. import proc
 from ..errors import Exit, NixsnakeError
-from .host import _checked_path, _fail, ldd
+from .hostfiles import checked_path, fail, ldd
 
 #: Debian packages behind each optional attribute (``scripts/setup.sh`` installs them all).
 DEBIAN_PACKAGES: dict[str, tuple[str, ...]] = {
@@ -185,14 +185,14 @@ class HostPackage:
     @staticmethod
     def _dest(dest: str) -> str:
         if not _SAFE_REL.fullmatch(dest) or ".." in dest.split("/"):
-            raise _fail(f"package path {dest!r} is not usable")
+            raise fail(f"package path {dest!r} is not usable")
         return dest
 
     def file(self, dest: str, path: Path) -> None:
         real = Path(path).resolve()
         if not real.is_file():
-            raise _fail(f"{path} (for {self.name}) is not a file")
-        self.files.append({"dest": self._dest(dest), "path": _checked_path(real)})
+            raise fail(f"{path} (for {self.name}) is not a file")
+        self.files.append({"dest": self._dest(dest), "path": checked_path(real)})
         if _is_elf(real):
             self.elf.append((dest, real))
 
@@ -203,7 +203,7 @@ class HostPackage:
         with ``only`` exactly those files."""
         root = Path(root).resolve()
         if not root.is_dir():
-            raise _fail(f"{root} (for {self.name}) is not a directory")
+            raise fail(f"{root} (for {self.name}) is not a directory")
         excluded = set(exclude)
         wanted = None if only is None else set(only)
         parents = (
@@ -249,7 +249,7 @@ class HostPackage:
                     continue
                 if _is_elf(p):
                     self.elf.append((self._dest(f"{dest}/{rel}"), p))
-        entry: dict[str, Any] = {"dest": self._dest(dest), "root": _checked_path(root)}
+        entry: dict[str, Any] = {"dest": self._dest(dest), "root": checked_path(root)}
         if wanted is None:
             entry["exclude"] = sorted(excluded)
         else:
@@ -283,7 +283,7 @@ class HostPackage:
             "files": self.files,
             "trees": self.trees,
             "elf": sorted(d for d, _ in self.elf),
-            "libs": [{"name": n, "path": _checked_path(p.resolve())} for n, p in sorted(self.libs.items())],
+            "libs": [{"name": n, "path": checked_path(p.resolve())} for n, p in sorted(self.libs.items())],
             "patches": self.patches,
         }
 
