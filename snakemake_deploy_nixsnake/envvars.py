@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from .errors import Exit, NixsnakeError
+
 #: A variable name (what POSIX shells and apptainer accept).
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_NAME = 128
@@ -60,6 +62,17 @@ JOB_ENVVARS = (
 
 def valid_name(name: object) -> bool:
     return isinstance(name, str) and len(name) <= MAX_NAME and NAME.fullmatch(name) is not None
+
+
+def check_name(name: object) -> str:
+    """``name`` if it is a variable name, else a NixsnakeError (65) saying so."""
+    if not valid_name(name):
+        raise NixsnakeError(
+            f"environment variable name {name!r} is not valid",
+            Exit.DATAERR,
+            hint="use letters, digits and '_', not starting with a digit",
+        )
+    return name  # type: ignore[return-value]
 
 
 def refused_in_env_file(name: str) -> bool:

@@ -143,12 +143,7 @@ class RunRequest:
 
 def check_envvar(name: str) -> str:
     """Validate a pass-through variable name (raises ``NixsnakeError(DATAERR)``)."""
-    if not envvars.valid_name(name):
-        raise NixsnakeError(
-            f"environment variable name {name!r} is not valid",
-            Exit.DATAERR,
-            hint="use letters, digits and '_', not starting with a digit",
-        )
+    envvars.check_name(name)
     if not envvars.passable(name):
         raise NixsnakeError(
             f"environment variable {name!r} cannot be passed into the container",

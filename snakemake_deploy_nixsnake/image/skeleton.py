@@ -81,12 +81,7 @@ def _abs(what: str, value: str) -> str:
 
 
 def _check_env_name(name: str) -> None:
-    if not envvars.valid_name(name):
-        raise NixsnakeError(
-            f"environment variable name {name!r} is not valid",
-            Exit.DATAERR,
-            hint="use letters, digits and '_' and do not start with a digit",
-        )
+    envvars.check_name(name)
     if envvars.refused_in_env_file(name):
         raise NixsnakeError(
             f"environment variable {name!r} is set by nixsnake or apptainer and cannot be set in [env]",
