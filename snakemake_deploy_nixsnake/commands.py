@@ -20,9 +20,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from . import __version__
+from . import __version__, proc
 from .config import Config, load_config
-from .errors import Exit, InternalError, NixsnakeError
+from .errors import Exit, InternalError, Interrupted, NixsnakeError
 
 app = typer.Typer(
     name="nixsnake",
@@ -88,7 +88,7 @@ def lock(
 ) -> None:
     """Resolve each env file's date and write ENV.lock.toml beside it."""
     specs = _env_files(specs)
-    from .lock import lock_file, missing_rev, parse_source, read_lock, stale_reason
+    from .lock import lock_file, missing_rev, parse_source, read_lock, stale_error, stale_reason
     from .spec import load_spec, lock_path_for
 
     cfg = _config(nixpkgs_source=nixpkgs_source)
@@ -102,7 +102,7 @@ def lock(
                 reason = f"{lock_path_for(path)}: nixpkgs.rev: {problem}" if problem else None
             if reason:
                 stale.append(reason)
-                err.print(f"nixsnake: stale: {reason}; fix: run `nixsnake lock {path}`")
+                err.print(f"nixsnake: {stale_error(path, reason)}")
             else:
                 out.print(f"{path}: lock is current")
         if stale:
@@ -176,7 +176,8 @@ def build(
             reporters[p].stage("failed")
             failures.append(exc if isinstance(exc, NixsnakeError) else InternalError(exc))
 
-    with ThreadPoolExecutor(max_workers=cfg.jobs) as pool:
+    pool = ThreadPoolExecutor(max_workers=cfg.jobs)
+    try:
         futs = [pool.submit(one, p) for p in specs]
         if not plain:
             with Live(_board_table(board), console=err, refresh_per_second=4, transient=True) as live:
@@ -185,6 +186,11 @@ def build(
                     time.sleep(0.25)
         for fut in futs:
             fut.result()  # (one() catches everything; this re-raises only KeyboardInterrupt & co.)
+    except KeyboardInterrupt:  # the workers stop at their next step and clean up
+        proc.interrupt()
+        raise Interrupted() from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     for p in specs:
         if p in results:
             out.print(f"{p}: {results[p]}")
@@ -249,6 +255,33 @@ def list_images(
     out.print(t)
 
 
+def _workflow_image_ids(wf: Path) -> set[str]:
+    """The images a workflow directory uses: one per locked env file under it.
+
+    Anything doubtful stops gc before it removes anything (exit 65/66): a directory that
+    does not exist or holds no locked env file (a typo would otherwise mark every image
+    unused), and a stale lock (which image that workflow will want is not known)."""
+    from .config import load_config
+    from .deploy import resolve
+    from .spec import lock_path_for
+
+    if not wf.is_dir():
+        raise NixsnakeError(
+            f"--keep-workflow {wf}: no such directory; nothing was removed",
+            Exit.NOINPUT,
+            "give the directory of a workflow",
+        )
+    wf_cfg = load_config(wf)  # ids depend on that workflow's settings (compression)
+    specs = [p for p in sorted(wf.rglob("*.toml")) if not p.name.endswith(".lock.toml") and lock_path_for(p).exists()]
+    if not specs:
+        raise NixsnakeError(
+            f"--keep-workflow {wf}: no locked env file (ENV.toml beside ENV.lock.toml) in it; nothing was removed",
+            Exit.NOINPUT,
+            "give the directory of a workflow whose env files are locked",
+        )
+    return {resolve(p, wf_cfg, auto_lock=False).image_id for p in specs}
+
+
 @app.command()
 def gc(
     store: StoreOpt = None,
@@ -268,7 +301,6 @@ def gc(
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="only show what would be removed")] = False,
 ) -> None:
     """Remove unused images. Never removes one being built or used in the last hour."""
-    from .deploy import resolve
     from .store import Store
 
     if older_than is None and not keep_workflow and not damaged:
@@ -276,21 +308,7 @@ def gc(
             "nothing to select", Exit.DATAERR, "give --older-than DAYS, --keep-workflow DIR and/or --damaged"
         )
     cfg = _config(store=store)
-    keep: set[str] | None = None
-    if keep_workflow:
-        from .config import load_config
-        from .spec import lock_path_for
-
-        keep = set()
-        for wf in keep_workflow:
-            wf_cfg = load_config(wf)  # ids depend on that workflow's settings (compression)
-            for spec_path in sorted(wf.rglob("*.toml")):
-                if spec_path.name.endswith(".lock.toml") or not lock_path_for(spec_path).exists():
-                    continue
-                try:
-                    keep.add(resolve(spec_path, wf_cfg, auto_lock=False).image_id)
-                except NixsnakeError as exc:
-                    err.print(f"nixsnake: warning: skipping {spec_path}: {exc}", markup=False)
+    keep = {i for wf in keep_workflow or () for i in _workflow_image_ids(wf)} if keep_workflow else None
     st = Store(cfg.store)
     st.check()
     removed, problems = st.gc(older_than_days=older_than, keep_ids=keep, dry_run=dry_run, damaged=damaged)

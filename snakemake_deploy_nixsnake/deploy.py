@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from . import __version__
+from . import __version__, proc
 from .binds import Bind, parse_user_bind
 from .config import Config
 from .errors import Exit, NixsnakeError
 from .image.metadata import ImageMetadata
-from .lock import Lock, lock_file, missing_rev_error, read_lock, stale_reason
+from .lock import Lock, lock_file, missing_rev_error, read_lock, stale_error, stale_reason
 from .spec import EnvFile, load_spec, lock_path_for, sha256_json
 from .store import Meta, Store
 
@@ -94,7 +94,7 @@ def resolved_env(path: Path, env: EnvFile, lock: Lock, cfg: Config) -> ResolvedE
     both files from snakemake's source cache; everything else through :func:`resolve`.)"""
     reason = stale_reason(env, path, lock)
     if reason:
-        raise NixsnakeError(reason, Exit.DATAERR, f"run `nixsnake lock {path}`")
+        raise stale_error(path, reason)
     return ResolvedEnv(path, env, lock, image_id(env, lock, cfg.compression))
 
 
@@ -238,6 +238,7 @@ def _build(r: ResolvedEnv, cfg: Config, store: Store, rep: Reporter) -> Path:
         try:
             rep.stage("writing SIF")
             write_sif(tmp, sqfs, plan.metadata.to_dict())
+            proc.check_interrupted()  # the last moment to stop: after this, it is published
             final, sha256 = store.publish(r.image_id, tmp)
         except BaseException:
             tmp.unlink(missing_ok=True)

@@ -20,6 +20,7 @@ class Exit(IntEnum):
     SOFTWARE = 70  # internal error (a bug, or nix failing on a valid spec)
     TEMPFAIL = 75  # try again later (lock held, ...)
     NOPERM = 77  # refused for security reasons (tamperable store)
+    INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, what shells report
 
 
 class NixsnakeError(Exception):
@@ -71,6 +72,13 @@ class InternalError(NixsnakeError):
 class UnreadableFileError(NixsnakeError):
     def __init__(self, path: str, why: str, fix: str):
         super().__init__(f"{path}: cannot read it ({why}); fix: {fix}", Exit.NOINPUT)
+
+
+class Interrupted(NixsnakeError):
+    """The user pressed Ctrl-C: raised in worker threads, which never see KeyboardInterrupt."""
+
+    def __init__(self) -> None:
+        super().__init__("interrupted", Exit.INTERRUPTED)
 
 
 class ToolMissingError(NixsnakeError):

@@ -25,7 +25,7 @@ from pydantic_core import PydanticCustomError
 
 from . import conda as conda_layer
 from .config import Config
-from .errors import MissingFileError, SpecError
+from .errors import Exit, MissingFileError, NixsnakeError, SpecError
 from .nixpkgs import NixpkgsPin, NixpkgsSource, missing_rev, parse_source, resolve_nixpkgs
 from .pypi import PY_PLATFORM, Wheel, resolve_python
 from .spec import EnvFile, check_branch, check_py_version, error_from_validation, lock_path_for
@@ -305,6 +305,11 @@ def stale_reason(spec: EnvFile, spec_path: Path, lock: Lock | None = None) -> st
     if lock.spec_sha256 != spec.spec_hash():
         return f"{spec_path} changed since {lock_path_for(spec_path)} was written"
     return None
+
+
+def stale_error(spec_path: Path, reason: str) -> NixsnakeError:
+    """The one message for a lock that does not belong to its env file (any command)."""
+    return NixsnakeError(f"stale lock: {reason}; fix: run `nixsnake lock {spec_path}`", Exit.DATAERR)
 
 
 def lock_file(spec_path: Path, cfg: Config, source: NixpkgsSource | None = None) -> tuple[Path, bool]:

@@ -13,12 +13,12 @@ import shutil
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from .errors import Exit, NixsnakeError, ToolMissingError
+from .errors import Exit, Interrupted, NixsnakeError, ToolMissingError
 
 #: How to install each tool we may call, for the "missing tool" hint.
 INSTALL_HINTS: dict[str, str] = {
@@ -41,6 +41,50 @@ class Result:
     returncode: int
     stdout: str
     stderr: str
+
+
+# Ctrl-C reaches the main thread only; builds run on worker threads. interrupt() (called
+# by the main thread) stops the children and makes every later call here raise
+# Interrupted, so a worker unwinds through its cleanup (temp files, build lock) and never
+# publishes an image after the user asked to stop.
+_interrupted = threading.Event()
+_children: set[subprocess.Popen] = set()
+_children_lock = threading.Lock()
+
+
+def interrupt() -> None:
+    """Stop: terminate running children; every later call here raises ``Interrupted``."""
+    _interrupted.set()
+    with _children_lock:
+        live = list(_children)
+    for child in live:
+        with contextlib.suppress(OSError):
+            child.terminate()
+
+
+def check_interrupted() -> None:
+    """Raise ``Interrupted`` after :func:`interrupt` (a worker's last word before it
+    commits something, e.g. publishing an image)."""
+    if _interrupted.is_set():
+        raise Interrupted()
+
+
+@contextlib.contextmanager
+def _child(args: list[str], **kwargs) -> Iterator[subprocess.Popen]:
+    """A started program, known to :func:`interrupt` until it is waited for."""
+    check_interrupted()
+    child = _popen(args, **kwargs)
+    with _children_lock:
+        _children.add(child)
+    try:
+        yield child
+    finally:
+        with _children_lock:
+            _children.discard(child)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    check_interrupted()
 
 
 def which(tool: str, env: Mapping[str, str] | None = None) -> str | None:
@@ -72,26 +116,26 @@ def run(
     ``code`` is the exit code used when the program fails.
     """
     args = [os.fspath(a) for a in argv]
-    try:
-        cp = subprocess.run(
-            args,
-            capture_output=True,
-            text=True,
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            input=input,
-            timeout=timeout,
-            errors="replace",
-        )
-    except FileNotFoundError as exc:
-        tool = Path(args[0]).name
-        raise ToolMissingError(tool, INSTALL_HINTS.get(tool, f"install {tool}")) from exc
-    except subprocess.TimeoutExpired as exc:
-        raise NixsnakeError(f"{what or args[0]} timed out after {timeout}s", Exit.UNAVAILABLE) from exc
-    result = Result(tuple(args), cp.returncode, cp.stdout, cp.stderr)
-    if check and cp.returncode != 0:
+    with _child(
+        args,
+        stdin=subprocess.PIPE if input is not None else None,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+        errors="replace",
+    ) as child:
+        try:
+            stdout, stderr = child.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            child.kill()
+            child.communicate()
+            raise NixsnakeError(f"{what or args[0]} timed out after {timeout}s", Exit.UNAVAILABLE) from exc
+    result = Result(tuple(args), child.returncode, stdout, stderr)
+    if check and child.returncode != 0:
         raise NixsnakeError(
-            f"{what or ' '.join(args[:2])} failed (exit {cp.returncode}): {tail(cp.stderr or cp.stdout)}",
+            f"{what or ' '.join(args[:2])} failed (exit {child.returncode}): {tail(stderr or stdout)}",
             code,
         )
     return result
@@ -141,7 +185,9 @@ def stream(
     Returns stdout. On failure the last ``keep`` lines of the log are in the error.
     """
     args = [os.fspath(a) for a in argv]
-    proc = _popen(
+    log: deque[str] = deque(maxlen=keep)
+    out_lines: list[str] = []
+    with _child(
         args,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -149,15 +195,13 @@ def stream(
         env=dict(env) if env is not None else None,
         cwd=cwd,
         errors="replace",
-    )
-    log: deque[str] = deque(maxlen=keep)
-    out_lines: list[str] = []
-    t = _pump(proc.stderr, log, on_line)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        out_lines.append(line)
-    rc = proc.wait()
-    t.join()
+    ) as proc:
+        t = _pump(proc.stderr, log, on_line)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            out_lines.append(line)
+        rc = proc.wait()
+        t.join()
     if rc != 0:
         raise _failed(what or " ".join(args[:2]), rc, log, code)
     return "".join(out_lines)
@@ -187,42 +231,41 @@ def pipe_into(
     ``NixsnakeError``). Returns the program's stdout.
     """
     args = [os.fspath(a) for a in argv]
-    proc = _popen(
+    log: deque[str] = deque(maxlen=keep)
+    out_chunks: list[str] = []
+    name = what or " ".join(args[:2])
+    broken = False
+    with _child(
         args,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=dict(env) if env is not None else None,
         cwd=cwd,
-    )
-
-    log: deque[str] = deque(maxlen=keep)
-    out_chunks: list[str] = []
-    threads = [_pump(proc.stderr, log), _pump(proc.stdout, out_chunks)]
-    name = what or " ".join(args[:2])
-    assert proc.stdin is not None
-    broken = False
-    try:
-        writer(proc.stdin)
-        proc.stdin.close()
-    except BrokenPipeError:
-        broken = True  # the program died early: report its exit status and log below
-    except BaseException as exc:
-        proc.kill()
-        proc.wait()
+    ) as proc:
+        threads = [_pump(proc.stderr, log), _pump(proc.stdout, out_chunks)]
+        assert proc.stdin is not None
+        try:
+            writer(proc.stdin)
+            proc.stdin.close()
+        except BrokenPipeError:
+            broken = True  # the program died early: report its exit status and log below
+        except BaseException as exc:
+            proc.kill()
+            proc.wait()
+            for t in threads:
+                t.join()
+            if isinstance(exc, NixsnakeError):
+                raise
+            if isinstance(exc, Exception):
+                raise NixsnakeError(f"{name}: feeding its input failed: {exc}", code) from exc
+            raise
+        finally:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        rc = proc.wait()
         for t in threads:
             t.join()
-        if isinstance(exc, NixsnakeError):
-            raise
-        if isinstance(exc, Exception):
-            raise NixsnakeError(f"{name}: feeding its input failed: {exc}", code) from exc
-        raise
-    finally:
-        with contextlib.suppress(OSError):
-            proc.stdin.close()
-    rc = proc.wait()
-    for t in threads:
-        t.join()
     if rc != 0 or broken:
         raise _failed(name, rc, log, code)
     return "\n".join(out_chunks)

@@ -91,7 +91,7 @@ def resolve_python(spec: EnvFile, spec_file: str) -> tuple[Wheel, ...]:
                     Exit.UNAVAILABLE,
                     "check network access or the index settings (UV_INDEX_URL); locking needs the index",
                 )
-            first = " ".join(line.strip() for line in msg.splitlines() if line.strip())[:400]
+            first = _sentences(" ".join(line.strip() for line in msg.splitlines() if line.strip()), 500)
             raise SpecError(
                 spec_file,
                 "python.packages",
@@ -112,3 +112,12 @@ def resolve_python(spec: EnvFile, spec_file: str) -> tuple[Wheel, ...]:
         w = ws[0]
         wheels.append(Wheel(pkg["name"], pkg["version"], w["url"], w["hashes"]["sha256"]))
     return tuple(sorted(wheels, key=lambda w: w.name))
+
+
+def _sentences(text: str, limit: int) -> str:
+    """uv's explanation, cut after the last whole sentence within ``limit`` characters (a
+    message that stops mid-word reads like a bug)."""
+    if len(text) <= limit:
+        return text
+    end = text.rfind(". ", 0, limit)
+    return (text[: end + 1] if end > 0 else text[:limit]) + " [...]"

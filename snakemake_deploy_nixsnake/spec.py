@@ -374,13 +374,17 @@ class EnvFile(_Strict):
 
     def summary(self) -> str:
         """What ``nixsnake check`` says about a valid env file."""
-        parts = [f"date {self.date}", f"{len(self.nixpkgs.packages)} nixpkgs"]
+
+        def n(count: int, noun: str) -> str:
+            return f"{count} {noun}" + ("" if count == 1 else "s")
+
+        parts = [f"date {self.date}", n(len(self.nixpkgs.packages), "nixpkgs package")]
         if self.python:
-            parts.append(f"python {self.python.version} with {len(self.python.packages)} requirements")
+            parts.append(f"python {self.python.version} with {n(len(self.python.packages), 'requirement')}")
         if self.r:
-            parts.append(f"{len(self.r.packages)} R packages")
+            parts.append(n(len(self.r.packages), "R package"))
         if self.conda:
-            parts.append(f"{len(self.conda.packages)} conda packages")
+            parts.append(n(len(self.conda.packages), "conda package"))
         return ", ".join(parts)
 
 

@@ -207,6 +207,27 @@ def test_gc_keeps_referenced_and_recent(workspace, run_cli):
     assert r.returncode == 0 and not img.exists() and "removed" in r.stdout
 
 
+def test_gc_keep_workflow_stops_on_anything_doubtful(workspace, run_cli):
+    """A typo'd directory, one without locked env files, or a stale lock would mark images
+    unused: gc stops before removing anything."""
+    env = write_env(workspace, "tools", 'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n')
+    assert run_cli("build", str(env)).returncode == 0
+    [img] = (workspace / "store" / "images").glob("*.sif")
+    old = time.time() - 40 * 86400
+    os.utime(workspace / "store" / "meta" / f"{img.stem}.json", (old, old))
+    (workspace / "empty").mkdir()
+    for wf, code, words in [
+        (workspace / "no-such-dir", 66, "no such directory; nothing was removed"),
+        (workspace / "empty", 66, "no locked env file"),
+    ]:
+        r = run_cli("gc", "--keep-workflow", str(wf))
+        assert (r.returncode, r.stderr.count("\n")) == (code, 1) and words in r.stderr, r.stderr
+        assert img.exists()
+    env.write_text(env.read_text().replace('"hello"', '"hello", "gawk"'))
+    r = run_cli("gc", "--keep-workflow", str(workspace))
+    assert r.returncode == 65 and "stale lock" in r.stderr and img.exists(), r.stderr
+
+
 def test_nixpkgs_python_packages_are_importable_with_their_dependencies(workspace, run_cli, mount_image, tmp_path):
     env = write_env(
         workspace,
@@ -247,3 +268,47 @@ def test_packages_without_bin_are_in_the_image(workspace, run_cli, mount_image, 
     assert set(requested) <= set(meta["store_paths"])
     [deps] = [p for p in requested if p.endswith("-python-host-libs-demo")]  # the package with only lib/
     assert (root / deps.lstrip("/") / "lib").is_dir() and not (root / deps.lstrip("/") / "bin").exists()
+
+
+def test_ctrl_c_mid_build_exits_130_and_leaves_nothing(workspace):
+    """SIGINT (Ctrl-C) to the process group while nix builds: exit 130, one line, no image,
+    no partial file, the build lock released (what the user gets back is a clean store)."""
+    env = write_env(
+        workspace, "int", f'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n[env]\nRUN = "{time.time_ns()}"\n'
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-m", "snakemake_deploy_nixsnake.cli", "build", str(env)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    locks = workspace / "store" / "locks"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(f.suffix == ".lock" for f in locks.glob("*")):
+        time.sleep(0.005)
+    assert any(f.suffix == ".lock" for f in locks.iterdir()), "builder never took the lock"
+    os.killpg(p.pid, signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130, (out, err)
+    assert err.strip().splitlines()[-1] == "nixsnake: interrupted", err
+    assert not list((workspace / "store" / "images").glob("*"))
+    assert list((workspace / "store" / "tmp").iterdir()) == []
+    assert list(locks.iterdir()) == []
+
+
+def test_waiting_too_long_for_another_build_is_75(workspace, run_cli):
+    """Another process holds the build lock of the same image; with build_wait = 1 s the
+    build gives up with exit 75 (try again later) and its message names the lock."""
+    from snakemake_deploy_nixsnake.config import load_config
+    from snakemake_deploy_nixsnake.store import Store
+
+    env = write_env(workspace, "held", 'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n')
+    assert run_cli("lock", str(env)).returncode == 0
+    cfg = load_config(workspace)
+    r = resolve(env, cfg)
+    with Store(cfg.store).ensure().build_lock(r.image_id):
+        cp = run_cli("build", str(env), env={"NIXSNAKE_BUILD_WAIT": "1"}, timeout=120)
+    assert cp.returncode == 75, cp.stderr
+    assert f"timed out waiting for the build lock {cfg.store}/locks/{r.image_id}.lock" in cp.stderr
+    assert not list((workspace / "store" / "images").glob("*"))

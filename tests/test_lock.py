@@ -162,6 +162,15 @@ def test_unresolvable_requirement_is_65(tmp_path, dated_repo, run_cli):
     assert not lock_path_for(spec).exists()
 
 
+def test_uv_explanations_are_cut_after_a_whole_sentence():
+    from snakemake_deploy_nixsnake.pypi import _sentences
+
+    assert _sentences("short.", 500) == "short."
+    text = "First sentence. Second one is long" + "g" * 100
+    assert _sentences(text, 40) == "First sentence. [...]"
+    assert _sentences("x" * 50, 20) == "x" * 20 + " [...]"
+
+
 def test_no_network_is_69(tmp_path, dated_repo, run_cli):
     repo, _ = dated_repo
     spec = _env(tmp_path, 'date = 2024-01-01\n[python]\npackages = ["numpy"]\n')

@@ -3,6 +3,7 @@ output handled one way."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import pytest
@@ -71,3 +72,29 @@ def test_pipe_into_kills_the_program_when_the_writer_fails():
     with pytest.raises(NixsnakeError) as e:
         proc.pipe_into([sys.executable, "-c", "import sys, time; sys.stdin.read(); time.sleep(30)"], boom, what="sink")
     assert e.value.message == "sink: feeding its input failed: writer broke"
+
+
+def test_interrupt_stops_children_of_worker_threads_and_every_later_call():
+    """In a fresh interpreter (the flag is for the whole process): a worker thread runs
+    ``sleep 60``; interrupt() from the main thread ends it with Interrupted within a
+    second, and no program starts after that."""
+    script = """
+import threading, time
+from snakemake_deploy_nixsnake import proc
+from snakemake_deploy_nixsnake.errors import Interrupted
+seen = []
+def worker():
+    try:
+        proc.run(["sleep", "60"])
+    except Interrupted as exc:
+        seen.append(exc.code)
+t = threading.Thread(target=worker); t.start()
+time.sleep(0.3); t0 = time.monotonic(); proc.interrupt(); t.join(5)
+assert seen == [130] and time.monotonic() - t0 < 1, seen
+try:
+    proc.run(["true"]); print("started after interrupt")
+except Interrupted:
+    print("ok")
+"""
+    cp = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    assert cp.stdout.strip() == "ok", cp.stderr
