@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 
 from . import __version__
-from .errors import InternalError, NixsnakeError
+from .errors import Exit, InternalError, NixsnakeError
 
 
 def _check(paths: list[str]) -> None:
@@ -34,9 +34,22 @@ def _fail(exc: NixsnakeError) -> None:
     sys.exit(int(exc.code))
 
 
+def _cli_framework_error(exc: Exception) -> int | None:
+    """Show click's own errors (usage, bad parameter) the way click does, and give their
+    exit code: 64 for usage errors (click's would be 2). Matched by class name because
+    typer >= 0.20 raises them from its vendored copy of click."""
+    names = {c.__name__ for c in type(exc).__mro__}
+    if "ClickException" in names:
+        exc.show()  # type: ignore[attr-defined]
+        return int(Exit.USAGE) if "UsageError" in names else int(exc.exit_code)  # type: ignore[attr-defined]
+    if "Abort" in names:  # EOF at a prompt
+        return 1
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Typer handles usage errors itself (exit 2, with help); everything nixsnake raises
-    becomes one line and its sysexits code; anything else is a bug: one line, exit 70."""
+    """Usage errors are click's message and exit 64; everything nixsnake raises becomes
+    one line and its sysexits code; anything else is a bug: one line, exit 70."""
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         if args == ["--version"]:
@@ -47,12 +60,22 @@ def main(argv: list[str] | None = None) -> None:
             return
         from .commands import app
 
-        app(args=args, prog_name="nixsnake")  # standalone mode: exits by itself
+        try:
+            rc = app(args=args, prog_name="nixsnake", standalone_mode=False)
+        except Exception as exc:
+            code = _cli_framework_error(exc)
+            if code is None:
+                raise
+            sys.exit(code)
+        if isinstance(rc, int) and rc:  # typer.Exit(code), Ctrl-C (130)
+            if rc == Exit.INTERRUPTED:
+                print("nixsnake: interrupted", file=sys.stderr)
+            sys.exit(rc)
     except NixsnakeError as exc:
         _fail(exc)
     except KeyboardInterrupt:
         print("nixsnake: interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(int(Exit.INTERRUPTED))
     except Exception as exc:  # a bug: still one line, exit 70
         _fail(InternalError(exc))
 

@@ -412,6 +412,24 @@ def _run_request(spec_path: Path, cfg: Config, binds: list[str] | None):
     return run_request(r, image, cfg, workdir=Path.cwd().absolute(), extra_binds=binds or ())
 
 
+def _require_runtime(cfg: Config) -> None:
+    """The runtime is checked before the image is even looked up: a missing apptainer is
+    a clear 69, not a shell's "exec: apptainer: not found" (127) from the job line."""
+    from .errors import ToolMissingError
+    from .proc import require, which
+
+    if cfg.runtime == "bwrap":
+        require("bwrap")
+        require("squashfuse")
+    elif cfg.runtime_bin and not which(cfg.runtime_bin):
+        raise ToolMissingError(
+            cfg.runtime_bin,
+            f"the runtime_bin setting names it: fix the path, or unset it to use {cfg.runtime} from PATH",
+        )
+    else:
+        require(cfg.runtime_bin or cfg.runtime)
+
+
 def _exec(argv: list[str]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
@@ -440,6 +458,7 @@ def run(
     from .runtime import exec_argv
 
     cfg = _config(store=store, runtime=runtime, gpu=gpu)
+    _require_runtime(cfg)
     _exec(exec_argv(_run_request(spec, cfg, bind), command))
 
 
@@ -455,6 +474,7 @@ def shell(
     from .runtime import shell_argv
 
     cfg = _config(store=store, runtime=runtime, gpu=gpu)
+    _require_runtime(cfg)
     _exec(shell_argv(_run_request(spec, cfg, bind)))
 
 

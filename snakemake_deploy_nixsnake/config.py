@@ -32,30 +32,76 @@ PROJECT_FILE = "nixsnake.toml"
 
 
 def cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """``NIXSNAKE_CACHE_DIR``, else the platform's user cache (``~/.cache/nixsnake``): the
+    default store, GitHub answers, nixpkgs mirrors, conda repodata."""
     env = os.environ if env is None else env
     return Path(env.get("NIXSNAKE_CACHE_DIR") or platformdirs.user_cache_dir("nixsnake"))
 
 
+def _doc(help: str, default_doc: str | None = None) -> dict[str, str | None]:
+    """A setting's one description: the docs' settings table, the plugin's
+    ``--sdm-nixsnake-*`` help and the CLI's flags all read it from here."""
+    return {"help": help, "default_doc": default_doc}
+
+
 @dataclass(frozen=True)
 class Config:
-    #: Where images live. Shared storage on a cluster; one store serves all users.
-    store: Path = field(default_factory=lambda: cache_dir() / "images")
-    #: Where nixpkgs comes from: ``github`` (GitHub's API + tarballs), a git URL or
-    #: path of a clone/mirror, or ``demo`` (the embedded demo package set).
-    nixpkgs_source: str = "github:NixOS/nixpkgs"
-    compression: str = "zstd"
-    runtime: str = "apptainer"
-    #: apptainer/singularity executable (name or absolute path); default: the runtime's name
-    runtime_bin: str | None = None
-    gpu: str = "auto"
-    binds: tuple[str, ...] = ()
-    #: Extra ``nix --option NAME VALUE`` pairs (a site without a binary cache sets
-    #: ``substituters = ""``).
-    nix_options: tuple[tuple[str, str], ...] = ()
-    #: Parallel image builds in ``nixsnake build``.
-    jobs: int = 2
-    #: Seconds to wait for another process building the same image before giving up.
-    build_wait: int = 6 * 3600
+    store: Path = field(
+        default_factory=lambda: cache_dir() / "images",
+        metadata=_doc(
+            "Image store directory: shared storage on a cluster; one store serves all users and jobs.",
+            "`$NIXSNAKE_CACHE_DIR/images` (default `~/.cache/nixsnake/images`)",
+        ),
+    )
+    nixpkgs_source: str = field(
+        default="github:NixOS/nixpkgs",
+        metadata=_doc(
+            "Where nixpkgs comes from: `github:OWNER/REPO` (GitHub's API and tarballs), the path or URL "
+            "of a nixpkgs git clone or mirror, or `demo` (the embedded demo package set)."
+        ),
+    )
+    compression: str = field(
+        default="zstd", metadata=_doc("Image compression: `zstd`, `gzip` (old squashfuse or kernels), `xz` or `lz4`.")
+    )
+    runtime: str = field(
+        default="apptainer", metadata=_doc("Container runtime on compute nodes: `apptainer`, `singularity` or `bwrap`.")
+    )
+    runtime_bin: str | None = field(
+        default=None,
+        metadata=_doc(
+            "apptainer/singularity executable on the nodes: a name on `PATH` or an absolute path "
+            "(for sites where it is only on `PATH` after `module load`).",
+            "the runtime's name",
+        ),
+    )
+    gpu: str = field(
+        default="auto",
+        metadata=_doc("`--nv` for jobs: `auto` (decided on the node when the job starts), `always` or `never`."),
+    )
+    binds: tuple[str, ...] = field(
+        default=(),
+        metadata=_doc(
+            "Extra binds for every job, `SRC[:DST[:ro]]`: a list in TOML, comma separated in a variable or flag.",
+            "none",
+        ),
+    )
+    nix_options: tuple[tuple[str, str], ...] = field(
+        default=(),
+        metadata=_doc(
+            "Extra `nix --option NAME VALUE` pairs: a TOML table, or `name=value;name=value`. They add up "
+            "across layers, per option the later layer wins (a site without a binary cache sets "
+            '`substituters = ""`).',
+            "none",
+        ),
+    )
+    jobs: int = field(default=2, metadata=_doc("Images `nixsnake build` builds in parallel."))
+    build_wait: int = field(
+        default=6 * 3600,
+        metadata=_doc(
+            "Seconds to wait for another process building the same image before giving up (exit 75).",
+            "`21600` (6 hours)",
+        ),
+    )
 
     def with_overrides(self, **kw: Any) -> Config:
         clean = {k: v for k, v in kw.items() if v is not None and v != ()}
@@ -159,3 +205,9 @@ def load_config(project_dir: Path | None = None, env: Mapping[str, str] | None =
     if from_env:
         cfg = _from_mapping(cfg, from_env, "environment (NIXSNAKE_*)", Path.cwd())
     return cfg
+
+
+def setting_help(name: str) -> str:
+    """The description of one setting (plain text, for command-line help)."""
+    (f,) = [f for f in fields(Config) if f.name == name]
+    return str(f.metadata["help"]).replace("`", "")

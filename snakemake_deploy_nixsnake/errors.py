@@ -14,6 +14,7 @@ class Exit(IntEnum):
     """sysexits.h codes used by nixsnake."""
 
     OK = 0
+    USAGE = 64  # bad command line (unknown option, missing argument)
     DATAERR = 65  # bad env file / lock
     NOINPUT = 66  # missing file
     UNAVAILABLE = 69  # a needed tool or service is missing / unreachable

@@ -34,7 +34,7 @@ from snakemake_interface_software_deployment_plugins.settings import (
 )
 
 from . import conda as conda_layer
-from .config import COMPRESSIONS, Config, load_config, parse_nix_options
+from .config import COMPRESSIONS, Config, load_config, parse_nix_options, setting_help
 from .deploy import ResolvedEnv, image_id, resolved_env
 from .errors import NixsnakeError
 from .lock import Lock, parse_lock
@@ -44,61 +44,30 @@ from .spec import EnvFile, lock_path_for, parse_spec
 common_settings = CommonSettings(provides="nixsnake")
 
 
-def _help(text: str) -> dict[str, Any]:
-    # env_var stays False: snakemake's plugin branch puts only non-env-var settings on a
-    # spawned job's command line, and the SLURM executor forwards no environment, so an
-    # env-var setting would never reach cluster jobs. None of these is a secret.
-    return {"help": text, "env_var": False}
+def _help(name: str) -> dict[str, Any]:
+    """A ``--sdm-nixsnake-*`` setting, described where the setting is (config.Config).
+
+    env_var stays False: snakemake's plugin branch puts only non-env-var settings on a
+    spawned job's command line, and the SLURM executor forwards no environment, so an
+    env-var setting would never reach cluster jobs. None of these is a secret."""
+    return {
+        "help": f"{setting_help(name)} Unset: nixsnake.toml, NIXSNAKE_{name.upper()}, or the default.",
+        "env_var": False,
+    }
 
 
 @dataclass
 class Settings(SoftwareDeploymentSettingsBase):
     """``--sdm-nixsnake-*``; unset values fall back to nixsnake.toml / NIXSNAKE_* / defaults."""
 
-    store: Optional[Path] = field(
-        default=None,
-        metadata=_help(
-            "Image store directory (shared storage on a cluster). Default: nixsnake.toml's "
-            "store, else ~/.cache/nixsnake/images."
-        ),
-    )
-    runtime: Optional[str] = field(
-        default=None,
-        metadata={
-            **_help("Container runtime on compute nodes: apptainer (default), singularity or bwrap."),
-            "choices": RUNTIMES,
-        },
-    )
-    gpu: Optional[str] = field(
-        default=None,
-        metadata={
-            **_help("GPU passthrough (--nv): auto (decide on the node at run time, default), always, never."),
-            "choices": GPU_MODES,
-        },
-    )
-    runtime_bin: Optional[str] = field(
-        default=None, metadata=_help("apptainer/singularity executable, a name on the node's PATH or an absolute path.")
-    )
-    binds: Optional[str] = field(
-        default=None, metadata=_help("Extra binds for every job, comma separated SRC[:DST[:ro]].")
-    )
-    nixpkgs_source: Optional[str] = field(
-        default=None, metadata=_help("Where nixpkgs comes from: github (default), a git mirror path/URL, or demo.")
-    )
-    compression: Optional[str] = field(
-        default=None,
-        metadata={
-            **_help("Image compression: zstd (default), gzip (old squashfuse or kernels), xz or lz4."),
-            "choices": tuple(COMPRESSIONS),
-        },
-    )
-    nix_options: Optional[str] = field(
-        default=None,
-        metadata=_help(
-            "Extra nix options, 'name=value;name=value' (e.g. 'substituters=' without a binary cache); "
-            "merged into nixsnake.toml's nix_options, these win per option."
-        ),
-    )
+    store: Optional[Path] = field(default=None, metadata=_help("store"))
+    runtime: Optional[str] = field(default=None, metadata={**_help("runtime"), "choices": RUNTIMES})
+    gpu: Optional[str] = field(default=None, metadata={**_help("gpu"), "choices": GPU_MODES})
+    runtime_bin: Optional[str] = field(default=None, metadata=_help("runtime_bin"))
+    binds: Optional[str] = field(default=None, metadata=_help("binds"))
+    nixpkgs_source: Optional[str] = field(default=None, metadata=_help("nixpkgs_source"))
+    compression: Optional[str] = field(default=None, metadata={**_help("compression"), "choices": tuple(COMPRESSIONS)})
+    nix_options: Optional[str] = field(default=None, metadata=_help("nix_options"))
 
 
 def _config(settings: Any) -> Config:

@@ -29,8 +29,8 @@ INSTALL_HINTS: dict[str, str] = {
     "mksquashfs": "install squashfs-tools (Debian: apt-get install squashfs-tools)",
     "squashfuse": "install squashfuse (Debian: apt-get install squashfuse fuse3)",
     "bwrap": "install bubblewrap (Debian: apt-get install bubblewrap)",
-    "apptainer": "install apptainer on the compute nodes, or use --runtime bwrap",
-    "singularity": "install singularity on the compute nodes, or use --runtime bwrap",
+    "apptainer": "install apptainer, or load its module; or set runtime_bin to its absolute path; or use --runtime bwrap",
+    "singularity": "install singularity, or load its module; or set runtime_bin to its absolute path; or use --runtime bwrap",
     "uv": "reinstall nixsnake: the 'uv' Python package ships the resolver binary",
 }
 

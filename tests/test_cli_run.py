@@ -70,6 +70,21 @@ def test_doctor_without_runtime_fails(workspace, run_cli, tmp_path):
     assert r.returncode == 69 and "not found" in r.stdout
 
 
+@pytest.mark.parametrize("command", [["run", "ENV", "--", "true"], ["shell", "ENV"]])
+def test_run_and_shell_without_the_runtime_are_69_before_building(workspace, run_cli, tmp_path, command):
+    env = write_env(workspace, "tools", TOOLS)
+    argv = [str(env) if a == "ENV" else a for a in command]
+    bad_bin = run_cli(*argv, env={"NIXSNAKE_RUNTIME_BIN": str(tmp_path / "no-such-apptainer")})
+    assert bad_bin.returncode == 69, bad_bin.stderr
+    assert bad_bin.stderr.startswith(f"nixsnake: required tool '{tmp_path / 'no-such-apptainer'}' not found")
+    assert "the runtime_bin setting names it" in bad_bin.stderr
+    not_on_path = run_cli(*argv, env={"PATH": "/usr/bin:/bin"})
+    assert not_on_path.returncode == 69, not_on_path.stderr
+    assert not_on_path.stderr.startswith("nixsnake: required tool 'apptainer' not found")
+    assert "set runtime_bin to its absolute path" in not_on_path.stderr
+    assert not (workspace / "store" / "images").exists() or not list((workspace / "store" / "images").iterdir())
+
+
 @pytest.mark.slurm
 def test_doctor_checks_compute_nodes_with_a_job(workspace, run_cli):
     if subprocess.run(["scontrol", "ping"], capture_output=True).returncode != 0:

@@ -193,8 +193,7 @@ def test_the_exit_code_table_is_the_code_s():
     from snakemake_deploy_nixsnake.errors import Exit
 
     table = _exit_table()
-    assert {e.value: e.name for e in Exit} == {c: n for c, n in table.items() if c in {e.value for e in Exit}}
-    assert set(table) - {e.value for e in Exit} == {64}  # bwrap-exec.sh's usage errors
+    assert {e.value: e.name for e in Exit} == table
 
 
 def test_every_documented_exit_code_is_asserted_by_a_test():
@@ -206,3 +205,23 @@ def test_every_documented_exit_code_is_asserted_by_a_test():
         produced = re.search(rf"(returncode|code|rc)\b[^\n]*[=(, ]{code}\b|Exit\.{name}\b", tests) if name else None
         produced = produced or re.search(rf"returncode[^\n]*== {code}\b", tests)
         assert produced, f"exit {code} ({name}) is documented but no test asserts it"
+
+
+def test_every_nixsnake_variable_the_code_reads_is_in_further_md():
+    """Settings come from config.Config (the generated table); the other NIXSNAKE_*
+    variables the package reads are listed by hand and must all be there."""
+    further = (DOCS / "further.md").read_text()
+    read = set()
+    for p in (REPO / PKG).rglob("*.py"):
+        if "nix" not in p.relative_to(REPO / PKG).parts[:1]:  # nix/ holds build-time helpers
+            read |= set(re.findall(r"\b(NIXSNAKE_[A-Z_]+)\b", p.read_text()))
+    assert {"NIXSNAKE_CACHE_DIR", "NIXSNAKE_ALLOW_BUILD_IN_JOB"} <= read
+    assert sorted(v for v in read if f"`{v}" not in further) == []
+
+
+def test_the_readme_names_every_exit_code():
+    from snakemake_deploy_nixsnake.errors import Exit
+
+    readme = (REPO / "README.md").read_text()
+    sentence = readme[readme.index("Exit codes follow sysexits") :].split("\n\n")[0]
+    assert sorted(int(c) for c in re.findall(r"\b(\d{2,3})\b", sentence)) == sorted(e.value for e in Exit if e.value)

@@ -371,11 +371,6 @@ def test_check_skips_lock_files_from_a_glob(tmp_path, run_cli):
     assert "skipping" in r.stderr and "a.lock.toml" in r.stderr and "a.toml: ok" in r.stdout
 
 
-def test_usage_error_is_not_an_internal_error(run_cli):
-    r = run_cli("lock", "--no-such-flag")
-    assert r.returncode == 2 and "No such option" in r.stderr and "internal error" not in r.stderr
-
-
 def test_refused_variables_are_all_documented_and_refused():
     from snakemake_deploy_nixsnake.envvars import REFUSED_IN_ENV_FILE as REFUSED_ENV_EXACT
     from snakemake_deploy_nixsnake.envvars import REFUSED_IN_ENV_FILE_PREFIXES as REFUSED_ENV_PREFIXES
