@@ -70,10 +70,20 @@ def check_interrupted() -> None:
 
 
 @contextlib.contextmanager
-def _child(args: list[str], **kwargs) -> Iterator[subprocess.Popen]:
-    """A started program, known to :func:`interrupt` until it is waited for."""
+def _child(
+    args: list[str], env: Mapping[str, str] | None, cwd: str | os.PathLike[str] | None, **kwargs
+) -> Iterator[subprocess.Popen]:
+    """A started program with its output piped, known to :func:`interrupt` until it is
+    waited for."""
     check_interrupted()
-    child = _popen(args, **kwargs)
+    child = _popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+        **kwargs,
+    )
     with _children_lock:
         _children.add(child)
     try:
@@ -116,16 +126,8 @@ def run(
     ``code`` is the exit code used when the program fails.
     """
     args = [os.fspath(a) for a in argv]
-    with _child(
-        args,
-        stdin=subprocess.PIPE if input is not None else None,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(env) if env is not None else None,
-        cwd=cwd,
-        errors="replace",
-    ) as child:
+    stdin = subprocess.PIPE if input is not None else None
+    with _child(args, env, cwd, stdin=stdin, text=True, errors="replace") as child:
         try:
             stdout, stderr = child.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
@@ -187,15 +189,7 @@ def stream(
     args = [os.fspath(a) for a in argv]
     log: deque[str] = deque(maxlen=keep)
     out_lines: list[str] = []
-    with _child(
-        args,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(env) if env is not None else None,
-        cwd=cwd,
-        errors="replace",
-    ) as proc:
+    with _child(args, env, cwd, text=True, errors="replace") as proc:
         t = _pump(proc.stderr, log, on_line)
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -235,14 +229,7 @@ def pipe_into(
     out_chunks: list[str] = []
     name = what or " ".join(args[:2])
     broken = False
-    with _child(
-        args,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=dict(env) if env is not None else None,
-        cwd=cwd,
-    ) as proc:
+    with _child(args, env, cwd, stdin=subprocess.PIPE) as proc:
         threads = [_pump(proc.stderr, log), _pump(proc.stdout, out_chunks)]
         assert proc.stdin is not None
         try:

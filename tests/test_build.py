@@ -103,22 +103,31 @@ def test_eight_concurrent_builds_one_nix_build(workspace, tmp_path):
     assert not any(p.name.endswith(".lock") for p in (workspace / "store" / "locks").iterdir())
 
 
-def test_kill_9_mid_build_then_rebuild_leaves_no_debris(workspace, tmp_path):
+def _start_build(workspace: Path, name: str) -> tuple[Path, subprocess.Popen]:
+    """``nixsnake build`` of a new env in its own process group, returned once it holds
+    the build lock and has its work directory (the moment to interrupt it)."""
     env = write_env(
-        workspace, "killed", f'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n[env]\nRUN = "{time.time_ns()}"\n'
+        workspace, name, f'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n[env]\nRUN = "{time.time_ns()}"\n'
     )
     p = subprocess.Popen(
         [sys.executable, "-m", "snakemake_deploy_nixsnake.cli", "build", str(env)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,
     )
-    locks = workspace / "store" / "locks"
     workdirs = Path(tempfile.gettempdir()).glob
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not list(workdirs(f"nixsnake-build-{p.pid}-*")):
         time.sleep(0.005)
-    assert any(f.suffix == ".lock" for f in locks.iterdir()), "builder never took the lock"
+    assert any(f.suffix == ".lock" for f in (workspace / "store" / "locks").iterdir()), "builder never took the lock"
+    return env, p
+
+
+def test_kill_9_mid_build_then_rebuild_leaves_no_debris(workspace, tmp_path):
+    env, p = _start_build(workspace, "killed")
+    locks = workspace / "store" / "locks"
+    workdirs = Path(tempfile.gettempdir()).glob
     [workdir] = workdirs(f"nixsnake-build-{p.pid}-*")  # the builder's nix GC root and squashfs live here
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()
@@ -273,21 +282,8 @@ def test_packages_without_bin_are_in_the_image(workspace, run_cli, mount_image, 
 def test_ctrl_c_mid_build_exits_130_and_leaves_nothing(workspace):
     """SIGINT (Ctrl-C) to the process group while nix builds: exit 130, one line, no image,
     no partial file, the build lock released (what the user gets back is a clean store)."""
-    env = write_env(
-        workspace, "int", f'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n[env]\nRUN = "{time.time_ns()}"\n'
-    )
-    p = subprocess.Popen(
-        [sys.executable, "-m", "snakemake_deploy_nixsnake.cli", "build", str(env)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    _, p = _start_build(workspace, "int")
     locks = workspace / "store" / "locks"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any(f.suffix == ".lock" for f in locks.glob("*")):
-        time.sleep(0.005)
-    assert any(f.suffix == ".lock" for f in locks.iterdir()), "builder never took the lock"
     os.killpg(p.pid, signal.SIGINT)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130, (out, err)
