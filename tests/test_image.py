@@ -263,7 +263,7 @@ def test_mksquashfs_argv() -> None:
     argv = mksquashfs_argv("/o.sqfs")
     assert argv[:6] == ["mksquashfs", "-", "/o.sqfs", "-tar", "-comp", "zstd"]
     assert argv[argv.index("-Xcompression-level") + 1] == "3"
-    for flag in ("-noappend", "-all-root", "-no-progress", "-quiet"):
+    for flag in ("-noappend", "-all-root", "-no-progress", "-quiet", "-no-duplicates"):
         assert flag in argv
     assert argv[argv.index("-mkfs-time") + 1] == "0"
     assert argv[argv.index("-all-time") + 1] == "1"
