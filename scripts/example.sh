@@ -11,7 +11,8 @@
 # 4. runs the workflow locally with released Snakemake through the `container:` path
 #    (`snakemake --sdm apptainer --cores 2`); without a real apptainer/singularity on PATH
 #    it uses the TEST STAND-IN tests/standin/apptainer (squashfuse + bubblewrap);
-# 5. prints where the results are.
+# 5. prints where the results are, the summary, the annotation summary (consequence
+#    counts per sample) and where the plot is.
 # Works from a clean clone on a fresh Debian 12 machine (as root, for apt-get).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,9 +24,12 @@ say "setting up (scripts/setup.sh)"
 bash scripts/setup.sh
 
 cd "$wf"
+# the env files of a default run: the VEP ones serve the `vep` rule, which is off unless
+# --config vep_cache=PATH is given (envs/vep.toml needs a real nixpkgs, envs/vep-bioconda.toml
+# the bioconda channel; docs/vep.md)
 envs=()
 for f in envs/*.toml; do
-    case $f in *.lock.toml) ;; *) envs+=("$f") ;; esac
+    case $f in *.lock.toml | envs/vep.toml | envs/vep-bioconda.toml) ;; *) envs+=("$f") ;; esac
 done
 
 say "checking the committed locks of ${#envs[@]} env files"
@@ -52,22 +56,30 @@ echo "workflow finished in $(( $(date +%s) - start ))s"
 
 say "results (in $wf)"
 cat <<EOF
-  results/summary.tsv                 samples x metrics (pandas)
-  results/counts/<sample>.tsv         per-sample counts (gawk)
-  results/sim/                        simulated reads (SAM) and variants (VCF), gzipped
-  results/plot/variants.pdf           SNVs/indels per sample (R, ggplot2)
-  results/plot/Rscript-output.txt     what Rscript printed
+  results/summary.tsv                 samples x metrics: reads, depth, calls, Ts/Tv, recall (pandas)
+  results/consequences.tsv            consequence x sample counts (bcftools csq, pandas)
+  results/plot/consequences.pdf       consequences per sample; calls vs simulated (R, ggplot2)
+  results/cohort/cohort.csq.vcf.gz    the cohort's calls with consequences (BCSQ), gathered from
+                                      results/annotated/<chunk>.vcf.gz
+  results/qc/                         samtools flagstat/stats, bcftools stats per sample
+  results/bam/, results/calls/        sorted+indexed BAMs, bgzipped+tabixed VCFs per sample
+  results/ref/                        the simulated genome (FASTA + .fai) and genes (GFF3)
   results/gpu/gpu_check.txt           GPU / driver report
   results/proof/*.txt                 evidence that each job ran inside its image
-  logs/                               logs of the Python steps
+  logs/                               the steps' logs
 EOF
 echo
 echo "summary ($wf/results/summary.tsv):"
 column -t -s $'\t' results/summary.tsv 2>/dev/null || cat results/summary.tsv
 echo
+echo "annotation: variants per consequence and sample, bcftools csq over $(ls results/annotated/*.vcf.gz | wc -l) chunks ($wf/results/consequences.tsv):"
+column -t -s $'\t' results/consequences.tsv 2>/dev/null || cat results/consequences.tsv
+echo
+echo "plot: $wf/results/plot/consequences.pdf ($(tail -n 1 results/plot/Rscript-output.txt))"
+echo
 echo "where each job ran (results/proof/):"
 for p in results/proof/*.txt; do
-    printf '  %-28s %s %s %s\n' "$(basename "$p" .txt)" \
+    printf '  %-24s %s %s %s\n' "$(basename "$p" .txt)" \
         "$(grep -m1 '^which_' "$p")" "$(grep '^metadata=' "$p")" "$(grep '^host_python=' "$p")"
 done
 echo

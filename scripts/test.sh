@@ -4,8 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # habits first (seconds): lint, format, types, generated sections
-python3 -m ruff check snakemake_deploy_nixsnake tests scripts benchmarks
-python3 -m ruff format --check snakemake_deploy_nixsnake tests scripts benchmarks
+python3 -m ruff check snakemake_deploy_nixsnake tests scripts benchmarks example-workflow
+python3 -m ruff format --check snakemake_deploy_nixsnake tests scripts benchmarks example-workflow
 python3 -m mypy
 python3 scripts/generate.py --check
 bash .ci/slurm-up.sh

@@ -10,13 +10,19 @@ In a Snakefile::
 and run ``snakemake --sdm apptainer``. Snakemake evaluates the Snakefile on the head
 node (the image is built there, once, into the store) and again inside every cluster
 job (where the image must already exist: nothing is built inside a job).
+
+``nixsnake_container("envs/x.toml", workflow)`` is the same, called later: Snakemake
+calls it while it builds the DAG, when it knows whether this is a dry run. ``snakemake
+-n`` then builds nothing, and only the images of rules that have jobs are built.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .config import load_config
 from .errors import NixsnakeError
@@ -35,15 +41,20 @@ class _StderrReporter:
         pass
 
 
-def nixsnake_image(spec: str | os.PathLike[str], *, workflow_dir: str | os.PathLike[str] | None = None) -> str:
+def nixsnake_image(
+    spec: str | os.PathLike[str], *, workflow_dir: str | os.PathLike[str] | None = None, build: bool = True
+) -> str:
     """Absolute path of the env file's image, building it on the head node if needed.
 
     Relative ``spec`` paths are taken relative to ``workflow_dir`` (default: the current
-    directory, which is where snakemake runs). Errors are raised as snakemake's
-    ``WorkflowError`` when snakemake is importable, so they print as one clear message.
+    directory, which is where snakemake runs). ``build=False`` (a dry run) never builds
+    nor locks: it returns the path the image has, or will have once built, and needs the
+    env file's lock. Errors are raised as snakemake's ``WorkflowError`` when snakemake is
+    importable, so they print as one clear message.
     """
     from .deploy import ensure_image, find_image, resolve
     from .slurm import in_slurm_job
+    from .store import Store
 
     base = Path(workflow_dir) if workflow_dir is not None else Path.cwd()
     path = Path(spec)
@@ -51,6 +62,13 @@ def nixsnake_image(spec: str | os.PathLike[str], *, workflow_dir: str | os.PathL
         path = base / path
     try:
         cfg = load_config(base)
+        if not build:
+            r = resolve(path, cfg, auto_lock=False)
+            image = find_image(r, cfg)
+            if image is None:
+                image = Store(cfg.store).image_path(r.image_id)
+                _StderrReporter(str(spec)).stage(f"dry run: not building the image (it will be {image})")
+            return str(image)
         if in_slurm_job() or os.environ.get("NIXSNAKE_NO_BUILD"):
             image = find_image(resolve(path, cfg, auto_lock=False), cfg)  # (refuses a tampered image: 77)
             if image is None:
@@ -67,3 +85,29 @@ def nixsnake_image(spec: str | os.PathLike[str], *, workflow_dir: str | os.PathL
         except ImportError:  # pragma: no cover - snakemake always brings it
             raise
         raise WorkflowError(f"nixsnake: {exc}") from None
+
+
+def nixsnake_container(spec: str | os.PathLike[str], workflow: Any) -> Callable[..., str]:
+    """For ``container:``: a function of the job's wildcards that Snakemake calls while it
+    builds the DAG (``workflow`` is the Snakefile's ``workflow`` object).
+
+    At that point Snakemake knows whether this is a dry run, which it does not while it
+    parses the Snakefile (where :func:`nixsnake_image` runs). So: ``snakemake -n`` builds
+    nothing and names the path each image has or will have; a real run builds the missing
+    images of the rules that have jobs, on the head node, before the first job starts;
+    inside a cluster job the image is only looked up. The answer is computed once per
+    process and env file, however many jobs and rules use it.
+    """
+    basedir = str(workflow.basedir)
+
+    def container(wildcards: Any) -> str:
+        key = (basedir, os.fspath(spec), not workflow.dryrun)
+        if key not in _answers:
+            _answers[key] = nixsnake_image(spec, workflow_dir=basedir, build=key[2])
+        return _answers[key]
+
+    return container
+
+
+#: (workflow dir, env file, build?) -> image path, for nixsnake_container
+_answers: dict[tuple[str, str, bool], str] = {}

@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # (imported where used: the fast path and the CLI's start-up 
 #: image layout, the skeleton, the packing, the SIF writer, nix/*): the image id hashes
 #: it, so every store then builds afresh. tests/test_image_identity.py fails when the bytes
 #: change without a bump.
-IMAGE_FORMAT_VERSION = 2
+IMAGE_FORMAT_VERSION = 3
 
 
 def image_id(env: EnvFile, lock: Lock, compression: str) -> str:
@@ -191,6 +191,7 @@ def plan_image(r: ResolvedEnv, built: NixResult, cfg: Config) -> ImagePlan:
         str(built.out),
         path_dirs=list(info.path),
         ld_library_path=list(info.ld_library_path),
+        perl5lib=list(info.perl5lib),
         # the conda layer's activation variables; the env file's [env] wins on a clash
         env_vars={**(info.conda.image_env() if info.conda else {}), **r.env.env},
         ssl_cert_file=info.ssl_cert_file or None,

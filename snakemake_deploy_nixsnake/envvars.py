@@ -16,8 +16,9 @@ from .errors import Exit, NixsnakeError
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_NAME = 128
 
-#: Set by the image's own environment script (image/skeleton.py).
-SET_BY_IMAGE = ("PATH", "LD_LIBRARY_PATH", "SSL_CERT_FILE", "NIX_SSL_CERT_FILE", "PS1")
+#: Set by the image's own environment script (image/skeleton.py); PERL5LIB only in
+#: environments with Perl modules.
+SET_BY_IMAGE = ("PATH", "LD_LIBRARY_PATH", "SSL_CERT_FILE", "NIX_SSL_CERT_FILE", "PS1", "PERL5LIB")
 
 #: Refused in an env file's ``[env]`` (case-insensitively): the image or the runtime own
 #: them, or they let one value hijack every process in the container -- the loader and

@@ -190,6 +190,8 @@ class EnvInfo:
     ssl_cert_file: str
     bash: str  # the shell of `nixsnake shell` and the runscript
     python: str  # the interpreter's bin dir, "" without [python]
+    #: PERL5LIB entries: lib/perl5/site_perl of the packages and their propagated inputs
+    perl5lib: tuple[str, ...] = ()
     conda: CondaBuilt | None = None  # the [conda] layer (mkenv-conda.sh)
     loader: str | None = None  # the glibc loader conda's binaries expect at /lib64
 
@@ -206,6 +208,7 @@ class EnvInfo:
                 ssl_cert_file=str(data["ssl_cert_file"]),
                 bash=str(data["bash"]),
                 python=str(data["python"]),
+                perl5lib=tuple(p for p in str(data["perl5lib"]).split(":") if p),
                 conda=CondaBuilt.parse(conda) if conda is not None else None,
                 loader=str(data["loader"]) if conda is not None else None,
             )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,16 +15,34 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "example-workflow"
 STANDIN = REPO / "tests" / "standin"
-ENV_NAMES = ("simulate", "count", "summary", "plot", "gpu")
+#: the env files a default run uses (the VEP ones only serve the `vep` rule, off by default)
+ENV_NAMES = ("simulate", "samtools", "bcftools", "summary", "plot", "gpu")
+VEP_ENV_NAMES = ("vep", "vep-bioconda")
 #: rule -> (env file, the tool its proof names)
 RULES = {
+    "reference": ("simulate.toml", "python"),
+    "index_reference": ("samtools.toml", "samtools"),
     "simulate": ("simulate.toml", "python"),
-    "count": ("count.toml", "gawk"),
+    "sort_bam": ("samtools.toml", "samtools"),
+    "bam_stats": ("samtools.toml", "samtools"),
+    "call": ("bcftools.toml", "bcftools"),
+    "vcf_stats": ("bcftools.toml", "bcftools"),
+    "merge": ("bcftools.toml", "bcftools"),
+    "scatter": ("bcftools.toml", "bcftools"),
+    "annotate": ("bcftools.toml", "bcftools"),
+    "gather": ("bcftools.toml", "bcftools"),
     "summarize": ("summary.toml", "python"),
     "plot": ("plot.toml", "Rscript"),
     "gpu_check": ("gpu.toml", "python"),
 }
+#: rules only the VEP path has (Snakefile: inside `if VEP_CACHE:`)
+VEP_RULES = {"vep": ("vep.toml", "vep"), "vep_gather": ("bcftools.toml", "bcftools")}
+PER_SAMPLE = ("simulate", "sort_bam", "bam_stats", "call", "vcf_stats")
+PER_CHUNK = ("annotate",)
 SAMPLES = ("sampleA", "sampleB", "sampleC")
+#: consequences bcftools csq must find in the default cohort (its genes and variant pool
+#: are simulated around coding sequence and splice sites)
+EXPECTED_CONSEQUENCES = ("missense", "synonymous", "frameshift", "splice_region", "intron", "intergenic")
 
 
 # --- helpers shared with tests/test_slurm_e2e.py ---------------------------------------------
@@ -36,6 +55,7 @@ def copy_example(dest: Path) -> Path:
 
 
 def env_files(wf: Path) -> list[str]:
+    """The env files of a default run (the main job checks the same locks)."""
     return [f"envs/{n}.toml" for n in ENV_NAMES]
 
 
@@ -47,19 +67,26 @@ def read_kv(path: Path) -> dict[str, str]:
     return out
 
 
-def proof_files(wf: Path) -> dict[str, Path]:
-    """Every proof a full run writes: 'simulate-sampleA' -> path."""
-    names = [f"{r}-{s}" for r in ("simulate", "count") for s in SAMPLES] + ["summarize", "plot", "gpu_check"]
+def chunk_names(n: int) -> list[str]:
+    """The Snakefile's chunk names for config chunks=n."""
+    return [f"chunk{i:0{len(str(n))}d}" for i in range(1, n + 1)]
+
+
+def proof_files(wf: Path, chunks: int = 4) -> dict[str, Path]:
+    """Every proof a full default run writes: 'simulate-sampleA' -> path."""
+    names = [f"{r}-{s}" for r in PER_SAMPLE for s in SAMPLES]
+    names += [f"{r}-{c}" for r in PER_CHUNK for c in chunk_names(chunks)]
+    names += [r for r in RULES if r not in PER_SAMPLE and r not in PER_CHUNK]
     return {n: wf / "results" / "proof" / f"{n}.txt" for n in names}
 
 
-def check_proofs(wf: Path, store: Path) -> dict[str, dict[str, str]]:
+def check_proofs(wf: Path, store: Path, chunks: int = 4) -> dict[str, dict[str, str]]:
     """Assert that every job ran inside the image of its own env file; return the proofs."""
     metas = [json.loads(p.read_text()) for p in (store / "meta").glob("*.json")]
     # the store's meta file names the env files an image was built from
     env_of_image = {m["image_id"]: {Path(f).name for f in m["env_files"]} for m in metas}
     proofs = {}
-    for name, path in proof_files(wf).items():
+    for name, path in proof_files(wf, chunks).items():
         assert path.exists(), f"missing proof {path}"
         kv = read_kv(path)
         rule = kv["rule"]
@@ -76,24 +103,46 @@ def check_proofs(wf: Path, store: Path) -> dict[str, dict[str, str]]:
     return proofs
 
 
-def check_results(wf: Path) -> None:
-    summary = (wf / "results" / "summary.tsv").read_text().splitlines()
+def check_results(wf: Path, chunks: int = 4) -> None:
+    res = wf / "results"
+    summary = (res / "summary.tsv").read_text().splitlines()
     header = summary[0].split("\t")
-    assert header[0] == "sample" and "ts_tv" in header and "reads_mapped" in header
+    assert header[0] == "sample" and "ts_tv" in header and "reads_mapped" in header and "recall_pct" in header
     assert sorted(line.split("\t")[0] for line in summary[1:]) == list(SAMPLES)
     for line in summary[1:]:
         row = dict(zip(header, line.split("\t")))
-        assert row["reads_total"] == "20000"
-        assert int(row["snvs"]) + int(row["indels"]) == int(row["variants_total"]) > 0
+        # samtools flagstat / stats and bcftools stats, read by pandas
+        assert row["reads_total"] == "20000" and 0 < int(row["reads_mapped"]) < 20000
+        assert 40 < float(row["mean_depth"]) < 80
+        assert int(row["snvs"]) + int(row["indels"]) == int(row["variants_called"]) > 0
+        assert int(row["indels"]) > 0 and float(row["ts_tv"]) > 1
+        assert float(row["recall_pct"]) > 90, row  # bcftools call finds what was simulated
+    # the annotation, scattered into chunks and gathered: consequences per sample
+    consequences = (res / "consequences.tsv").read_text().splitlines()
+    assert consequences[0].split("\t") == ["consequence", *SAMPLES, "total"]
+    counts = {line.split("\t")[0]: [int(x) for x in line.split("\t")[1:]] for line in consequences[1:]}
+    assert set(EXPECTED_CONSEQUENCES) <= set(counts), counts
+    assert {"stop_gained", "splice_acceptor", "splice_donor", "start_lost", "stop_lost"} & set(counts), counts
+    assert all(sum(c[:-1]) == c[-1] for c in counts.values())
+    assert len(list((res / "chunks").glob("*.vcf.gz"))) == chunks
+    assert sorted(p.name for p in (res / "annotated").glob("*.vcf.gz")) == [f"{c}.vcf.gz" for c in chunk_names(chunks)]
+    table = (res / "cohort" / "consequences-by-sample.tsv").read_text().splitlines()
+    assert len(table) > 100 and all(len(line.split("\t")) == 7 for line in table)
+    assert any("|missense|" in line or "\tmissense|" in line for line in table)
     assert "pandas 2.2.2" in (wf / "logs" / "summarize.log").read_text()
     assert "numpy 1.26.4" in (wf / "logs" / "simulate-sampleA.log").read_text()
+    assert "genes" in (wf / "logs" / "reference.log").read_text()
     # real R and ggplot2 (the demo set's are Debian's, copied into the store); before that
     # line R may warn that the job's LANG names a locale the image lacks
-    assert (wf / "results" / "plot" / "Rscript-output.txt").read_text().splitlines()[
-        -1
-    ] == "wrote results/plot/variants.pdf "
-    assert (wf / "results" / "plot" / "variants.pdf").read_bytes().startswith(b"%PDF-")
-    gpu = read_kv(wf / "results" / "gpu" / "gpu_check.txt")
+    assert (
+        (res / "plot" / "Rscript-output.txt")
+        .read_text()
+        .splitlines()[-1]
+        .startswith("wrote results/plot/consequences.pdf with ")
+    )
+    pdf = (res / "plot" / "consequences.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF-") and len(re.findall(rb"/Type\s*/Page(?!s)", pdf)) == 2  # two plots
+    gpu = read_kv(res / "gpu" / "gpu_check.txt")
     assert gpu["verdict"] and "libcuda" in gpu
 
 

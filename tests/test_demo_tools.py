@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_env
+from conftest import run_in_mounted_image, write_env
 from helpers import bwrap, closure, demo_nix_build, elf_files, git, nix_env, nix_option_args
 
 from snakemake_deploy_nixsnake import demo
@@ -288,6 +288,40 @@ def test_plain_perl_and_perl_packages_like_nixpkgs(built):
     # the caller's PERL5LIB comes first, as with a real perl
     res = bwrap([f"{built['perlEnv']}/bin/perl", "-e", "print $INC[0]"], env={"PERL5LIB": "/mine"})
     assert res.returncode == 0 and res.stdout == "/mine", res.stderr
+
+
+@pytest.mark.nix
+def test_perl_packages_in_an_env_file_are_found_by_its_perl(workspace, run_cli, mount_image, tmp_path):
+    """`[nixpkgs] packages = ["perl", "perlPackages.X"]`: the image's PERL5LIB names
+    lib/perl5/site_perl of X and of everything X propagates (nix/mkenv.sh), so that perl
+    finds them -- as nixpkgs' perl.withPackages would."""
+    needs("perlEnv")
+    attrs = ["perl", "perlPackages.BioDBHTS", "perlPackages.JSON", "hello"]
+    spec = write_env(workspace, "perlmods", f"date = 2024-06-01\n[nixpkgs]\npackages = {json.dumps(attrs)}\n")
+    r = run_cli("build", str(spec))
+    assert r.returncode == 0, r.stderr
+    root = mount_image(Path(r.stdout.strip().split(": ")[1]), tmp_path / "m")
+    res = run_in_mounted_image(
+        root,
+        'echo "$PERL5LIB"; perl -MBio::DB::HTS -MBio::SeqIO -MIO::String -MJSON '
+        "-e 'print JSON->new->canonical->encode({ok => 1}), qq(\\n)'",
+    )
+    assert res.returncode == 0, res.stderr
+    perl5lib, out = res.stdout.splitlines()
+    assert out == '{"ok":1}'
+    dirs = perl5lib.split(":")
+    assert all(d.startswith("/nix/store/") and d.endswith("/lib/perl5/site_perl") for d in dirs), dirs
+    # the requested modules first, in order, then what they propagate (BioDBHTS -> BioPerl
+    # -> libio-string-perl, ...): no duplicates
+    assert "-BioDBHTS-" in dirs[0] and len(set(dirs)) == len(dirs)
+    assert any("-BioPerl-" in d for d in dirs) and any("io-string" in d.lower() for d in dirs), dirs
+    # an env without Perl modules sets no PERL5LIB
+    plain = write_env(workspace, "plain", 'date = 2024-06-01\n[nixpkgs]\npackages = ["perl", "hello"]\n')
+    r = run_cli("build", str(plain))
+    assert r.returncode == 0, r.stderr
+    root = mount_image(Path(r.stdout.strip().split(": ")[1]), tmp_path / "p")
+    res = run_in_mounted_image(root, 'echo "${PERL5LIB-unset}"; perl -MJSON -e 1')
+    assert res.stdout.splitlines()[0] == "unset" and "Can't locate JSON.pm" in res.stderr, res
 
 
 # ------------------------------------------------------------------ closures

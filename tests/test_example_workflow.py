@@ -27,6 +27,8 @@ from example_helpers import (
     EXAMPLE,
     RULES,
     STANDIN,
+    VEP_ENV_NAMES,
+    VEP_RULES,
     base_env,
     check_committed_locks,
     check_proofs,
@@ -35,6 +37,7 @@ from example_helpers import (
     nix_calls,
     nix_shims,
     proof_files,
+    read_kv,
     standin_execs,
 )
 
@@ -151,23 +154,43 @@ def test_standin_home(image, host_env, tmp_path):
 
 
 def test_snakefile_sdm_mirrors_snakefile():
-    """Snakefile.sdm is Snakefile with `software: nixsnake(spec=...)` for `container:`."""
+    """Snakefile.sdm is Snakefile with `software: nixsnake(spec=...)` for `container:`,
+    apart from the header comment and the block marked "path-specific" (how a rule gets
+    its image, and how the VEP cache is bound)."""
     a = (EXAMPLE / "Snakefile").read_text()
     b = (EXAMPLE / "Snakefile.sdm").read_text()
 
     def rules(text: str) -> str:
-        body = text[text.index('configfile: "config.yaml"') :]
-        body = body.replace(
-            '\n\ndef image(env):\n    return nixsnake_image(f"envs/{env}.toml", workflow_dir=workflow.basedir)\n', ""
-        )
-        return re.sub(
-            r'container:\n        image\("(\w+)"\)', r'software:\n        nixsnake(spec="envs/\1.toml")', body
-        )
+        body = text[text.index("import os\n") :]
+        begin, end = body.index("# --- path-specific"), body.index("# --- end path-specific")
+        body = body[:begin] + body[end:]
+        body = re.sub(r'container:\n(\s+)image\("([\w-]+)"\)', r'software:\n\1nixsnake(spec="envs/\2.toml")', body)
+        return re.sub(r"container:\n(\s+)image\(VEP_ENV\)", r'software:\n\1nixsnake(spec=f"envs/{VEP_ENV}.toml")', body)
 
     assert rules(a) == rules(b)
-    assert b.count("software:\n        nixsnake(spec=") == len(RULES)
+    assert "container:" not in b and "image(" not in b.replace("nixsnake_image(", "")
+    rules_in_b = re.findall(r"^\s*rule (\w+):", b, re.M)
+    assert sorted(rules_in_b) == sorted(["all", *RULES, *VEP_RULES])
+    assert b.count("software:\n") == len(RULES) + len(VEP_RULES)
     for name in ENV_NAMES:
         assert (EXAMPLE / "envs" / f"{name}.toml").is_file() and (EXAMPLE / "envs" / f"{name}.lock.toml").is_file()
+
+
+def test_every_env_file_passes_check_without_nix(run_cli, tmp_path):
+    """`nixsnake check` validates all env files, the VEP ones too, without nix or network."""
+    names = [*ENV_NAMES, *VEP_ENV_NAMES]
+    assert sorted(p.stem for p in (EXAMPLE / "envs").glob("*.toml") if not p.name.endswith(".lock.toml")) == sorted(
+        names
+    )
+    env = {"PATH": "/nonexistent", "NIXSNAKE_CACHE_DIR": str(tmp_path / "cache")}  # no nix, no tools
+    r = run_cli("check", *[f"envs/{n}.toml" for n in names], cwd=EXAMPLE, env=env)
+    assert r.returncode == 0, r.stderr
+    assert all(f"envs/{n}.toml: ok" in r.stdout for n in names), r.stdout
+    # vep.toml is locked (like every env file here, against the demo set); the bioconda
+    # one cannot be locked where the channels are unreachable, and says so
+    assert (EXAMPLE / "envs" / "vep.lock.toml").is_file()
+    assert not (EXAMPLE / "envs" / "vep-bioconda.lock.toml").exists()
+    assert "nixsnake lock envs/vep-bioconda.toml" in (EXAMPLE / "envs" / "vep-bioconda.toml").read_text()
 
 
 # --- the whole example workflow, locally (nix + PyPI) --------------------------------------
@@ -230,8 +253,8 @@ def test_example_job_exit_code_reaches_snakemake(local_run, tmp_path):
         "from snakemake_deploy_nixsnake.container import nixsnake_image\n\n"
         "rule fail:\n"
         '    output: "failed.txt"\n'
-        '    container: nixsnake_image("envs/count.toml", workflow_dir=workflow.basedir)\n'
-        '    shell: "test -e /.nixsnake/metadata.json && which gawk > ran-inside.txt && exit 3; touch {output}"\n'
+        '    container: nixsnake_image("envs/samtools.toml", workflow_dir=workflow.basedir)\n'
+        '    shell: "test -e /.nixsnake/metadata.json && which samtools > ran-inside.txt && exit 3; touch {output}"\n'
     )
     before = nix_calls(nix_log)
     cp = subprocess.run(
@@ -244,3 +267,79 @@ def test_example_job_exit_code_reaches_snakemake(local_run, tmp_path):
     assert (wf / "ran-inside.txt").read_text().startswith("/nix/store/")  # the command ran in the image
     assert not (wf / "failed.txt").exists()
     assert nix_calls(nix_log) == before  # the image existed: no build
+
+
+@pytest.mark.nix
+@pytest.mark.network
+def test_vep_cache_is_bound_read_only_into_jobs(local_run, tmp_path):
+    """--config vep_cache=DIR: released Snakemake's jobs get `--bind DIR:/vep-cache:ro`
+    (the Snakefile adds it to the apptainer arguments). Only the images of rules with jobs
+    are built: running one other rule builds no VEP image."""
+    wf, env, _cp, nix_log = local_run
+    cache = tmp_path / "vep-cache"
+    (cache / "homo_sapiens" / "115_GRCh38").mkdir(parents=True)
+    log = tmp_path / "standin.log"
+    before = nix_calls(nix_log)
+    cp = subprocess.run(
+        [sys.executable, "-m", "snakemake", "results/gpu/gpu_check.txt", "--sdm", "apptainer", "--cores", "1",
+         "--forcerun", "gpu_check", "--config", f"vep_cache={cache}"],
+        cwd=wf, env={**env, "NIXSNAKE_STANDIN_LOG": str(log)}, check=False, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    [entry] = standin_execs(log)
+    i = entry.index(f"{cache}:/vep-cache:ro")
+    assert entry[i - 1] == "--bind" and i < entry.index(
+        read_kv(wf / "results" / "proof" / "gpu_check.txt")["container"]
+    )
+    assert nix_calls(nix_log) == before
+
+
+# --- the VEP rule in dry runs (no nix, no images) ------------------------------------------
+
+
+def _job_counts(out: str) -> dict[str, int]:
+    table = out[out.index("Job stats:") :]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def test_dry_run_lists_the_vep_jobs_and_builds_nothing(tmp_path):
+    """`snakemake -n` never builds (nixsnake_container knows it is a dry run), so the VEP
+    rule can be switched on and checked with the demo package set, which has no `vep`."""
+    wf = copy_example(tmp_path / "wf")
+    cache = tmp_path / "vep-cache"
+    (cache / "homo_sapiens" / "115_GRCh38").mkdir(parents=True)
+    nix_log = tmp_path / "nix-calls.log"
+    env = base_env(tmp_path)
+    env["PATH"] = f"{nix_shims(tmp_path / 'shims', nix_log)}:{STANDIN}:{env['PATH']}"
+
+    def dry(*config: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "snakemake", "-n", "-p", "--cores", "8", "--sdm", "apptainer", "--config", *config],
+            cwd=wf, env=env, check=False, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    cp = dry(f"vep_cache={cache}", "chunks=7", "vep_threads=3")
+    out = cp.stdout + cp.stderr
+    assert cp.returncode == 0, out[-4000:]
+    jobs = _job_counts(out)
+    assert jobs["annotate"] == jobs["vep"] == 7 and jobs["vep_gather"] == jobs["scatter"] == 1, jobs
+    assert "vep --offline --cache --dir_cache /vep-cache --species homo_sapiens --assembly GRCh38 --fork 3" in out
+    assert "nixsnake [envs/vep.toml]: dry run: not building the image (it will be " in out
+    assert nix_calls(nix_log) == [] and not (wf / ".snakemake" / "nixsnake-store" / "images").exists()
+    # off by default
+    cp = dry("chunks=2")
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    jobs = _job_counts(cp.stdout + cp.stderr)
+    assert "vep" not in jobs and jobs["annotate"] == 2, jobs
+    # the bioconda env has no lock in the repository: the dry run says what to do
+    cp = dry(f"vep_cache={cache}", "vep_env=vep-bioconda")
+    out = cp.stdout + cp.stderr
+    assert cp.returncode == 1 and "vep-bioconda.lock.toml: no such file" in out and "nixsnake lock" in out, out[-3000:]
+    # a cache that is not there, or a path apptainer's --bind cannot express
+    cp = dry(f"vep_cache={tmp_path / 'nowhere'}")
+    assert cp.returncode == 1 and "not a directory" in cp.stdout + cp.stderr, cp.stderr[-3000:]
+    odd = tmp_path / "a:b"
+    odd.mkdir()
+    cp = dry(f"vep_cache={odd}")
+    assert cp.returncode == 1 and "contains ':'" in cp.stdout + cp.stderr, cp.stderr[-3000:]
+    assert nix_calls(nix_log) == []

@@ -194,6 +194,17 @@ def test_skeleton_layout() -> None:
     assert env.index("\nA='x y'\n") < env.index("\nB=2\n")
 
 
+def test_skeleton_sets_perl5lib_only_with_perl_modules() -> None:
+    env = by_path(skeleton("/nix/store/aaa-env", **SK_ARGS))[".singularity.d/env/90-nixsnake.sh"].data  # type: ignore[arg-type]
+    assert b"PERL5LIB" not in env
+    dirs = ["/nix/store/ddd-perl-BioPerl/lib/perl5/site_perl", "/nix/store/eee-perl-IOString/lib/perl5/site_perl"]
+    m = by_path(skeleton("/nix/store/aaa-env", **SK_ARGS, perl5lib=dirs))  # type: ignore[arg-type]
+    text = m[".singularity.d/env/90-nixsnake.sh"].data.decode()
+    assert f"PERL5LIB={dirs[0]}:{dirs[1]}\nexport PERL5LIB\n" in text
+    with pytest.raises(NixsnakeError, match="PERL5LIB entry"):
+        skeleton("/nix/store/aaa-env", **SK_ARGS, perl5lib=["relative/site_perl"])  # type: ignore[arg-type]
+
+
 def test_skeleton_without_certs() -> None:
     m = by_path(skeleton("/nix/store/aaa-env", **{**SK_ARGS, "ssl_cert_file": None}))  # type: ignore[arg-type]
     assert "etc/ssl/certs/ca-certificates.crt" not in m
@@ -252,7 +263,7 @@ def test_mksquashfs_argv() -> None:
     argv = mksquashfs_argv("/o.sqfs")
     assert argv[:6] == ["mksquashfs", "-", "/o.sqfs", "-tar", "-comp", "zstd"]
     assert argv[argv.index("-Xcompression-level") + 1] == "3"
-    for flag in ("-noappend", "-all-root", "-no-progress", "-quiet"):
+    for flag in ("-noappend", "-all-root", "-no-progress", "-quiet", "-no-duplicates"):
         assert flag in argv
     assert argv[argv.index("-mkfs-time") + 1] == "0"
     assert argv[argv.index("-all-time") + 1] == "1"

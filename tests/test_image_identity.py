@@ -30,6 +30,7 @@ from snakemake_deploy_nixsnake.nixbuild import nix_dir
 #: new digest here (keep the old lines: they document what each version was).
 KNOWN = {
     2: "7acfe48f6b2a3c0c22c2aa652ba8e94ba681f7747c88508dd42d6de6b2d604b3",
+    3: "bb8ebd5f956d8cd7ab526605aed35274dd7a91f21c2323eed62a512c9c456cb5",  # PERL5LIB (mkenv.sh), -no-duplicates
 }
 
 #: name -> (content, mode): added to the store content-addressed, so the same store

@@ -12,7 +12,9 @@ Asserted:
   MinJobAge=3600) and its apptainer call had --nv (the stand-in's log; NIXSNAKE_STANDIN_LOG
   reaches the jobs the same way);
 - re-running builds nothing: "Nothing to be done", and `--forcerun gpu_check` runs a new
-  job without any nix call.
+  job without any nix call;
+- the annotation stage runs as one SLURM job per chunk (CHUNKS of them), several in flight
+  at once (submitted before the others ended) and running side by side on the node.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from example_helpers import (
     check_committed_locks,
     check_proofs,
     check_results,
+    chunk_names,
     copy_example,
     nix_calls,
     nix_shims,
@@ -61,7 +64,9 @@ pytestmark = [
 
 #: Hard limit per snakemake call: with a broken status command snakemake waits forever
 #: and ignores SIGTERM (tests/data/slurm/README.md, trap 1), so it is SIGKILLed.
-RUN_TIMEOUT = 240
+RUN_TIMEOUT = 600
+#: annotation chunks (config chunks): more than the profile's 4 jobs in flight
+CHUNKS = 6
 
 
 def run_snakemake(wf: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -119,13 +124,13 @@ def test_example_workflow_on_slurm(tmp_path):
     check_committed_locks(wf, env)
 
     t0 = time.time()
-    cp = run_snakemake(wf, env)
+    cp = run_snakemake(wf, env, "--config", f"chunks={CHUNKS}")
     took = time.time() - t0
     assert cp.returncode == 0, cp.stdout[-6000:]
 
     # -- every job ran as a SLURM job inside its own image -----------------------------------
-    proofs = check_proofs(wf, store)
-    check_results(wf)
+    proofs = check_proofs(wf, store, CHUNKS)
+    check_results(wf, CHUNKS)
     job_ids = {name: kv["slurm_job_id"] for name, kv in proofs.items()}
     assert all(j.isdigit() for j in job_ids.values()), job_ids
     assert len(set(job_ids.values())) == len(job_ids), f"one SLURM job per rule instance: {job_ids}"
@@ -133,6 +138,18 @@ def test_example_workflow_on_slurm(tmp_path):
     for name, job in jobs.items():
         assert job_field(job, "JobState") == "COMPLETED", (name, job)
         assert job_field(job, "WorkDir") == str(wf)
+
+    # -- the annotation: one job per chunk, several in flight at once --------------------------
+    annotate = [jobs[f"annotate-{c}"] for c in chunk_names(CHUNKS)]
+    spans = [
+        (local_epoch(job_field(j, "SubmitTime")), local_epoch(job_field(j, "StartTime")),
+         local_epoch(job_field(j, "EndTime")))
+        for j in annotate
+    ]  # fmt: skip
+    in_flight = max(sum(1 for s, _, e in spans if s <= t < e) for t, _, _ in spans)
+    side_by_side = max(sum(1 for _, b, e in spans if b <= t < e) for _, t, _ in spans)
+    assert in_flight >= 3, f"annotate jobs in flight at once: {in_flight} ({spans})"
+    assert side_by_side >= 2, f"annotate jobs running at once: {side_by_side} ({spans})"
 
     # -- images: built once, on this (submitting) host, before the first submission ------------
     metas = [json.loads(p.read_text()) for p in (store / "meta").glob("*.json")]
@@ -146,7 +163,7 @@ def test_example_workflow_on_slurm(tmp_path):
     for meta in metas:
         built = calendar.timegm(time.strptime(meta["built_at"], "%Y-%m-%dT%H:%M:%SZ"))
         assert built <= first_submit, (meta["built_at"], first_submit)
-        assert meta["built_by"].endswith("@" + socket.gethostname())
+        assert re.fullmatch(rf"[^@]+@{re.escape(socket.gethostname())} \(nixsnake [^)]+\)", meta["built_by"]), meta
     assert max(int(p.stat().st_mtime) for p in images) <= first_start
 
     # -- the GPU rule: --gres=gpu:1 from SLURM, --nv to apptainer -------------------------------
@@ -165,13 +182,15 @@ def test_example_workflow_on_slurm(tmp_path):
 
     # -- re-running builds nothing ------------------------------------------------------------
     image_state = {p: p.stat().st_mtime_ns for p in images}
-    again = run_snakemake(wf, env)
+    again = run_snakemake(wf, env, "--config", f"chunks={CHUNKS}")
     assert again.returncode == 0, again.stdout[-4000:]
     assert "Nothing to be done" in again.stdout
-    forced = run_snakemake(wf, env, "--forcerun", "gpu_check")
+    forced = run_snakemake(wf, env, "--forcerun", "gpu_check", "--config", f"chunks={CHUNKS}")
     assert forced.returncode == 0, forced.stdout[-4000:]
-    new_gpu = read_kv(proof_files(wf)["gpu_check"])
+    new_gpu = read_kv(proof_files(wf, CHUNKS)["gpu_check"])
     assert new_gpu["slurm_job_id"].isdigit() and new_gpu["slurm_job_id"] != job_ids["gpu_check"]
     assert nix_calls(nix_log) == calls, "a re-run called nix"
     assert {p: p.stat().st_mtime_ns for p in images} == image_state
-    print(f"first run {took:.0f}s")
+    print(
+        f"first run {took:.0f}s, {len(jobs)} SLURM jobs; annotate: {in_flight} in flight, {side_by_side} running at once"
+    )

@@ -43,7 +43,10 @@ if smi:
     try:
         cp = subprocess.run(
             [smi, "--query-gpu=name,driver_version", "--format=csv,noheader"],
-            check=False, capture_output=True, text=True, timeout=30,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         say("nvidia_smi_gpus", cp.stdout.strip().replace("\n", "; ") or f"(exit {cp.returncode}) {cp.stderr.strip()}")
     except (OSError, subprocess.SubprocessError) as exc:

@@ -119,6 +119,7 @@ def env_sh(
     ld_library_path: Sequence[str],
     env_vars: Mapping[str, str],
     ssl_cert_file: str | None,
+    perl5lib: Sequence[str] = (),
 ) -> str:
     path = [_abs("PATH entry", p) for p in path_dirs]
     if "/usr/bin" not in path:
@@ -126,13 +127,16 @@ def env_sh(
     libs = [_abs("LD_LIBRARY_PATH entry", p) for p in ld_library_path]
     if LIBS_DIR not in libs:
         libs.append(LIBS_DIR)
-    for p in path + libs:
+    perl = [_abs("PERL5LIB entry", p) for p in perl5lib]
+    for p in path + libs + perl:
         if ":" in p:
             raise NixsnakeError(f"image skeleton: search path entry {p!r} contains ':'", Exit.SOFTWARE)
     lines = ["#!/bin/sh", "# Written by nixsnake: the environment of this image.", ""]
     text = "\n".join(lines) + "\n"
     text += _export("PATH", ":".join(path))
     text += _export("LD_LIBRARY_PATH", ":".join(libs))
+    if perl:  # only environments with Perl modules (an env file's perlPackages.*)
+        text += _export("PERL5LIB", ":".join(perl))
     if ssl_cert_file:
         cert = _abs("ssl_cert_file", ssl_cert_file)
         text += _export("SSL_CERT_FILE", cert)
@@ -167,6 +171,7 @@ def skeleton(
     bash: str,
     metadata_json: bytes,
     loader: str | None = None,
+    perl5lib: list[str] | None = None,
 ) -> list[Entry]:
     """All non-store entries of the image, sorted by path (parents before children)."""
     env_root = _abs("env_root", env_root)
@@ -193,7 +198,11 @@ def skeleton(
         _file(
             ".singularity.d/env/90-nixsnake.sh",
             env_sh(
-                path_dirs=path_dirs, ld_library_path=ld_library_path, env_vars=env_vars, ssl_cert_file=ssl_cert_file
+                path_dirs=path_dirs,
+                ld_library_path=ld_library_path,
+                env_vars=env_vars,
+                ssl_cert_file=ssl_cert_file,
+                perl5lib=perl5lib or (),
             ),
             0o755,
         ),

@@ -89,6 +89,10 @@ def mksquashfs_argv(out: Path | str, *, compression: str = "zstd", level: int | 
         "-all-time", str(STORE_MTIME),
         "-root-mode", "0755",
         "-no-xattrs",
+        # No duplicate detection: squashfs-tools 4.5.1 (Debian 12) under load now and
+        # then takes a file for a duplicate of another and points it at the wrong blocks
+        # (docs/performance.md). It is faster without, and the images barely grow.
+        "-no-duplicates",
         "-quiet",
         "-no-progress",
     ]  # fmt: skip

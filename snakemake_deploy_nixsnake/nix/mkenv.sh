@@ -1,6 +1,7 @@
 # Builder of the nixsnake environment root: one bin/ with every command, a Python venv
-# (pyvenv.cfg) whose site-packages are the locked wheels, and nix-support/nixsnake-env.json
-# telling the image step which PATH and LD_LIBRARY_PATH to set.
+# (pyvenv.cfg) whose site-packages are the locked wheels, the Perl module directories, and
+# nix-support/nixsnake-env.json telling the image step which PATH, LD_LIBRARY_PATH and
+# PERL5LIB to set.
 mkdir -p "$out/bin" "$out/nix-support"
 if [ -n "$python" ]; then
   # A venv made of symlinks: no PYTHONPATH needed, nothing leaks into other Pythons.
@@ -48,8 +49,29 @@ for p in $paths; do
     done
   fi
 done
+# Perl modules: lib/perl5/site_perl of every package among $paths and of their propagated
+# dependencies (nix-support/propagated-build-inputs), depth first in the order of $paths,
+# as nixpkgs' makePerlPath / perl.withPackages compose them. The image sets PERL5LIB to
+# them (perl adds each one's version and arch subdirectories itself), so `perl` with
+# `perlPackages.X` in one env file finds X, as Python packages are found through the venv.
+perlSeen=" "
+perl5lib=""
+visitPerl() {
+  local p
+  for p in "$@"; do
+    case "$perlSeen" in *" $p "*) continue ;; esac
+    perlSeen="$perlSeen$p "
+    if [ -d "$p/lib/perl5/site_perl" ]; then
+      perl5lib="$perl5lib${perl5lib:+:}$p/lib/perl5/site_perl"
+    fi
+    if [ -f "$p/nix-support/propagated-build-inputs" ]; then
+      visitPerl $(cat "$p/nix-support/propagated-build-inputs")
+    fi
+  done
+}
+visitPerl $paths
 # Every requested package stays in the image's closure, also those without bin/ (data,
 # libraries): nix keeps what the output names, so name them all.
 for p in $paths; do echo "$p"; done > "$out/nix-support/nixsnake-paths"
-printf '{"path": ["%s"], "ld_library_path": "%s", "ssl_cert_file": "%s", "bash": "%s", "python": "%s"}\n' \
-  "$out/bin" "$ldLibraryPath" "$sslCertFile" "$bash" "$python" > "$out/nix-support/nixsnake-env.json"
+printf '{"path": ["%s"], "ld_library_path": "%s", "ssl_cert_file": "%s", "bash": "%s", "python": "%s", "perl5lib": "%s"}\n' \
+  "$out/bin" "$ldLibraryPath" "$sslCertFile" "$bash" "$python" "$perl5lib" > "$out/nix-support/nixsnake-env.json"
