@@ -68,6 +68,8 @@ def test_package_data_path_and_offset():
     # bwrap-exec.sh's constants are generated from the Python side (scripts/generate.py)
     assert f"_nx_sif_offset={sif.PARTITION_OFFSET}\n" in BWRAP_EXEC.read_text()
     assert rt.bwrap_header() in BWRAP_EXEC.read_text()
+    # every character apptainer's --bind splits on is refused by the script too
+    assert "_nx_bind_forbidden=',:^'\n" in rt.bwrap_header()
 
 
 def test_plain():
@@ -581,6 +583,60 @@ def test_standin_rejects(job_env, args, rc, err):
     assert err in cp.stderr
 
 
+def _standin_module():
+    from importlib.machinery import SourceFileLoader
+    from importlib.util import module_from_spec, spec_from_loader
+
+    loader = SourceFileLoader("nixsnake_standin_apptainer", str(STANDIN / "apptainer"))
+    mod = module_from_spec(spec_from_loader(loader.name, loader))
+    loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize(
+    ("spec", "want"),
+    [  # what apptainer's ParseBindPath makes of a --bind value (cases of its bind_test.go, and ours)
+        ("/opt", [("/opt", "/opt", {})]),
+        ("/opt,/tmp", [("/opt", "/opt", {}), ("/tmp", "/tmp", {})]),
+        ("/opt:/other,/tmp:/other2,", [("/opt", "/other", {}), ("/tmp", "/other2", {})]),
+        ("/opt:/other:ro", [("/opt", "/other", {"ro": ""})]),
+        ("/opt:/other:ro,rw", [("/opt", "/other", {"ro": "", "rw": ""})]),
+        ("/opt:/o:ro,rw,/tmp:/o2:ro", [("/opt", "/o", {"ro": "", "rw": ""}), ("/tmp", "/o2", {"ro": ""})]),
+        ("t.sif:/o:image-src=/opt,id=2", [("t.sif", "/o", {"image-src": "/opt", "id": "2"})]),
+        # '^' separates specs like ',', and every field is trimmed
+        ("/data^x:/in", [("/data", "/data", {}), ("x", "/in", {})]),
+        ("/data ^/ref", [("/data", "/data", {}), ("/ref", "/ref", {})]),
+        (" /my data :/in ", [("/my data ", "/in", {})]),  # (the ':' is part of the first token)
+        ("/data::ro", [("/data", "ro", {})]),  # an empty destination is not "same as source"
+    ],
+)
+def test_standin_parses_binds_like_apptainer(spec, want):
+    assert _standin_module().parse_bind_path(spec) == want
+
+
+@pytest.mark.parametrize("spec", ["/opt:/other:invalid", "/opt:/other:rw:invalid", "t.sif:/o:image-src"])
+def test_standin_bind_parser_errors_like_apptainer(spec):
+    with pytest.raises(ValueError):
+        _standin_module().parse_bind_path(spec)
+
+
+@e2e
+@pytest.mark.parametrize("name", ["apptainer", "singularity"])
+def test_standin_refuses_binds_apptainer_reads_differently(image, job_env, tmp_path, name):
+    """Where apptainer would silently cut ('^') or trim a path, the stand-in fails loudly."""
+    (tmp_path / "a^b").mkdir()
+    for spec, shown in (
+        (f"{tmp_path}/a^b:/in", f"[{tmp_path}/a:{tmp_path}/a, b:/in]"),
+        (f"{tmp_path}:/in ", f"[{tmp_path}:/in]"),
+        (f"{tmp_path}/a\\,b", f"[{tmp_path}/a,b:{tmp_path}/a,b]"),
+    ):
+        cp = standin(["exec", "--cleanenv", "--bind", spec, str(image), "true"], job_env, name)
+        assert cp.returncode == 255, cp.stderr
+        assert "TEST STAND-IN: --bind" in cp.stderr and f"is read by {name} as {shown}" in cp.stderr, cp.stderr
+    cp = standin(["exec", "--cleanenv", "--bind", f"{tmp_path}:/in:ro", str(image), "true"], job_env, name)
+    assert cp.returncode == 0, cp.stderr
+
+
 @e2e
 def test_standin_flag_spellings(image, job_env, tmp_path):
     (tmp_path / "f").write_text("x\n")
@@ -637,6 +693,8 @@ def test_bwrap_exec_errors(image, job_env, tmp_path):
     assert cp.returncode == 69 and "'bwrap' not found" in cp.stderr and "hint:" in cp.stderr
     for bad in (["--frob", str(image), "--", "true"], ["--bind", "/a,/b", str(image), "--", "true"],
                 ["--bind", "rel", str(image), "--", "true"], ["--pass", "PATH", str(image), "--", "true"],
+                ["--bind", "/tmp^x", str(image), "--", "true"], ["--bind", "/tmp :/x", str(image), "--", "true"],
+                ["--bind", "/tmp:/x\t", str(image), "--", "true"], ["--home", "/tmp ", str(image), "--", "true"],
                 [str(image), "true"], [str(image), "--"]):  # fmt: skip
         cp = bwrap_exec(bad, job_env)
         assert cp.returncode == 64, (bad, cp.stderr)

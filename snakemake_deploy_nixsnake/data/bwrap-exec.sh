@@ -10,7 +10,8 @@
 #
 # Options (each may be given as `--opt VALUE` or `--opt=VALUE`):
 #   --bind SRC[:DST[:ro|rw]]  bind a host path (repeatable; apptainer's spec without
-#                             ',' lists; paths must be absolute, without ':' ',' newline)
+#                             ',' lists; paths must be absolute, without ':' ',' '^' or a
+#                             newline and not ending in whitespace, like binds.py wants)
 #   --pwd DIR                 working directory inside (default: the current directory,
 #                             bound like apptainer binds it)
 #   --pass NAME[=SOURCE]      set NAME inside to the value of NAME (or of SOURCE) in this
@@ -97,6 +98,7 @@ _nx_abs() { # _nx_abs WHAT PATH: reject what apptainer's --bind grammar cannot c
     esac
     case $2 in
     *["$_nx_bind_forbidden"]* | *"$_nx_nl"*) _nx_die 64 "$1 must not contain any of '$_nx_bind_forbidden' or a newline: '$2'" ;;
+    *[[:space:]]) _nx_die 64 "$1 must not end in whitespace (apptainer's --bind trims it): '$2'" ;;
     esac
 }
 
