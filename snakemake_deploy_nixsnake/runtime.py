@@ -21,8 +21,10 @@ Choices, each one deliberate:
 * ``$HOME`` is bound (apptainer's default; HPC users expect it). Python's user site in
   ``~/.local`` is then visible unless the image sets ``PYTHONNOUSERSITE``.
 * The work directory is bound read-write and used as ``--pwd``; the caller adds
-  Snakemake's temp dir and other mount points as :class:`Bind`. ``TMPDIR`` is not passed
-  (``--cleanenv``); to keep it, list it in ``envvars`` *and* bind its directory.
+  Snakemake's temp dir and other mount points as :class:`Bind`. When ``TMPDIR`` is among
+  the passed variables (it is for every job: :data:`envvars.JOB_ENVVARS`), the line also
+  binds the directory it names when the job starts (:func:`tmpdir_snippet`): Snakemake sets
+  it per job (the ``tmpdir`` resource), so only the job's shell knows it.
 * GPUs: ``gpu="always"`` adds ``--nv``; ``"never"`` does not; ``"auto"`` decides when the
   job starts, with :func:`gpu_probe_snippet` (``/dev/nvidiactl`` or ``/dev/nvidia0``
   exists, SLURM gave GPUs, ``CUDA_VISIBLE_DEVICES`` names devices, or ``nvidia-smi -L``
@@ -62,6 +64,9 @@ BWRAP_EXEC: Path = Path(__file__).resolve().parent / "data" / "bwrap-exec.sh"
 
 #: The shell variable :func:`gpu_probe_snippet` sets to ``--nv`` or to nothing.
 GPU_VAR = "nixsnake_nv"
+
+#: The shell variable :func:`tmpdir_snippet` sets to ``$TMPDIR`` when it is to be bound.
+TMP_VAR = "nixsnake_tmp"
 
 #: POSIX sh tests, any of which means "this node has NVIDIA GPUs" (cheapest first).
 GPU_SIGNALS: tuple[str, ...] = (
@@ -189,6 +194,35 @@ def gpu_probe_snippet() -> str:
     return f"{GPU_VAR}=; if {cond}; then {GPU_VAR}=--nv; fi; "
 
 
+def tmpdir_snippet(req: RunRequest) -> str:
+    """POSIX sh that sets ``nixsnake_tmp`` to ``$TMPDIR`` when that directory is to be bound.
+
+    ``TMPDIR`` is passed into the job, so it must exist inside too: when it is an existing
+    directory with a canonical absolute path that apptainer's ``--bind`` can carry (no
+    ``,`` ``:`` ``^``, nothing unprintable, no trailing whitespace), that covers nothing of
+    the image (binds.PROTECTED_TARGETS and their ancestors) and is not already a bind
+    destination or ``/tmp``/``/var/tmp`` (bound by the runtime anyway). Otherwise it is
+    left out and the job sees ``TMPDIR`` only if the runtime's binds happen to cover it.
+    No fork; safe under ``set -eu``. Ends with ``; ``.
+    """
+    from .binds import PROTECTED_TARGETS
+
+    skip = ["*[,:^]*", "*[![:print:]]*", "*[[:space:]]", "//*", "*/./*", "*/../*", "*/.", "*/..", "*/"]
+    skip += ["/", "/tmp", "/var/tmp"]
+    for t in PROTECTED_TARGETS:
+        skip += [t, t + "/*"]
+        parent = t.rsplit("/", 1)[0]
+        while parent:  # ancestors: binding /usr would cover /usr/bin
+            skip.append(parent)
+            parent = parent.rsplit("/", 1)[0]
+    skip += [shlex.quote(b.dst) for b in req.all_binds]
+    pats = " | ".join(dict.fromkeys(skip))
+    return (
+        f"{TMP_VAR}=; case ${{TMPDIR-}} in /?*) case $TMPDIR in {pats}) ;; "
+        f'*) [ ! -d "$TMPDIR" ] || {TMP_VAR}=$TMPDIR ;; esac ;; esac; '
+    )
+
+
 # --- command construction ---------------------------------------------------------------
 # A command is a list of words: str (quoted when rendered) or _Raw shell text.
 
@@ -199,6 +233,7 @@ class _Raw:
 
 
 _NV = _Raw("$" + GPU_VAR)  # unquoted on purpose: "no GPU" expands to no word at all
+_TMP = _Raw(f'${{{TMP_VAR}:+--bind "${TMP_VAR}"}}')  # two words, or none
 _ARGS = _Raw('"$@"')
 Word = str | _Raw
 
@@ -219,15 +254,23 @@ def _launcher(req: RunRequest, action: Literal["exec", "shell"], inner: list[Wor
             words += ["--pass", name]
         for b in req.all_binds:
             words += ["--bind", b.spec]
+        if _binds_tmpdir(req):
+            words.append(_TMP)
         if req.workdir is not None:
             words += ["--pwd", str(req.workdir)]
         return [*words, str(req.image), "--", *inner]
     words = [req.runtime_bin or req.runtime, action, "--cleanenv", *_nv_words(req)]
     for b in req.all_binds:
         words += ["--bind", b.spec]
+    if _binds_tmpdir(req):
+        words.append(_TMP)
     if req.workdir is not None:
         words += ["--pwd", str(req.workdir)]
     return [*words, str(req.image), *inner]
+
+
+def _binds_tmpdir(req: RunRequest) -> bool:
+    return "TMPDIR" in req.envvars
 
 
 def _env_exports(req: RunRequest) -> str:
@@ -247,7 +290,8 @@ def _render(words: Iterable[Word]) -> str:
 
 def _script(req: RunRequest, words: list[Word]) -> str:
     probe = gpu_probe_snippet() if req.gpu == "auto" else ""
-    return probe + _env_exports(req) + "exec " + _render(words)
+    tmp = tmpdir_snippet(req) if _binds_tmpdir(req) else ""
+    return probe + tmp + _env_exports(req) + "exec " + _render(words)
 
 
 def gpu_mode(cuda: bool | str, setting: str) -> Gpu:
@@ -274,7 +318,7 @@ def shell_command(req: RunRequest, cmd: str) -> str:
 
 def _wrap(req: RunRequest, words: list[Word], argv: list[str]) -> list[str]:
     """An argv list: plain when nothing must be decided at run time, else ``/bin/sh -c``."""
-    if req.gpu != "auto" and not _env_exports(req):
+    if req.gpu != "auto" and not _env_exports(req) and not _binds_tmpdir(req):
         return [w for w in words if isinstance(w, str)] + list(argv)
     return ["/bin/sh", "-c", _script(req, [*words, _ARGS] if argv else words), "nixsnake", *argv]
 

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import _image_fixtures as fx
@@ -141,6 +142,34 @@ def test_envvars_pass_through_by_name():
         '[ -z "${B_2+x}" ] || export APPTAINERENV_B_2="$B_2"; '
         "exec apptainer exec --cleanenv --bind /work/wd:/work/wd --pwd /work/wd /img/env.sif bash -c x"
     )
+
+
+TMP_PATTERNS = (
+    "*[,:^]* | *[![:print:]]* | *[[:space:]] | //* | */./* | */../* | */. | */.. | */ | / | /tmp | /var/tmp | "
+    "/nix | /nix/* | /.singularity.d | /.singularity.d/* | /.nixsnake | /.nixsnake/* | /bin | /bin/* | /etc | /etc/* | "
+    "/usr/bin | /usr/bin/* | /usr"
+)
+
+
+def test_tmpdir_is_bound_when_passed():
+    """TMPDIR is passed into the job, so the directory it names is bound when the job starts."""
+    r = req(workdir=WD, envvars=("TMPDIR",))
+    assert rt.tmpdir_snippet(r) == (
+        f"nixsnake_tmp=; case ${{TMPDIR-}} in /?*) case $TMPDIR in {TMP_PATTERNS} | /work/wd) ;; "
+        '*) [ ! -d "$TMPDIR" ] || nixsnake_tmp=$TMPDIR ;; esac ;; esac; '
+    )
+    assert shell_command(r, "x") == (
+        rt.tmpdir_snippet(r) + '[ -z "${TMPDIR+x}" ] || export APPTAINERENV_TMPDIR="$TMPDIR"; '
+        'exec apptainer exec --cleanenv --bind /work/wd:/work/wd ${nixsnake_tmp:+--bind "$nixsnake_tmp"} '
+        "--pwd /work/wd /img/env.sif bash -c x"
+    )
+    assert exec_argv(req(runtime="bwrap", envvars=("TMPDIR",)), ["ls"]) == [
+        "/bin/sh", "-c",
+        rt.tmpdir_snippet(req(envvars=("TMPDIR",))) + "exec /bin/sh /pkg/bwrap-exec.sh --pass TMPDIR "
+        '${nixsnake_tmp:+--bind "$nixsnake_tmp"} /img/env.sif -- "$@"',
+        "nixsnake", "ls",
+    ]  # fmt: skip
+    assert "nixsnake_tmp" not in shell_command(req(envvars=("TMP",)), "x")  # only TMPDIR names "the" temp dir
 
 
 def test_singularity_both_prefixes():
@@ -311,6 +340,37 @@ def test_fidelity_argv_and_env(recorder, tmp_path, shell, runtime):
         assert got["env"] == want  # UNSET_ONE stays unset
 
 
+@pytest.mark.parametrize("shell", SHELLS)
+def test_fidelity_tmpdir_bind(recorder, tmp_path, shell):
+    ok = tmp_path / "job tmp"
+    for d in (ok, tmp_path / "a:b", tmp_path / "a^b", tmp_path / "sp ", tmp_path / "wd"):
+        d.mkdir()
+    r = req(workdir=tmp_path / "wd", envvars=("TMPDIR",), bwrap_exec=recorder / "bwrap-exec.sh")
+    cases = {
+        str(ok): ["--bind", str(ok)],
+        str(ok) + "/": [],  # not canonical
+        str(tmp_path / "missing"): [],
+        str(tmp_path / "a:b"): [],  # apptainer's --bind cannot carry it
+        str(tmp_path / "a^b"): [],
+        str(tmp_path / "sp "): [],
+        str(tmp_path / "wd"): [],  # already bound
+        "/tmp": [],
+        "/etc": [],
+        "/usr": [],
+        "/": [],
+        "relative": [],
+        "": [],
+    }
+    for runtime in ("apptainer", "bwrap"):
+        for value, want in cases.items():
+            got = record(recorder, tmp_path, shell, shell_command(replace(r, runtime=runtime), "x"), {"TMPDIR": value})
+            wd = ["--bind", f"{tmp_path}/wd:{tmp_path}/wd"]
+            i = got["argv"].index("--pwd")
+            assert got["argv"][i - len(wd) - len(want) : i] == wd + want, (runtime, value, got["argv"])
+    got = record(recorder, tmp_path, shell, shell_command(r, "x"))  # TMPDIR unset: no bind, no error
+    assert got["argv"][1:6] == ["exec", "--cleanenv", "--bind", f"{tmp_path}/wd:{tmp_path}/wd", "--pwd"]
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cmd=st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40))
 def test_fidelity_any_command(recorder, tmp_path, cmd):
@@ -451,6 +511,32 @@ def test_e2e_envvars(image, job_env, tmp_path, runtime):
     if runtime != "bwrap":
         for entry in standin_log(env):
             assert not any(tricky in a for a in entry), "a secret value reached a command line"
+
+
+@pytest.fixture
+def outside_tmp():
+    """A directory no runtime binds by default (not under /tmp, /var/tmp, $HOME or the cwd)."""
+    import tempfile
+
+    if not os.access("/run", os.W_OK):
+        pytest.skip("needs a writable /run")
+    d = Path(tempfile.mkdtemp(prefix="nixsnake-job-tmp-", dir="/run"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@e2e
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_e2e_job_tmpdir_is_passed_and_bound(image, job_env, tmp_path, outside_tmp, runtime):
+    """Snakemake sets TMPDIR (and TMP, TEMP, thread limits) per job: the job sees them and can
+    write to $TMPDIR although it is outside every default bind."""
+    from snakemake_deploy_nixsnake.envvars import JOB_ENVVARS
+
+    env = {**job_env, "TMPDIR": str(outside_tmp), "TMP": str(outside_tmp), "OMP_NUM_THREADS": "2"}
+    r = RunRequest(image, runtime=runtime, gpu="never", workdir=tmp_path, envvars=JOB_ENVVARS)
+    cp = run_job(r, 'echo "$TMPDIR|$TMP|$OMP_NUM_THREADS" && echo x > "$TMPDIR/f" && cat "$TMPDIR/f"', env)
+    assert (cp.returncode, cp.stdout) == (0, f"{outside_tmp}|{outside_tmp}|2\nx\n"), cp.stderr
+    assert (outside_tmp / "f").read_text() == "x\n"
 
 
 @e2e
