@@ -108,6 +108,15 @@ def check_runtime(cfg: Config) -> list[Check]:
                 f"'{exe}' not found: install it on compute nodes, set runtime_bin, or use --runtime bwrap",
             )
         )
+    elif cfg.runtime == "apptainer" and (old := _apptainer_before_1_1(v)):
+        out.append(
+            Check(
+                f"{cfg.runtime} (this node)",
+                "fail",
+                f"{v}: nixsnake's job lines pass --no-eval, which apptainer has from 1.1 on ({old} rejects it); "
+                "upgrade apptainer, or use runtime = singularity (which asks the version and escapes values instead)",
+            )
+        )
     else:
         out.append(Check(f"{cfg.runtime} (this node)", "ok", v))
     out.append(
@@ -118,6 +127,14 @@ def check_runtime(cfg: Config) -> list[Check]:
         )
     )
     return out
+
+
+def _apptainer_before_1_1(version_line: str) -> str | None:
+    """The version, when ``apptainer --version`` names a release without --no-eval."""
+    m = re.search(r"apptainer version (\d+)\.(\d+)", version_line)
+    if m and (int(m.group(1)), int(m.group(2))) < (1, 1):
+        return f"{m.group(1)}.{m.group(2)}"
+    return None
 
 
 def host_glibc() -> str | None:

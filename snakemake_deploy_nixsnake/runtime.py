@@ -18,6 +18,12 @@ Choices, each one deliberate:
   which SingularityCE needs and apptainer's ``singularity`` accepts), exported only when
   ``NAME`` is set, so their values never appear on a command line (``ps``) and an unset
   variable stays unset. Apptainer sets them right after the image's ``99-base.sh``.
+* ``--no-eval``: without it apptainer writes each passed value into its injection script
+  as ``export NAME="VALUE"`` with only ``"`` escaped, so ``$``, backticks and ``\\`` in a
+  value are evaluated inside the container (``$(cmd)`` runs). The ``apptainer`` runtime
+  always passes ``--no-eval`` (apptainer >= 1.1; ``doctor`` refuses older). The
+  ``singularity`` runtime covers releases without it (SingularityCE < 3.10, legacy
+  Singularity): :func:`no_eval_snippet` decides when the job starts.
 * ``$HOME`` is bound (apptainer's default; HPC users expect it). Python's user site in
   ``~/.local`` is then visible unless the image sets ``PYTHONNOUSERSITE``.
 * The work directory is bound read-write and used as ``--pwd``; the caller adds
@@ -67,6 +73,22 @@ GPU_VAR = "nixsnake_nv"
 
 #: The shell variable :func:`tmpdir_snippet` sets to ``$TMPDIR`` when it is to be bound.
 TMP_VAR = "nixsnake_tmp"
+
+#: The shell variable :func:`no_eval_snippet` sets to ``--no-eval`` or to nothing (singularity).
+NO_EVAL_VAR = "nixsnake_ne"
+
+#: Characters apptainer's injection evaluates inside ``"..."`` when ``--no-eval`` is off
+#: (``"`` it escapes itself), as a shell bracket expression.
+_EVALUATED = r"[\\\$\`]"
+
+#: ``<runtime> --version`` lines of releases WITHOUT ``--no-eval`` (apptainer < 1.1,
+#: SingularityCE < 3.10) and of releases with it, as ``case`` patterns; anything else
+#: (legacy Singularity, unknown builds) counts as without.
+_VERSIONS_WITHOUT_NO_EVAL = (
+    '"apptainer version "0* | "apptainer version "1.0* | '
+    '"singularity-ce version "3.[0-9] | "singularity-ce version "3.[0-9][!0-9]*'
+)
+_VERSIONS_WITH_NO_EVAL = '"apptainer version "[1-9]* | "singularity-ce version "[3-9]*'
 
 #: POSIX sh tests, any of which means "this node has NVIDIA GPUs" (cheapest first).
 GPU_SIGNALS: tuple[str, ...] = (
@@ -233,6 +255,7 @@ class _Raw:
 
 
 _NV = _Raw("$" + GPU_VAR)  # unquoted on purpose: "no GPU" expands to no word at all
+_NE = _Raw("$" + NO_EVAL_VAR)  # --no-eval or no word
 _TMP = _Raw(f'${{{TMP_VAR}:+--bind "${TMP_VAR}"}}')  # two words, or none
 _ARGS = _Raw('"$@"')
 Word = str | _Raw
@@ -259,7 +282,8 @@ def _launcher(req: RunRequest, action: Literal["exec", "shell"], inner: list[Wor
         if req.workdir is not None:
             words += ["--pwd", str(req.workdir)]
         return [*words, str(req.image), "--", *inner]
-    words = [req.runtime_bin or req.runtime, action, "--cleanenv", *_nv_words(req)]
+    no_eval: list[Word] = ["--no-eval"] if req.runtime == "apptainer" else [_NE] if _probes_no_eval(req) else []
+    words = [req.runtime_bin or req.runtime, action, "--cleanenv", *no_eval, *_nv_words(req)]
     for b in req.all_binds:
         words += ["--bind", b.spec]
     if _binds_tmpdir(req):
@@ -284,6 +308,48 @@ def _env_exports(req: RunRequest) -> str:
     return "".join(out)
 
 
+def _probes_no_eval(req: RunRequest) -> bool:
+    return req.runtime == "singularity" and bool(req.envvars)
+
+
+def no_eval_snippet(req: RunRequest) -> str:
+    """POSIX sh, for the ``singularity`` runtime, run after the exports: keep every passed
+    value from being shell-evaluated inside the container.
+
+    Without ``--no-eval`` apptainer and SingularityCE write each passed value into their
+    injection script as ``export NAME="VALUE"`` with only ``"`` escaped, so ``$``, a
+    backtick and ``\\`` in a value are evaluated there. ``--no-eval`` (apptainer >= 1.1,
+    SingularityCE >= 3.10) turns that off; older releases reject the flag. So: when no
+    value holds one of those characters, evaluation changes nothing and nothing is decided
+    (no fork); otherwise ``singularity --version`` (one fork) says whether ``--no-eval``
+    exists, and if not, each value is exported with ``\\``, ``$`` and backtick escaped by a
+    backslash, which that evaluation removes again. Sets ``nixsnake_ne``. Ends with ``; ``.
+    """
+    names = req.envvars
+    exe = shlex.quote(req.runtime_bin or req.runtime)
+    values = "".join(f"${{{n}-}}" for n in names)
+    prefixes = ENV_PREFIXES[req.runtime]
+    sets = " ".join(f'{p}$nixsnake_k=\\"\\$nixsnake_r\\"' for p in prefixes)
+    escape = (
+        "nixsnake_r=; while :; do case $nixsnake_s in "
+        f'*{_EVALUATED}*) nixsnake_p=${{nixsnake_s%%{_EVALUATED}*}}; nixsnake_s=${{nixsnake_s#"$nixsnake_p"}}; '
+        'nixsnake_r=$nixsnake_r$nixsnake_p\\\\${nixsnake_s%"${nixsnake_s#?}"}; nixsnake_s=${nixsnake_s#?} ;; '
+        "*) nixsnake_r=$nixsnake_r$nixsnake_s; break ;; esac; done"
+    )
+    reexport = (
+        f"for nixsnake_k in {' '.join(names)}; do "
+        'eval "nixsnake_s=\\${$nixsnake_k-}; nixsnake_set=\\${$nixsnake_k+x}"; '
+        '[ -n "$nixsnake_set" ] || continue; '
+        f'{escape}; eval "export {sets}"; done'
+    )
+    return (
+        f'{NO_EVAL_VAR}=; case "{values}" in *{_EVALUATED}*) '
+        f"case $({exe} --version 2>/dev/null) in {_VERSIONS_WITHOUT_NO_EVAL}) ;; "
+        f"{_VERSIONS_WITH_NO_EVAL}) {NO_EVAL_VAR}=--no-eval ;; esac; "
+        f'[ -n "${NO_EVAL_VAR}" ] || {{ {reexport}; }} ;; esac; '
+    )
+
+
 def _render(words: Iterable[Word]) -> str:
     return " ".join(w.text if isinstance(w, _Raw) else shlex.quote(w) for w in words)
 
@@ -291,7 +357,8 @@ def _render(words: Iterable[Word]) -> str:
 def _script(req: RunRequest, words: list[Word]) -> str:
     probe = gpu_probe_snippet() if req.gpu == "auto" else ""
     tmp = tmpdir_snippet(req) if _binds_tmpdir(req) else ""
-    return probe + tmp + _env_exports(req) + "exec " + _render(words)
+    no_eval = no_eval_snippet(req) if _probes_no_eval(req) else ""
+    return probe + tmp + _env_exports(req) + no_eval + "exec " + _render(words)
 
 
 def gpu_mode(cuda: bool | str, setting: str) -> Gpu:

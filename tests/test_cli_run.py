@@ -70,6 +70,15 @@ def test_doctor_without_runtime_fails(workspace, run_cli, tmp_path):
     assert r.returncode == 69 and "not found" in r.stdout
 
 
+def test_doctor_refuses_apptainer_without_no_eval(workspace, run_cli):
+    env = {"PATH": f"{STANDIN}:{os.environ['PATH']}", "NIXSNAKE_STANDIN_VERSION": "1.0.3"}
+    r = run_cli("doctor", "--runtime", "apptainer", env=env)
+    assert r.returncode == 69, r.stdout
+    assert "--no-eval" in r.stdout and "runtime = singularity" in r.stdout
+    r = run_cli("doctor", "--runtime", "apptainer", env={**env, "NIXSNAKE_STANDIN_VERSION": "1.1.0"})
+    assert "apptainer version 1.1.0" in r.stdout and "--no-eval" not in r.stdout
+
+
 @pytest.mark.slurm
 def test_doctor_checks_compute_nodes_with_a_job(workspace, run_cli):
     if subprocess.run(["scontrol", "ping"], capture_output=True).returncode != 0:

@@ -75,30 +75,30 @@ def test_package_data_path_and_offset():
 
 def test_plain():
     assert shell_command(req(workdir=WD), "echo hi") == (
-        "exec apptainer exec --cleanenv --bind /work/wd:/work/wd --pwd /work/wd /img/env.sif bash -c 'echo hi'"
+        "exec apptainer exec --cleanenv --no-eval --bind /work/wd:/work/wd --pwd /work/wd /img/env.sif bash -c 'echo hi'"
     )
 
 
 def test_no_workdir_no_binds():
-    assert shell_command(req(), "true") == "exec apptainer exec --cleanenv /img/env.sif bash -c true"
+    assert shell_command(req(), "true") == "exec apptainer exec --cleanenv --no-eval /img/env.sif bash -c true"
 
 
 def test_gpu_always():
     assert shell_command(req(gpu="always", workdir=WD), "nvidia-smi") == (
-        "exec apptainer exec --cleanenv --nv --bind /work/wd:/work/wd --pwd /work/wd /img/env.sif bash -c nvidia-smi"
+        "exec apptainer exec --cleanenv --no-eval --nv --bind /work/wd:/work/wd --pwd /work/wd /img/env.sif bash -c nvidia-smi"
     )
 
 
 def test_gpu_never_has_no_probe_and_no_flag():
     s = shell_command(req(gpu="never", workdir=WD), "echo hi")
     assert "--nv" not in s and "nvidia" not in s
-    assert s.startswith("exec apptainer exec --cleanenv --bind ")
+    assert s.startswith("exec apptainer exec --cleanenv --no-eval --bind ")
 
 
 def test_gpu_auto():
     assert gpu_probe_snippet() == PROBE
     assert shell_command(req(gpu="auto", workdir=WD), "echo hi") == (
-        PROBE + "exec apptainer exec --cleanenv $nixsnake_nv --bind /work/wd:/work/wd --pwd /work/wd "
+        PROBE + "exec apptainer exec --cleanenv --no-eval $nixsnake_nv --bind /work/wd:/work/wd --pwd /work/wd "
         "/img/env.sif bash -c 'echo hi'"
     )
 
@@ -111,7 +111,7 @@ def test_default_gpu_is_auto():
 def test_extra_binds():
     r = req(workdir=WD, binds=(Bind("/data/ref", "/ref", "ro"), parse_bind("/scratch/tmp:/tmp/snk")))
     assert shell_command(r, "ls /ref") == (
-        "exec apptainer exec --cleanenv --bind /work/wd:/work/wd --bind /data/ref:/ref:ro "
+        "exec apptainer exec --cleanenv --no-eval --bind /work/wd:/work/wd --bind /data/ref:/ref:ro "
         "--bind /scratch/tmp:/tmp/snk --pwd /work/wd /img/env.sif bash -c 'ls /ref'"
     )
 
@@ -119,7 +119,7 @@ def test_extra_binds():
 def test_paths_with_spaces_and_quotes():
     r = req(image=Path("/images/my env's.sif"), workdir=Path("/work/my dir/it's"), binds=(Bind("/a b", "/c d", "ro"),))
     assert shell_command(r, "pwd") == (
-        "exec apptainer exec --cleanenv "
+        "exec apptainer exec --cleanenv --no-eval "
         "--bind '/work/my dir/it'\"'\"'s:/work/my dir/it'\"'\"'s' "
         "--bind '/a b:/c d:ro' "
         "--pwd '/work/my dir/it'\"'\"'s' "
@@ -129,10 +129,10 @@ def test_paths_with_spaces_and_quotes():
 
 def test_and_list_pipe_and_heredoc_stay_one_word():
     assert shell_command(req(), "a && b || c; d | e > 'f g'") == (
-        "exec apptainer exec --cleanenv /img/env.sif bash -c 'a && b || c; d | e > '\"'\"'f g'\"'\"''"
+        "exec apptainer exec --cleanenv --no-eval /img/env.sif bash -c 'a && b || c; d | e > '\"'\"'f g'\"'\"''"
     )
     assert shell_command(req(), "cat <<EOF\nhi $USER\nEOF") == (
-        "exec apptainer exec --cleanenv /img/env.sif bash -c 'cat <<EOF\nhi $USER\nEOF'"
+        "exec apptainer exec --cleanenv --no-eval /img/env.sif bash -c 'cat <<EOF\nhi $USER\nEOF'"
     )
 
 
@@ -140,7 +140,7 @@ def test_envvars_pass_through_by_name():
     assert shell_command(req(workdir=WD, envvars=("API_TOKEN", "B_2")), "x") == (
         '[ -z "${API_TOKEN+x}" ] || export APPTAINERENV_API_TOKEN="$API_TOKEN"; '
         '[ -z "${B_2+x}" ] || export APPTAINERENV_B_2="$B_2"; '
-        "exec apptainer exec --cleanenv --bind /work/wd:/work/wd --pwd /work/wd /img/env.sif bash -c x"
+        "exec apptainer exec --cleanenv --no-eval --bind /work/wd:/work/wd --pwd /work/wd /img/env.sif bash -c x"
     )
 
 
@@ -160,7 +160,7 @@ def test_tmpdir_is_bound_when_passed():
     )
     assert shell_command(r, "x") == (
         rt.tmpdir_snippet(r) + '[ -z "${TMPDIR+x}" ] || export APPTAINERENV_TMPDIR="$TMPDIR"; '
-        'exec apptainer exec --cleanenv --bind /work/wd:/work/wd ${nixsnake_tmp:+--bind "$nixsnake_tmp"} '
+        'exec apptainer exec --cleanenv --no-eval --bind /work/wd:/work/wd ${nixsnake_tmp:+--bind "$nixsnake_tmp"} '
         "--pwd /work/wd /img/env.sif bash -c x"
     )
     assert exec_argv(req(runtime="bwrap", envvars=("TMPDIR",)), ["ls"]) == [
@@ -172,11 +172,30 @@ def test_tmpdir_is_bound_when_passed():
     assert "nixsnake_tmp" not in shell_command(req(envvars=("TMP",)), "x")  # only TMPDIR names "the" temp dir
 
 
-def test_singularity_both_prefixes():
+NO_EVAL_TOKEN = (  # the singularity runtime's run-time --no-eval decision for one variable, TOKEN
+    r'nixsnake_ne=; case "${TOKEN-}" in *[\\\$\`]*) case $(singularity --version 2>/dev/null) in '
+    r'"apptainer version "0* | "apptainer version "1.0* | "singularity-ce version "3.[0-9] | '
+    r'"singularity-ce version "3.[0-9][!0-9]*) ;; "apptainer version "[1-9]* | "singularity-ce version "[3-9]*) '
+    r'nixsnake_ne=--no-eval ;; esac; [ -n "$nixsnake_ne" ] || { for nixsnake_k in TOKEN; do '
+    r'eval "nixsnake_s=\${$nixsnake_k-}; nixsnake_set=\${$nixsnake_k+x}"; [ -n "$nixsnake_set" ] || continue; '
+    r"nixsnake_r=; while :; do case $nixsnake_s in *[\\\$\`]*) nixsnake_p=${nixsnake_s%%[\\\$\`]*}; "
+    r'nixsnake_s=${nixsnake_s#"$nixsnake_p"}; nixsnake_r=$nixsnake_r$nixsnake_p\\${nixsnake_s%"${nixsnake_s#?}"}; '
+    r"nixsnake_s=${nixsnake_s#?} ;; *) nixsnake_r=$nixsnake_r$nixsnake_s; break ;; esac; done; "
+    r'eval "export APPTAINERENV_$nixsnake_k=\"\$nixsnake_r\" SINGULARITYENV_$nixsnake_k=\"\$nixsnake_r\""; '
+    r"done; } ;; esac; "
+)
+
+
+def test_singularity_both_prefixes_and_no_eval_where_supported():
+    assert rt.no_eval_snippet(req(runtime="singularity", envvars=("TOKEN",))) == NO_EVAL_TOKEN
     assert shell_command(req(runtime="singularity", gpu="auto", envvars=("TOKEN",)), "x") == (
-        PROBE + '[ -z "${TOKEN+x}" ] || export APPTAINERENV_TOKEN="$TOKEN" SINGULARITYENV_TOKEN="$TOKEN"; '
-        "exec singularity exec --cleanenv $nixsnake_nv /img/env.sif bash -c x"
+        PROBE
+        + '[ -z "${TOKEN+x}" ] || export APPTAINERENV_TOKEN="$TOKEN" SINGULARITYENV_TOKEN="$TOKEN"; '
+        + NO_EVAL_TOKEN
+        + "exec singularity exec --cleanenv $nixsnake_ne $nixsnake_nv /img/env.sif bash -c x"
     )
+    # nothing passed, nothing to protect: no decision
+    assert shell_command(req(runtime="singularity"), "x") == "exec singularity exec --cleanenv /img/env.sif bash -c x"
 
 
 def test_bwrap_runtime():
@@ -191,18 +210,18 @@ def test_bwrap_runtime():
 
 
 def test_other_shell():
-    assert shell_command(req(shell="zsh"), "x") == "exec apptainer exec --cleanenv /img/env.sif zsh -c x"
+    assert shell_command(req(shell="zsh"), "x") == "exec apptainer exec --cleanenv --no-eval /img/env.sif zsh -c x"
 
 
 def test_exec_argv():
     assert exec_argv(req(workdir=WD), ["ls", "-l", "a b"]) == [
-        "apptainer", "exec", "--cleanenv", "--bind", "/work/wd:/work/wd", "--pwd", "/work/wd", "/img/env.sif",
+        "apptainer", "exec", "--cleanenv", "--no-eval", "--bind", "/work/wd:/work/wd", "--pwd", "/work/wd", "/img/env.sif",
         "ls", "-l", "a b",
     ]  # fmt: skip
     assert exec_argv(req(gpu="auto", envvars=("A",)), ["ls"]) == [
         "/bin/sh",
         "-c",
-        PROBE + '[ -z "${A+x}" ] || export APPTAINERENV_A="$A"; exec apptainer exec --cleanenv $nixsnake_nv '
+        PROBE + '[ -z "${A+x}" ] || export APPTAINERENV_A="$A"; exec apptainer exec --cleanenv --no-eval $nixsnake_nv '
         '/img/env.sif "$@"',
         "nixsnake",
         "ls",
@@ -217,10 +236,10 @@ def test_exec_argv():
 
 def test_shell_argv():
     assert shell_argv(req(workdir=WD)) == [
-        "apptainer", "shell", "--cleanenv", "--bind", "/work/wd:/work/wd", "--pwd", "/work/wd", "/img/env.sif",
+        "apptainer", "shell", "--cleanenv", "--no-eval", "--bind", "/work/wd:/work/wd", "--pwd", "/work/wd", "/img/env.sif",
     ]  # fmt: skip
     assert shell_argv(req(shell="zsh", gpu="always")) == [
-        "apptainer", "shell", "--cleanenv", "--shell", "/bin/zsh", "--nv", "/img/env.sif",
+        "apptainer", "shell", "--cleanenv", "--shell", "/bin/zsh", "--no-eval", "--nv", "/img/env.sif",
     ]  # fmt: skip
     assert shell_argv(req(runtime="bwrap")) == [
         "/bin/sh",
@@ -230,6 +249,14 @@ def test_shell_argv():
         "/bin/bash",
         "--norc",
     ]
+    assert shell_argv(req(runtime="singularity", gpu="auto", runtime_bin="/opt/s p/singularity", envvars=("A",)))[
+        2
+    ] == (
+        PROBE
+        + '[ -z "${A+x}" ] || export APPTAINERENV_A="$A" SINGULARITYENV_A="$A"; '
+        + NO_EVAL_TOKEN.replace("TOKEN", "A").replace("$(singularity ", "$('/opt/s p/singularity' ")
+        + "exec '/opt/s p/singularity' shell --cleanenv $nixsnake_ne $nixsnake_nv /img/env.sif"
+    )
     assert shell_argv(req(runtime="singularity", gpu="auto")) == [
         "/bin/sh", "-c", PROBE + "exec singularity shell --cleanenv $nixsnake_nv /img/env.sif", "nixsnake",
     ]  # fmt: skip
@@ -282,6 +309,11 @@ def test_nul_in_command_refused():
 
 RECORDER = f"""#!{sys.executable}
 import json, os, sys
+if sys.argv[1:] == ["--version"]:  # the singularity runtime's --no-eval decision asks this
+    with open(os.environ["NIXSNAKE_TEST_RECORD"] + ".version-asked", "a") as f:
+        f.write("asked\\n")
+    print(os.environ.get("NIXSNAKE_TEST_VERSION", "singularity-ce version 4.1.5"))
+    sys.exit(0)
 with open(os.environ["NIXSNAKE_TEST_RECORD"], "a") as f:
     f.write(json.dumps({{
         "argv": [os.path.basename(sys.argv[0])] + sys.argv[1:],
@@ -331,7 +363,7 @@ def test_fidelity_argv_and_env(recorder, tmp_path, shell, runtime):
         assert got["env"] == {}
     else:
         assert got["argv"] == [
-            runtime, "exec", "--cleanenv", "--nv", "--bind", "/w d/it's:/w d/it's", "--bind", "/a b:/c:ro",
+            runtime, "exec", "--cleanenv", "--no-eval", "--nv", "--bind", "/w d/it's:/w d/it's", "--bind", "/a b:/c:ro",
             "--pwd", "/w d/it's", "/img/env.sif", "bash", "-c", cmd,
         ]  # fmt: skip
         want = {"APPTAINERENV_TOKEN": tricky}
@@ -368,7 +400,55 @@ def test_fidelity_tmpdir_bind(recorder, tmp_path, shell):
             i = got["argv"].index("--pwd")
             assert got["argv"][i - len(wd) - len(want) : i] == wd + want, (runtime, value, got["argv"])
     got = record(recorder, tmp_path, shell, shell_command(r, "x"))  # TMPDIR unset: no bind, no error
-    assert got["argv"][1:6] == ["exec", "--cleanenv", "--bind", f"{tmp_path}/wd:{tmp_path}/wd", "--pwd"]
+    assert got["argv"][1:7] == ["exec", "--cleanenv", "--no-eval", "--bind", f"{tmp_path}/wd:{tmp_path}/wd", "--pwd"]
+
+
+def _apptainer_eval(shell: str, value: str) -> str:
+    """What apptainer's injection script makes of a value without --no-eval:
+    ``export X="VALUE"`` with only ``"`` escaped, sourced by a shell."""
+    script = 'export X="' + value.replace('"', '\\"') + '"; printf %s "$X"'
+    return subprocess.run([shell, "-c", script], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize(
+    ("version", "no_eval"),
+    [
+        ("singularity-ce version 4.1.5", True),
+        ("singularity-ce version 3.10.0", True),
+        ("apptainer version 1.1.0", True),  # apptainer's own `singularity`
+        ("apptainer version 1.3.6-1.el8", True),
+        ("singularity-ce version 3.9.2", False),
+        ("singularity-ce version 3.9", False),
+        ("apptainer version 1.0.3", False),
+        ("singularity version 3.8.7-1.el7", False),  # legacy Singularity
+        ("", False),  # unknown: escaping is right for every release that evaluates
+    ],
+)
+def test_fidelity_singularity_no_eval_or_escape(recorder, tmp_path, shell, version, no_eval):
+    """--no-eval where the release has it; elsewhere values escaped so that the release's
+    own evaluation gives them back unchanged; no version question when nothing needs it."""
+    tricky = 'it\'s "q" $(id) `x` \\ $HOME \\$ end\\'
+    r = req(runtime="singularity", envvars=("TOKEN", "PLAIN", "UNSET_ONE"))
+    env = {"TOKEN": tricky, "PLAIN": "a b", "NIXSNAKE_TEST_VERSION": version}
+    got = record(recorder, tmp_path, shell, shell_command(r, "x"), env)
+    assert ("--no-eval" in got["argv"]) is no_eval
+    assert set(got["env"]) == {
+        "APPTAINERENV_TOKEN",
+        "SINGULARITYENV_TOKEN",
+        "APPTAINERENV_PLAIN",
+        "SINGULARITYENV_PLAIN",
+    }
+    for name, value in (("TOKEN", tricky), ("PLAIN", "a b")):
+        arrived = got["env"][f"SINGULARITYENV_{name}"]
+        assert got["env"][f"APPTAINERENV_{name}"] == arrived
+        assert (arrived if no_eval else _apptainer_eval(shell, arrived)) == value, (name, arrived)
+    asked = list(tmp_path.glob("*.version-asked"))
+    assert len(asked) == 1
+    asked[0].unlink()
+    got = record(recorder, tmp_path, shell, shell_command(r, "x"), {"PLAIN": "a b", "TOKEN": "/x,y:z"})
+    assert "--no-eval" not in got["argv"] and got["env"]["SINGULARITYENV_TOKEN"] == "/x,y:z"
+    assert not list(tmp_path.glob("*.version-asked")), "asked for the version although no value needed it"
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -497,10 +577,16 @@ def test_e2e_workdir_with_spaces_and_quotes(image, job_env, tmp_path, runtime):
 
 
 @e2e
-@pytest.mark.parametrize("runtime", RUNTIMES)
-def test_e2e_envvars(image, job_env, tmp_path, runtime):
-    tricky = 'it\'s "q" $(id) `x` \\ end\nsecond line'
-    env = {**job_env, "NIXSNAKE_SECRET": tricky, "NIXSNAKE_EMPTY": ""}
+@pytest.mark.parametrize(
+    ("runtime", "version"),
+    [("apptainer", ""), ("singularity", ""), ("singularity", "3.9.2"), ("singularity", "3.7.4"), ("bwrap", "")],
+)
+def test_e2e_envvars(image, job_env, tmp_path, runtime, version):
+    """Values arrive unchanged, although the stand-in evaluates passed values the way
+    apptainer does without --no-eval: apptainer gets --no-eval, the singularity runtime
+    --no-eval where the release has it (4.1.5) and escaped values where not (3.9.2, 3.7.4)."""
+    tricky = 'it\'s "q" $(id) `x` \\ $HOME \\$ end\nsecond line\\'
+    env = {**job_env, "NIXSNAKE_SECRET": tricky, "NIXSNAKE_EMPTY": "", "NIXSNAKE_STANDIN_VERSION": version}
     env.pop("NIXSNAKE_UNSET", None)
     r = RunRequest(
         image, runtime=runtime, gpu="never", workdir=tmp_path,
@@ -509,8 +595,19 @@ def test_e2e_envvars(image, job_env, tmp_path, runtime):
     cp = run_job(r, 'printf "%s|" "$NIXSNAKE_SECRET" "${NIXSNAKE_EMPTY-unset}" "${NIXSNAKE_UNSET-unset}"', env)
     assert (cp.returncode, cp.stdout) == (0, f"{tricky}||unset|"), cp.stderr
     if runtime != "bwrap":
+        *_, entry = standin_log(env)
+        assert ("--no-eval" in entry) is (version == "")
         for entry in standin_log(env):
             assert not any(tricky in a for a in entry), "a secret value reached a command line"
+
+
+@e2e
+def test_e2e_apptainer_before_1_1_rejects_no_eval(image, job_env, tmp_path):
+    """The apptainer runtime needs apptainer >= 1.1 (--no-eval); 1.0 fails at once, loudly."""
+    env = {**job_env, "NIXSNAKE_STANDIN_VERSION": "1.0.3"}
+    cp = run_job(RunRequest(image, gpu="never", workdir=tmp_path), "echo never", env)
+    assert (cp.returncode, cp.stdout) == (1, ""), cp.stderr
+    assert 'Error for command "exec": unknown flag: --no-eval' in cp.stderr
 
 
 @pytest.fixture
@@ -740,6 +837,49 @@ def test_standin_flag_spellings(image, job_env, tmp_path):
     # flags stop at the image: what follows belongs to the command, even '--nv'
     cp = standin(["exec", "--cleanenv", str(image), "echo", "--nv", "--xyz"], job_env)
     assert (cp.returncode, cp.stdout) == (0, "--nv --xyz\n"), cp.stderr
+
+
+@e2e
+@pytest.mark.parametrize("name", ["apptainer", "singularity"])
+def test_standin_evaluates_passed_values_like_apptainer(image, job_env, name):
+    """Without --no-eval a passed value is sourced as `export X="VALUE"` (only `"` escaped)
+    inside the container: apptainer's e2e "env eval" test expects $(id -u) to run there."""
+    prefix = "APPTAINERENV_" if name == "apptainer" else "SINGULARITYENV_"
+    env = {**job_env, prefix + "WHO": "$(id -u)", prefix + "X": 'a\\$b "q" `echo t` $NOPE-', prefix + "UID": "7"}
+    show = 'printf "%s|" "$WHO" "$X" "${APPTAINER_NO_EVAL-}"'
+    cp = standin(["exec", "--cleanenv", str(image), "sh", "-c", show], env, name)
+    assert (cp.returncode, cp.stdout) == (0, f'{os.getuid()}|a$b "q" t -||'), cp.stderr
+    for args, extra in ((["--no-eval"], {}), ([], {"APPTAINER_NO_EVAL": "1", "SINGULARITY_NO_EVAL": "1"})):
+        cp = standin(["exec", "--cleanenv", *args, str(image), "sh", "-c", show], {**env, **extra}, name)
+        assert (cp.returncode, cp.stdout) == (0, '$(id -u)|a\\$b "q" `echo t` $NOPE-|1|'), (args, cp.stderr)
+    # a value ending in a backslash breaks apptainer's quoting
+    cp = standin(["exec", "--cleanenv", str(image), "true"], {**env, prefix + "E": "end\\"}, name)
+    assert cp.returncode != 0
+    # LD_LIBRARY_PATH: passed, with /.singularity.d/libs appended (process_linux.go)
+    cp = standin(["exec", "--cleanenv", "--no-eval", str(image), "sh", "-c", 'echo "$LD_LIBRARY_PATH"'],
+                 {**env, prefix + "LD_LIBRARY_PATH": "/x"}, name)  # fmt: skip
+    assert cp.stdout == "/x:/.singularity.d/libs\n", cp.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "version", "line", "has_no_eval"),
+    [
+        ("apptainer", "1.0.3", "apptainer version 1.0.3", False),
+        ("apptainer", "1.1.0", "apptainer version 1.1.0", True),
+        ("singularity", "3.9.2", "singularity-ce version 3.9.2", False),
+        ("singularity", "3.10.0", "singularity-ce version 3.10.0", True),
+        ("singularity", "3.7.4", "singularity version 3.7.4", False),
+    ],
+)
+def test_standin_imitates_older_releases(job_env, name, version, line, has_no_eval):
+    env = {**job_env, "NIXSNAKE_STANDIN_VERSION": version}
+    cp = standin(["--version"], env, name)
+    assert cp.stdout == line + "\n"
+    cp = standin(["exec", "--no-eval", "/nonexistent.sif", "true"], env, name)
+    if has_no_eval:
+        assert cp.returncode == 255 and "could not open image" in cp.stderr
+    else:
+        assert cp.returncode == 1 and 'Error for command "exec": unknown flag: --no-eval' in cp.stderr
 
 
 @e2e
