@@ -31,10 +31,17 @@ Choices, each one deliberate:
   the passed variables (it is for every job: :data:`envvars.JOB_ENVVARS`), the line also
   binds the directory it names when the job starts (:func:`tmpdir_snippet`): Snakemake sets
   it per job (the ``tmpdir`` resource), so only the job's shell knows it.
-* GPUs: ``gpu="always"`` adds ``--nv``; ``"never"`` does not; ``"auto"`` decides when the
-  job starts, with :func:`gpu_probe_snippet` (``/dev/nvidiactl`` or ``/dev/nvidia0``
-  exists, SLURM gave GPUs, ``CUDA_VISIBLE_DEVICES`` names devices, or ``nvidia-smi -L``
-  works). ``--nv`` on a node without GPUs only makes apptainer warn.
+* GPUs: ``gpu="always"`` adds ``--nv``; ``"never"`` adds ``--no-nv --no-rocm`` (hidden
+  flags that cancel a site's ``always use nv/rocm = yes``); ``"auto"`` decides when the
+  job starts, with :func:`gpu_probe_snippet`: NVIDIA device files -> ``--nv``, AMD's
+  ``/dev/kfd`` -> ``--rocm``, else SLURM gave GPUs, ``CUDA_VISIBLE_DEVICES`` names
+  devices or ``nvidia-smi -L`` works -> ``--nv``, else ``--no-nv --no-rocm``. On a node
+  without a driver, legacy ``--nv`` is harmless (apptainer 1.1-1.3 warn, later releases
+  say nothing), but where apptainer uses nvidia-container-cli (``--nvccli``, ``use
+  nvidia-container-cli = yes``) it is FATAL -- hence the explicit ``--no-nv`` on CPU
+  nodes. The ``singularity`` runtime passes the "no" case as ``SINGULARITY_NO_NV=1``
+  & co. instead (releases before SingularityCE 3.8 have neither the flags nor the
+  setting they cancel, and ignore the variables); ``bwrap`` knows only ``--nv``.
 * The user's command goes in as ``<shell> -c '<cmd>'`` so ``a && b``, pipes and heredocs
   run wholly inside the image; ``exec`` everywhere, so the job's exit status is the
   command's own.
@@ -68,8 +75,14 @@ GPU_MODES: tuple[str, ...] = get_args(Gpu)
 #: ``bwrap-exec.sh``, shipped as package data.
 BWRAP_EXEC: Path = Path(__file__).resolve().parent / "data" / "bwrap-exec.sh"
 
-#: The shell variable :func:`gpu_probe_snippet` sets to ``--nv`` or to nothing.
-GPU_VAR = "nixsnake_nv"
+#: The shell variable :func:`gpu_probe_snippet` sets to ``--nv``, ``--rocm`` or nothing.
+GPU_VAR = "nixsnake_gpu"
+
+#: The words that keep GPUs out (cancel a site's ``always use nv/rocm = yes``).
+NO_GPU_FLAGS = ("--no-nv", "--no-rocm")
+#: The same for the singularity runtime, as environment variables every release ignores
+#: that lacks them (apptainer reads APPTAINER_*, SingularityCE SINGULARITY_*).
+NO_GPU_ENV = ("APPTAINER_NO_NV", "SINGULARITY_NO_NV", "APPTAINER_NO_ROCM", "SINGULARITY_NO_ROCM")
 
 #: The shell variable :func:`tmpdir_snippet` sets to ``$TMPDIR`` when it is to be bound.
 TMP_VAR = "nixsnake_tmp"
@@ -90,10 +103,12 @@ _VERSIONS_WITHOUT_NO_EVAL = (
 )
 _VERSIONS_WITH_NO_EVAL = '"apptainer version "[1-9]* | "singularity-ce version "[3-9]*'
 
-#: POSIX sh tests, any of which means "this node has NVIDIA GPUs" (cheapest first).
+#: POSIX sh tests for NVIDIA GPUs, in order: device files first (SLURM does not always
+#: set its variables), AMD's device next (its allocations get CUDA_VISIBLE_DEVICES and
+#: SLURM_JOB_GPUS too), then what the scheduler says, last -- it is slow -- nvidia-smi.
+NVIDIA_DEVICES: tuple[str, ...] = ("[ -e /dev/nvidiactl ]", "[ -e /dev/nvidia0 ]")
+AMD_DEVICE = "[ -e /dev/kfd ]"
 GPU_SIGNALS: tuple[str, ...] = (
-    "[ -e /dev/nvidiactl ]",
-    "[ -e /dev/nvidia0 ]",
     '[ -n "${SLURM_JOB_GPUS:-}" ]',
     '[ -n "${SLURM_STEP_GPUS:-}" ]',
     '{ [ -n "${CUDA_VISIBLE_DEVICES:-}" ] && [ "${CUDA_VISIBLE_DEVICES:-}" != NoDevFiles ]; }',
@@ -202,18 +217,23 @@ def bwrap_header() -> str:
     )
 
 
-def gpu_probe_snippet() -> str:
-    """POSIX sh that sets ``nixsnake_nv`` to ``--nv`` when the node has NVIDIA GPUs.
+def gpu_probe_snippet(runtime: str = "apptainer") -> str:
+    """POSIX sh that sets ``nixsnake_gpu`` to ``--nv``, ``--rocm`` or nothing.
 
-    Decided when the job starts, on the node that runs it: a device node
-    (``/dev/nvidiactl``, ``/dev/nvidia0``), GPUs allocated by SLURM
-    (``SLURM_JOB_GPUS``/``SLURM_STEP_GPUS``; SLURM does not always set them, hence the
-    device check first), ``CUDA_VISIBLE_DEVICES`` naming devices (not empty, not
-    ``NoDevFiles``), and last -- it is slow -- a working ``nvidia-smi -L``. Safe under
-    ``set -eu``. Ends with ``; `` so a command can follow directly.
+    Decided when the job starts, on the node that runs it: an NVIDIA device file
+    (``/dev/nvidiactl``, ``/dev/nvidia0``) -> ``--nv``; AMD's ``/dev/kfd`` -> ``--rocm``
+    (nothing for ``bwrap``, which has no ROCm support; the devices are visible anyway);
+    else GPUs allocated by SLURM (``SLURM_JOB_GPUS``/``SLURM_STEP_GPUS``),
+    ``CUDA_VISIBLE_DEVICES`` naming devices (not empty, not ``NoDevFiles``), or -- slow,
+    so last -- a working ``nvidia-smi -L`` -> ``--nv``. Safe under ``set -eu``. Ends with
+    ``; `` so a command can follow directly.
     """
-    cond = " || ".join(GPU_SIGNALS)
-    return f"{GPU_VAR}=; if {cond}; then {GPU_VAR}=--nv; fi; "
+    amd = f"{GPU_VAR}=--rocm" if runtime != "bwrap" else ":"
+    return (
+        f"{GPU_VAR}=; if {' || '.join(NVIDIA_DEVICES)}; then {GPU_VAR}=--nv; "
+        f"elif {AMD_DEVICE}; then {amd}; "
+        f"elif {' || '.join(GPU_SIGNALS)}; then {GPU_VAR}=--nv; fi; "
+    )
 
 
 def tmpdir_snippet(req: RunRequest) -> str:
@@ -254,25 +274,34 @@ class _Raw:
     text: str
 
 
-_NV = _Raw("$" + GPU_VAR)  # unquoted on purpose: "no GPU" expands to no word at all
+_GPU = _Raw("$" + GPU_VAR)  # unquoted on purpose: "no GPU" expands to no word at all
+_GPU_OR_NONE = _Raw(f"${{{GPU_VAR}:-{' '.join(NO_GPU_FLAGS)}}}")  # unquoted: one or two words
 _NE = _Raw("$" + NO_EVAL_VAR)  # --no-eval or no word
 _TMP = _Raw(f'${{{TMP_VAR}:+--bind "${TMP_VAR}"}}')  # two words, or none
 _ARGS = _Raw('"$@"')
 Word = str | _Raw
 
 
-def _nv_words(req: RunRequest) -> list[Word]:
+def _gpu_words(req: RunRequest) -> list[Word]:
     if req.gpu == "always":
         return ["--nv"]
-    if req.gpu == "auto":
-        return [_NV]
-    return []
+    if req.runtime == "apptainer":
+        return [_GPU_OR_NONE] if req.gpu == "auto" else list(NO_GPU_FLAGS)
+    return [_GPU] if req.gpu == "auto" else []  # singularity: NO_GPU_ENV; bwrap: nothing to cancel
+
+
+def _no_gpu_env(req: RunRequest) -> str:
+    """singularity: ``export SINGULARITY_NO_NV=1 ...`` when no GPU is wanted (at run time for auto)."""
+    if req.runtime != "singularity" or req.gpu == "always":
+        return ""
+    export = "export " + " ".join(f"{n}=1" for n in NO_GPU_ENV) + "; "
+    return export if req.gpu == "never" else f'[ -n "${GPU_VAR}" ] || {export}'
 
 
 def _launcher(req: RunRequest, action: Literal["exec", "shell"], inner: list[Word]) -> list[Word]:
     """The runtime's argv, up to and including ``inner`` (the command in the image)."""
     if req.runtime == "bwrap":
-        words: list[Word] = ["/bin/sh", str(req.bwrap_exec), *_nv_words(req)]
+        words: list[Word] = ["/bin/sh", str(req.bwrap_exec), *_gpu_words(req)]
         for name in req.envvars:
             words += ["--pass", name]
         for b in req.all_binds:
@@ -283,7 +312,7 @@ def _launcher(req: RunRequest, action: Literal["exec", "shell"], inner: list[Wor
             words += ["--pwd", str(req.workdir)]
         return [*words, str(req.image), "--", *inner]
     no_eval: list[Word] = ["--no-eval"] if req.runtime == "apptainer" else [_NE] if _probes_no_eval(req) else []
-    words = [req.runtime_bin or req.runtime, action, "--cleanenv", *no_eval, *_nv_words(req)]
+    words = [req.runtime_bin or req.runtime, action, "--cleanenv", *no_eval, *_gpu_words(req)]
     for b in req.all_binds:
         words += ["--bind", b.spec]
     if _binds_tmpdir(req):
@@ -355,10 +384,10 @@ def _render(words: Iterable[Word]) -> str:
 
 
 def _script(req: RunRequest, words: list[Word]) -> str:
-    probe = gpu_probe_snippet() if req.gpu == "auto" else ""
+    probe = gpu_probe_snippet(req.runtime) if req.gpu == "auto" else ""
     tmp = tmpdir_snippet(req) if _binds_tmpdir(req) else ""
     no_eval = no_eval_snippet(req) if _probes_no_eval(req) else ""
-    return probe + tmp + _env_exports(req) + no_eval + "exec " + _render(words)
+    return probe + tmp + _env_exports(req) + _no_gpu_env(req) + no_eval + "exec " + _render(words)
 
 
 def gpu_mode(cuda: bool | str, setting: str) -> Gpu:
@@ -385,7 +414,7 @@ def shell_command(req: RunRequest, cmd: str) -> str:
 
 def _wrap(req: RunRequest, words: list[Word], argv: list[str]) -> list[str]:
     """An argv list: plain when nothing must be decided at run time, else ``/bin/sh -c``."""
-    if req.gpu != "auto" and not _env_exports(req) and not _binds_tmpdir(req):
+    if req.gpu != "auto" and not _env_exports(req) and not _binds_tmpdir(req) and not _no_gpu_env(req):
         return [w for w in words if isinstance(w, str)] + list(argv)
     return ["/bin/sh", "-c", _script(req, [*words, _ARGS] if argv else words), "nixsnake", *argv]
 

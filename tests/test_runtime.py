@@ -18,6 +18,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import _fake_driver
 import _image_fixtures as fx
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -43,11 +44,14 @@ WD = Path("/work/wd")
 BX = Path("/pkg/bwrap-exec.sh")
 
 PROBE = (
-    "nixsnake_nv=; if [ -e /dev/nvidiactl ] || [ -e /dev/nvidia0 ] "
-    '|| [ -n "${SLURM_JOB_GPUS:-}" ] || [ -n "${SLURM_STEP_GPUS:-}" ] '
+    "nixsnake_gpu=; if [ -e /dev/nvidiactl ] || [ -e /dev/nvidia0 ]; then nixsnake_gpu=--nv; "
+    "elif [ -e /dev/kfd ]; then nixsnake_gpu=--rocm; "
+    'elif [ -n "${SLURM_JOB_GPUS:-}" ] || [ -n "${SLURM_STEP_GPUS:-}" ] '
     '|| { [ -n "${CUDA_VISIBLE_DEVICES:-}" ] && [ "${CUDA_VISIBLE_DEVICES:-}" != NoDevFiles ]; } '
-    "|| nvidia-smi -L >/dev/null 2>&1; then nixsnake_nv=--nv; fi; "
+    "|| nvidia-smi -L >/dev/null 2>&1; then nixsnake_gpu=--nv; fi; "
 )
+PROBE_BWRAP = PROBE.replace("nixsnake_gpu=--rocm", ":")
+NO_GPU_ENV = "export APPTAINER_NO_NV=1 SINGULARITY_NO_NV=1 APPTAINER_NO_ROCM=1 SINGULARITY_NO_ROCM=1; "
 
 
 def req(**kw) -> RunRequest:
@@ -75,12 +79,15 @@ def test_package_data_path_and_offset():
 
 def test_plain():
     assert shell_command(req(workdir=WD), "echo hi") == (
-        "exec apptainer exec --cleanenv --no-eval --bind /work/wd:/work/wd --pwd /work/wd /img/env.sif bash -c 'echo hi'"
+        "exec apptainer exec --cleanenv --no-eval --no-nv --no-rocm --bind /work/wd:/work/wd --pwd /work/wd /img/env.sif bash -c 'echo hi'"
     )
 
 
 def test_no_workdir_no_binds():
-    assert shell_command(req(), "true") == "exec apptainer exec --cleanenv --no-eval /img/env.sif bash -c true"
+    assert (
+        shell_command(req(), "true")
+        == "exec apptainer exec --cleanenv --no-eval --no-nv --no-rocm /img/env.sif bash -c true"
+    )
 
 
 def test_gpu_always():
@@ -89,16 +96,22 @@ def test_gpu_always():
     )
 
 
-def test_gpu_never_has_no_probe_and_no_flag():
+def test_gpu_never_has_no_probe_and_cancels_the_sites_always_use_nv():
     s = shell_command(req(gpu="never", workdir=WD), "echo hi")
     assert "--nv" not in s and "nvidia" not in s
-    assert s.startswith("exec apptainer exec --cleanenv --no-eval --bind ")
+    assert s.startswith("exec apptainer exec --cleanenv --no-eval --no-nv --no-rocm --bind ")
+    assert shell_command(req(runtime="singularity"), "x") == (
+        NO_GPU_ENV + "exec singularity exec --cleanenv /img/env.sif bash -c x"
+    )
+    assert shell_command(req(runtime="bwrap"), "x") == "exec /bin/sh /pkg/bwrap-exec.sh /img/env.sif -- bash -c x"
 
 
 def test_gpu_auto():
     assert gpu_probe_snippet() == PROBE
+    assert gpu_probe_snippet("bwrap") == PROBE_BWRAP  # bwrap-exec.sh has no --rocm
     assert shell_command(req(gpu="auto", workdir=WD), "echo hi") == (
-        PROBE + "exec apptainer exec --cleanenv --no-eval $nixsnake_nv --bind /work/wd:/work/wd --pwd /work/wd "
+        PROBE
+        + "exec apptainer exec --cleanenv --no-eval ${nixsnake_gpu:---no-nv --no-rocm} --bind /work/wd:/work/wd --pwd /work/wd "
         "/img/env.sif bash -c 'echo hi'"
     )
 
@@ -111,7 +124,7 @@ def test_default_gpu_is_auto():
 def test_extra_binds():
     r = req(workdir=WD, binds=(Bind("/data/ref", "/ref", "ro"), parse_bind("/scratch/tmp:/tmp/snk")))
     assert shell_command(r, "ls /ref") == (
-        "exec apptainer exec --cleanenv --no-eval --bind /work/wd:/work/wd --bind /data/ref:/ref:ro "
+        "exec apptainer exec --cleanenv --no-eval --no-nv --no-rocm --bind /work/wd:/work/wd --bind /data/ref:/ref:ro "
         "--bind /scratch/tmp:/tmp/snk --pwd /work/wd /img/env.sif bash -c 'ls /ref'"
     )
 
@@ -119,7 +132,7 @@ def test_extra_binds():
 def test_paths_with_spaces_and_quotes():
     r = req(image=Path("/images/my env's.sif"), workdir=Path("/work/my dir/it's"), binds=(Bind("/a b", "/c d", "ro"),))
     assert shell_command(r, "pwd") == (
-        "exec apptainer exec --cleanenv --no-eval "
+        "exec apptainer exec --cleanenv --no-eval --no-nv --no-rocm "
         "--bind '/work/my dir/it'\"'\"'s:/work/my dir/it'\"'\"'s' "
         "--bind '/a b:/c d:ro' "
         "--pwd '/work/my dir/it'\"'\"'s' "
@@ -129,10 +142,10 @@ def test_paths_with_spaces_and_quotes():
 
 def test_and_list_pipe_and_heredoc_stay_one_word():
     assert shell_command(req(), "a && b || c; d | e > 'f g'") == (
-        "exec apptainer exec --cleanenv --no-eval /img/env.sif bash -c 'a && b || c; d | e > '\"'\"'f g'\"'\"''"
+        "exec apptainer exec --cleanenv --no-eval --no-nv --no-rocm /img/env.sif bash -c 'a && b || c; d | e > '\"'\"'f g'\"'\"''"
     )
     assert shell_command(req(), "cat <<EOF\nhi $USER\nEOF") == (
-        "exec apptainer exec --cleanenv --no-eval /img/env.sif bash -c 'cat <<EOF\nhi $USER\nEOF'"
+        "exec apptainer exec --cleanenv --no-eval --no-nv --no-rocm /img/env.sif bash -c 'cat <<EOF\nhi $USER\nEOF'"
     )
 
 
@@ -140,7 +153,7 @@ def test_envvars_pass_through_by_name():
     assert shell_command(req(workdir=WD, envvars=("API_TOKEN", "B_2")), "x") == (
         '[ -z "${API_TOKEN+x}" ] || export APPTAINERENV_API_TOKEN="$API_TOKEN"; '
         '[ -z "${B_2+x}" ] || export APPTAINERENV_B_2="$B_2"; '
-        "exec apptainer exec --cleanenv --no-eval --bind /work/wd:/work/wd --pwd /work/wd /img/env.sif bash -c x"
+        "exec apptainer exec --cleanenv --no-eval --no-nv --no-rocm --bind /work/wd:/work/wd --pwd /work/wd /img/env.sif bash -c x"
     )
 
 
@@ -160,7 +173,7 @@ def test_tmpdir_is_bound_when_passed():
     )
     assert shell_command(r, "x") == (
         rt.tmpdir_snippet(r) + '[ -z "${TMPDIR+x}" ] || export APPTAINERENV_TMPDIR="$TMPDIR"; '
-        'exec apptainer exec --cleanenv --no-eval --bind /work/wd:/work/wd ${nixsnake_tmp:+--bind "$nixsnake_tmp"} '
+        'exec apptainer exec --cleanenv --no-eval --no-nv --no-rocm --bind /work/wd:/work/wd ${nixsnake_tmp:+--bind "$nixsnake_tmp"} '
         "--pwd /work/wd /img/env.sif bash -c x"
     )
     assert exec_argv(req(runtime="bwrap", envvars=("TMPDIR",)), ["ls"]) == [
@@ -191,17 +204,21 @@ def test_singularity_both_prefixes_and_no_eval_where_supported():
     assert shell_command(req(runtime="singularity", gpu="auto", envvars=("TOKEN",)), "x") == (
         PROBE
         + '[ -z "${TOKEN+x}" ] || export APPTAINERENV_TOKEN="$TOKEN" SINGULARITYENV_TOKEN="$TOKEN"; '
+        + '[ -n "$nixsnake_gpu" ] || '
+        + NO_GPU_ENV
         + NO_EVAL_TOKEN
-        + "exec singularity exec --cleanenv $nixsnake_ne $nixsnake_nv /img/env.sif bash -c x"
+        + "exec singularity exec --cleanenv $nixsnake_ne $nixsnake_gpu /img/env.sif bash -c x"
     )
     # nothing passed, nothing to protect: no decision
-    assert shell_command(req(runtime="singularity"), "x") == "exec singularity exec --cleanenv /img/env.sif bash -c x"
+    assert shell_command(req(runtime="singularity", gpu="always"), "x") == (
+        "exec singularity exec --cleanenv --nv /img/env.sif bash -c x"
+    )
 
 
 def test_bwrap_runtime():
     r = req(runtime="bwrap", gpu="auto", workdir=WD, envvars=("TOKEN",), binds=(Bind("/d", "/d", "ro"),))
     assert shell_command(r, "a && b") == (
-        PROBE + "exec /bin/sh /pkg/bwrap-exec.sh $nixsnake_nv --pass TOKEN --bind /work/wd:/work/wd "
+        PROBE_BWRAP + "exec /bin/sh /pkg/bwrap-exec.sh $nixsnake_gpu --pass TOKEN --bind /work/wd:/work/wd "
         "--bind /d:/d:ro --pwd /work/wd /img/env.sif -- bash -c 'a && b'"
     )
     assert shell_command(req(runtime="bwrap", gpu="always"), "x") == (
@@ -210,18 +227,22 @@ def test_bwrap_runtime():
 
 
 def test_other_shell():
-    assert shell_command(req(shell="zsh"), "x") == "exec apptainer exec --cleanenv --no-eval /img/env.sif zsh -c x"
+    assert (
+        shell_command(req(shell="zsh"), "x")
+        == "exec apptainer exec --cleanenv --no-eval --no-nv --no-rocm /img/env.sif zsh -c x"
+    )
 
 
 def test_exec_argv():
     assert exec_argv(req(workdir=WD), ["ls", "-l", "a b"]) == [
-        "apptainer", "exec", "--cleanenv", "--no-eval", "--bind", "/work/wd:/work/wd", "--pwd", "/work/wd", "/img/env.sif",
+        "apptainer", "exec", "--cleanenv", "--no-eval", "--no-nv", "--no-rocm", "--bind", "/work/wd:/work/wd", "--pwd", "/work/wd", "/img/env.sif",
         "ls", "-l", "a b",
     ]  # fmt: skip
     assert exec_argv(req(gpu="auto", envvars=("A",)), ["ls"]) == [
         "/bin/sh",
         "-c",
-        PROBE + '[ -z "${A+x}" ] || export APPTAINERENV_A="$A"; exec apptainer exec --cleanenv --no-eval $nixsnake_nv '
+        PROBE
+        + '[ -z "${A+x}" ] || export APPTAINERENV_A="$A"; exec apptainer exec --cleanenv --no-eval ${nixsnake_gpu:---no-nv --no-rocm} '
         '/img/env.sif "$@"',
         "nixsnake",
         "ls",
@@ -236,7 +257,7 @@ def test_exec_argv():
 
 def test_shell_argv():
     assert shell_argv(req(workdir=WD)) == [
-        "apptainer", "shell", "--cleanenv", "--no-eval", "--bind", "/work/wd:/work/wd", "--pwd", "/work/wd", "/img/env.sif",
+        "apptainer", "shell", "--cleanenv", "--no-eval", "--no-nv", "--no-rocm", "--bind", "/work/wd:/work/wd", "--pwd", "/work/wd", "/img/env.sif",
     ]  # fmt: skip
     assert shell_argv(req(shell="zsh", gpu="always")) == [
         "apptainer", "shell", "--cleanenv", "--shell", "/bin/zsh", "--no-eval", "--nv", "/img/env.sif",
@@ -254,11 +275,14 @@ def test_shell_argv():
     ] == (
         PROBE
         + '[ -z "${A+x}" ] || export APPTAINERENV_A="$A" SINGULARITYENV_A="$A"; '
+        + '[ -n "$nixsnake_gpu" ] || '
+        + NO_GPU_ENV
         + NO_EVAL_TOKEN.replace("TOKEN", "A").replace("$(singularity ", "$('/opt/s p/singularity' ")
-        + "exec '/opt/s p/singularity' shell --cleanenv $nixsnake_ne $nixsnake_nv /img/env.sif"
+        + "exec '/opt/s p/singularity' shell --cleanenv $nixsnake_ne $nixsnake_gpu /img/env.sif"
     )
     assert shell_argv(req(runtime="singularity", gpu="auto")) == [
-        "/bin/sh", "-c", PROBE + "exec singularity shell --cleanenv $nixsnake_nv /img/env.sif", "nixsnake",
+        "/bin/sh", "-c", PROBE + '[ -n "$nixsnake_gpu" ] || ' + NO_GPU_ENV
+        + "exec singularity shell --cleanenv $nixsnake_gpu /img/env.sif", "nixsnake",
     ]  # fmt: skip
 
 
@@ -318,6 +342,7 @@ with open(os.environ["NIXSNAKE_TEST_RECORD"], "a") as f:
     f.write(json.dumps({{
         "argv": [os.path.basename(sys.argv[0])] + sys.argv[1:],
         "env": {{k: v for k, v in os.environ.items() if k.startswith(("APPTAINERENV_", "SINGULARITYENV_"))}},
+        "flags_env": {{k: v for k, v in os.environ.items() if k.startswith(("APPTAINER_", "SINGULARITY_"))}},
     }}) + "\\n")
 """
 
@@ -400,7 +425,16 @@ def test_fidelity_tmpdir_bind(recorder, tmp_path, shell):
             i = got["argv"].index("--pwd")
             assert got["argv"][i - len(wd) - len(want) : i] == wd + want, (runtime, value, got["argv"])
     got = record(recorder, tmp_path, shell, shell_command(r, "x"))  # TMPDIR unset: no bind, no error
-    assert got["argv"][1:7] == ["exec", "--cleanenv", "--no-eval", "--bind", f"{tmp_path}/wd:{tmp_path}/wd", "--pwd"]
+    assert got["argv"][1:9] == [
+        "exec",
+        "--cleanenv",
+        "--no-eval",
+        "--no-nv",
+        "--no-rocm",
+        "--bind",
+        f"{tmp_path}/wd:{tmp_path}/wd",
+        "--pwd",
+    ]
 
 
 def _apptainer_eval(shell: str, value: str) -> str:
@@ -468,12 +502,12 @@ def test_fidelity_exec_argv(recorder, tmp_path, shell):
     assert got["env"] == {"APPTAINERENV_TOKEN": "v"}
 
 
-def _probe(env: dict[str, str], devices: list[str] = ()) -> str:
+def _probe(env: dict[str, str], devices: list[str] = (), runtime: str = "apptainer") -> str:
     """Run the probe in a sandbox whose /dev holds only ``devices`` (no host state touched)."""
     binds = []
     for d in devices:
         binds += ["--ro-bind", "/dev/null", d]
-    script = "set -eu; " + gpu_probe_snippet() + 'printf %s "$nixsnake_nv"'
+    script = "set -eu; " + gpu_probe_snippet(runtime) + 'printf %s "$nixsnake_gpu"'
     cp = subprocess.run(
         ["bwrap", "--dev-bind", "/", "/", "--dev", "/dev", *binds, "/usr/bin/env", "-i", "PATH=/nonexistent", *[f"{k}={v}" for k, v in env.items()], "/bin/bash", "-c", script],
         capture_output=True, text=True, timeout=30, check=False,
@@ -496,10 +530,47 @@ def _probe(env: dict[str, str], devices: list[str] = ()) -> str:
         ({"CUDA_VISIBLE_DEVICES": "0"}, [], "--nv"),
         ({"CUDA_VISIBLE_DEVICES": "NoDevFiles"}, [], ""),
         ({"CUDA_VISIBLE_DEVICES": ""}, [], ""),
+        # AMD: /dev/kfd -> --rocm, although SLURM sets CUDA_VISIBLE_DEVICES & co. there too
+        ({}, ["/dev/kfd"], "--rocm"),
+        ({"SLURM_JOB_GPUS": "0", "CUDA_VISIBLE_DEVICES": "0", "ROCR_VISIBLE_DEVICES": "0"}, ["/dev/kfd"], "--rocm"),
+        ({}, ["/dev/kfd", "/dev/nvidia0"], "--nv"),
     ],
 )
 def test_gpu_probe(env, devices, want):
     assert _probe(env, devices) == want
+    assert _probe(env, devices, "bwrap") == ("" if want == "--rocm" else want)  # bwrap-exec.sh has no --rocm
+
+
+@pytest.mark.skipif(not shutil.which("bwrap"), reason="bwrap is not installed (apt-get install bubblewrap)")
+@pytest.mark.parametrize(
+    ("runtime", "devices", "flags", "flags_env"),
+    [
+        ("apptainer", [], ["--no-nv", "--no-rocm"], {}),
+        ("apptainer", ["/dev/nvidia0"], ["--nv"], {}),
+        ("apptainer", ["/dev/kfd"], ["--rocm"], {}),
+        ("singularity", [], [], {k: "1" for k in rt.NO_GPU_ENV}),
+        ("singularity", ["/dev/kfd"], ["--rocm"], {}),
+        ("bwrap", [], [], {}),
+        ("bwrap", ["/dev/kfd"], [], {}),
+    ],
+)
+def test_fidelity_gpu_auto_on_the_node(recorder, tmp_path, runtime, devices, flags, flags_env):
+    """What reaches the runtime on a CPU node (the site's 'always use nv' cancelled), an
+    NVIDIA node and an AMD node, run by bash in a sandbox whose /dev holds only ``devices``."""
+    r = req(runtime=runtime, gpu="auto", bwrap_exec=recorder / "bwrap-exec.sh")
+    out = tmp_path / "rec.jsonl"
+    binds = [a for d in devices for a in ("--ro-bind", "/dev/null", d)]
+    cp = subprocess.run(
+        ["bwrap", "--dev-bind", "/", "/", "--dev", "/dev", *binds, "/usr/bin/env", "-i",
+         f"PATH={recorder}:/nonexistent", f"NIXSNAKE_TEST_RECORD={out}", "/bin/bash", "-c", shell_command(r, "x")],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert cp.returncode == 0, cp.stderr
+    got = json.loads(out.read_text())
+    i = got["argv"].index("/img/env.sif")
+    start = 1 if runtime == "bwrap" else 3 + (runtime == "apptainer")  # after exec --cleanenv [--no-eval]
+    assert got["argv"][start:i] == flags, got["argv"]
+    assert got["flags_env"] == flags_env
 
 
 # --- end to end: real image, squashfuse + bwrap ------------------------------------------
@@ -709,6 +780,63 @@ def test_e2e_gpu_auto_with_device(image, job_env, tmp_path, nvidia0, runtime):
         assert "--nv" in entry
 
 
+def site_conf(tmp_path: Path, *directives: str) -> str:
+    """An apptainer.conf for the stand-in (NIXSNAKE_STANDIN_CONF) setting ``directives`` to yes."""
+    f = tmp_path / f"apptainer-{len(list(tmp_path.glob('apptainer-*.conf')))}.conf"
+    f.write_text("".join(f"{d} = yes\n" for d in directives))
+    return str(f)
+
+
+SHOW_GPU = "ls /.singularity.d/libs /usr/bin; ls /usr/lib64 2>/dev/null || true"
+
+
+@e2e
+@pytest.mark.parametrize("runtime", ["apptainer", "singularity"])
+def test_e2e_gpu_never_wins_over_a_sites_always_use_nv(image, job_env, tmp_path, fake_driver, runtime):
+    """`gpu = never` (and auto on a CPU node) cancel 'always use nv/rocm = yes': with
+    nvidia-container-cli that is the difference between a job and a FATAL on CPU nodes."""
+    conf = site_conf(tmp_path, "always use nv", "always use rocm")
+    env = {**job_env, "PATH": fake_driver.path(job_env["PATH"]), "NIXSNAKE_STANDIN_CONF": conf}
+    # the stand-in honours the site's setting, as apptainer does ...
+    cp = standin(["exec", "--cleanenv", str(image), "sh", "-c", SHOW_GPU], env, runtime)
+    assert "nvidia-smi" in cp.stdout and "libcuda.so.1" in cp.stdout and "rocm-smi" in cp.stdout, cp.stderr
+    # ... and nixsnake's line cancels it
+    cp = run_job(RunRequest(image, runtime=runtime, gpu="never", workdir=tmp_path), SHOW_GPU, env)
+    assert (cp.returncode, cp.stdout) == (0, "/.singularity.d/libs:\n\n/usr/bin:\nenv\n"), cp.stderr
+    # an nvidia-container-cli site without a driver: --nv is FATAL, never is fine
+    nodrv = {**env, "PATH": f"{_fake_driver.no_driver(tmp_path / 'cpu')}:{job_env['PATH']}"}
+    nodrv["NIXSNAKE_STANDIN_CONF"] = site_conf(tmp_path, "always use nv", "use nvidia-container-cli")
+    cp = run_job(RunRequest(image, runtime=runtime, gpu="always", workdir=tmp_path), "echo ran", nodrv)
+    assert cp.returncode == 255 and "nvidia-container-cli failed" in cp.stderr and cp.stdout == ""
+    cp = run_job(RunRequest(image, runtime=runtime, gpu="never", workdir=tmp_path), "echo ran", nodrv)
+    assert (cp.returncode, cp.stdout) == (0, "ran\n"), cp.stderr
+
+
+@e2e
+def test_standin_gpu_modes(image, job_env, tmp_path, fake_driver):
+    """--nv binds all of nvliblist.conf that the host's ldconfig knows (GL libraries too)
+    into /.singularity.d/libs; --nvccli the compute libraries into /usr/lib64; --rocm
+    rocmliblist.conf; binaries into /usr/bin. --no-nv/--no-rocm only cancel the config."""
+    env = {**job_env, "PATH": fake_driver.path(job_env["PATH"])}
+    cp = standin(["exec", "--nv", str(image), "sh", "-c", "ls /.singularity.d/libs; ls /usr/bin"], env)
+    assert {"libcuda.so.1", "libnvidia-ml.so.1", "libGL.so.1", "nvidia-smi"} <= set(cp.stdout.split()), cp.stderr
+    assert "libdrm_amdgpu.so.1" not in cp.stdout
+    cp = standin(["exec", "--nvccli", str(image), "sh", "-c", SHOW_GPU], env)
+    assert cp.stdout == "/.singularity.d/libs:\n\n/usr/bin:\nenv\nnvidia-smi\nlibcuda.so.1\nlibnvidia-ml.so.1\n", (
+        cp.stderr
+    )
+    cp = standin(["exec", "--rocm", "--no-nv", str(image), "sh", "-c", "ls /.singularity.d/libs /usr/bin"], env)
+    assert {"libdrm_amdgpu.so.1", "rocm-smi"} <= set(cp.stdout.split()) and "libcuda.so.1" not in cp.stdout
+    cp = standin(["exec", "--nv", "--no-nv", str(image), "sh", "-c", "ls /usr/bin"], env)  # explicit --nv stays
+    assert "nvidia-smi" in cp.stdout
+    cp = standin(["exec", "--nv", "--contain", str(image), "true"], env)
+    assert cp.returncode == 255 and "TEST STAND-IN" in cp.stderr
+    cp = standin(["exec", "--cleanenv", str(image), "sh", "-c", "ls /usr/bin"], {**env, "APPTAINER_NV": "1"})
+    assert "nvidia-smi" in cp.stdout, cp.stderr  # flags' environment variables
+    cp = standin(["buildcfg", "APPTAINER_CONFDIR"], env)
+    assert cp.stdout == f"{STANDIN / 'etc'}\n"
+
+
 @e2e
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_e2e_exec_argv_and_shell_argv(image, job_env, tmp_path, runtime):
@@ -872,6 +1000,12 @@ def test_standin_evaluates_passed_values_like_apptainer(image, job_env, name):
     ],
 )
 def test_standin_imitates_older_releases(job_env, name, version, line, has_no_eval):
+    """(--no-nv/--no-rocm: apptainer 1.0, SingularityCE 3.8; the singularity runtime
+    therefore passes SINGULARITY_NO_NV=1, which older releases ignore.)"""
+    cp = standin(
+        ["exec", "--no-nv", "/nonexistent.sif", "true"], {**job_env, "NIXSNAKE_STANDIN_VERSION": version}, name
+    )
+    assert ("unknown flag: --no-nv" in cp.stderr) is (version == "3.7.4")
     env = {**job_env, "NIXSNAKE_STANDIN_VERSION": version}
     cp = standin(["--version"], env, name)
     assert cp.stdout == line + "\n"
