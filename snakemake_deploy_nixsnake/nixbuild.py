@@ -191,7 +191,7 @@ class EnvInfo:
     bash: str  # the shell of `nixsnake shell` and the runscript
     python: str  # the interpreter's bin dir, "" without [python]
     conda: CondaBuilt | None = None  # the [conda] layer (mkenv-conda.sh)
-    loader: str | None = None  # the glibc loader conda's binaries expect at /lib64
+    loader: str | None = None  # the glibc loader offered at /lib64 (None: no path known for this system)
 
     @classmethod
     def parse(cls, text: str, where: Path) -> EnvInfo:
@@ -207,7 +207,7 @@ class EnvInfo:
                 bash=str(data["bash"]),
                 python=str(data["python"]),
                 conda=CondaBuilt.parse(conda) if conda is not None else None,
-                loader=str(data["loader"]) if conda is not None else None,
+                loader=str(data["loader"]) or None,
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise NixsnakeError(f"nix built {where} with unusable environment data ({exc!r})", Exit.SOFTWARE) from None

@@ -15,7 +15,9 @@ putting a directory first on ``PATH`` that holds
   ``/lib64/ld-linux-x86-64.so.2``, needs ``GLIBC_2.34``) that ``dlopen``s
   ``libnvidia-ml.so.1`` like the real one and prints ``GPU 0: ...`` for ``-L`` and a
   header with ``CUDA Version: 12.4`` otherwise;
-* ``rocm-smi`` and ``lib/libdrm_amdgpu.so.1`` for ``--rocm`` (with ``amd=True``).
+* ``rocm-smi`` and ``lib/libdrm_amdgpu.so.1`` for ``--rocm`` (with ``amd=True``);
+* ``probe/dlprobe LIB...`` -- a host program (bind ``probe`` into an image) that says for
+  each library whether ``dlopen`` finds it and from which file.
 
 Everything is built once per test session (gcc takes a moment); tests skip without gcc.
 """
@@ -62,11 +64,28 @@ int main(int argc, char **argv) {
 }
 """
 
+DLPROBE_C = """
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <link.h>
+#include <stdio.h>
+int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        void *h = dlopen(argv[i], RTLD_NOW);
+        struct link_map *m = 0;
+        if (h && dlinfo(h, RTLD_DI_LINKMAP, &m) == 0) printf("%s => %s\\n", argv[i], m->l_name);
+        else printf("%s => not found\\n", argv[i]);
+    }
+    return 0;
+}
+"""
+
 
 @dataclass(frozen=True)
 class FakeDriver:
     bin: Path  # put first on PATH: ldconfig, nvidia-smi (, rocm-smi)
     lib: Path
+    probe: Path  # holds dlprobe
     libs: dict[str, Path]  # soname -> file
 
     def path(self, rest: str) -> str:
@@ -98,6 +117,8 @@ def build(root: Path, *, amd: bool = False, host_cache: bool = True) -> FakeDriv
         _cc(lib / soname, source, "-shared", "-fPIC", f"-Wl,-soname,{soname}")
         libs[soname] = lib / soname
     _cc(bin_dir / "nvidia-smi", NVIDIA_SMI_C)
+    (root / "probe").mkdir()
+    _cc(root / "probe" / "dlprobe", DLPROBE_C)
     if amd:
         (bin_dir / "rocm-smi").write_text("#!/bin/sh\necho 'fake rocm-smi'\n")
         (bin_dir / "rocm-smi").chmod(0o755)
@@ -112,7 +133,7 @@ def build(root: Path, *, amd: bool = False, host_cache: bool = True) -> FakeDriv
         f'[ "$1" = -p ] || exec /sbin/ldconfig "$@"\ncat \'{cache}\'\n{host}\n'
     )
     (bin_dir / "ldconfig").chmod(0o755)
-    return FakeDriver(bin_dir, lib, libs)
+    return FakeDriver(bin_dir, lib, root / "probe", libs)
 
 
 def no_driver(root: Path) -> Path:

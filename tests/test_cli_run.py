@@ -40,6 +40,28 @@ def test_run_through_apptainer_standin(workspace, run_cli, tmp_path):
     assert '"exec", "--cleanenv"' in log.read_text()
 
 
+def test_host_tools_bound_by_nv_run_in_a_built_image(workspace, run_cli, fake_driver):
+    """A real image (demo package set): apptainer --nv (the stand-in) binds the host's
+    nvidia-smi, a dynamically linked host program, into /usr/bin; it runs on the image's
+    glibc through /lib64/ld-linux-x86-64.so.2 and finds NVIDIA's library through the
+    image's links, while the host's libGL stays out of reach. The image records its glibc."""
+    import json
+
+    env = write_env(workspace, "gpu", 'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n')
+    path = {"PATH": fake_driver.path(f"{STANDIN}:{os.environ['PATH']}")}
+    r = run_cli("run", "--gpu", "always", "--bind", f"{fake_driver.probe}:/opt/probe:ro", str(env), "--",
+                "sh", "-c", "nvidia-smi -L && /opt/probe/dlprobe libGL.so.1 libnvidia-ml.so.1", env=path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "GPU 0: NixsnakeFake GPU (UUID: GPU-00000000-0000-0000-0000-000000000000)",
+        "libGL.so.1 => not found",
+        "libnvidia-ml.so.1 => /.nixsnake/nvidia/libs/libnvidia-ml.so.1",
+    ]
+    meta = json.loads(run_cli("inspect", "--json", str(env)).stdout)
+    host = os.confstr("CS_GNU_LIBC_VERSION").split()[-1]  # the demo set's glibc is the host's
+    assert meta["glibc"] == host
+
+
 def test_shell_reads_commands_from_stdin(workspace, tmp_path):
     env = write_env(workspace, "tools", TOOLS)
     import sys

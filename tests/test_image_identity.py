@@ -30,6 +30,9 @@ from snakemake_deploy_nixsnake.nixbuild import nix_dir
 #: new digest here (keep the old lines: they document what each version was).
 KNOWN = {
     2: "7acfe48f6b2a3c0c22c2aa652ba8e94ba681f7747c88508dd42d6de6b2d604b3",
+    # every image: the glibc loader at /lib64, NVIDIA link dirs on LD_LIBRARY_PATH instead of
+    # /.singularity.d/libs, 99-base.sh without it, the glibc version in the metadata
+    3: "641d77550bd43a9eee5a211e7271ac495f9b6d6314279cd53268c8f8d9f7cd61",
 }
 
 #: name -> (content, mode): added to the store content-addressed, so the same store
@@ -62,6 +65,7 @@ def reference_digest(tmp: Path) -> str:
         store_paths=(data, tool),
         compression="zstd",
         labels={"org.nixsnake.image-id": "0" * 40},
+        glibc="2.36",
     )
     entries = skeleton(
         tool,
@@ -71,6 +75,7 @@ def reference_digest(tmp: Path) -> str:
         ssl_cert_file=data,
         bash=tool,
         metadata_json=meta.to_json(),
+        loader=f"{data}/ld-linux-x86-64.so.2",
     )
     sqfs, sif = tmp / "ref.sqfs", tmp / "ref.sif"
     pack_squashfs(sqfs, sorted([tool, data]), entries, compression="zstd")

@@ -621,7 +621,7 @@ def test_e2e_job_semantics(image, job_env, tmp_path, runtime):
     cp = run_job(r, "cat /.nixsnake/metadata.json | tr a-z A-Z", job_env)
     assert (cp.returncode, cp.stdout) == (0, '{"NAME": "RUNTIME-TEST"}\n'), cp.stderr
     # a heredoc, expanded inside with the image's variable
-    cp = run_job(r, "cat <<EOF\nhi $NIXSNAKE_TEST_IMAGE_VAR\nEOF", job_env)
+    cp = run_job(r, "cat <<EOF\nhi $TEST_IMAGE_VAR\nEOF", job_env)
     assert (cp.returncode, cp.stdout) == (0, f"hi {fx.IMAGE_VAR_VALUE}\n"), cp.stderr
     # host PATH / LD_LIBRARY_PATH / PYTHONPATH do not leak; apptainer's --cleanenv LANG=C
     cp = run_job(r, 'echo "$PATH|$LD_LIBRARY_PATH|${PYTHONPATH-unset}|$LANG"', job_env)
@@ -810,6 +810,53 @@ def test_e2e_gpu_never_wins_over_a_sites_always_use_nv(image, job_env, tmp_path,
     assert cp.returncode == 255 and "nvidia-container-cli failed" in cp.stderr and cp.stdout == ""
     cp = run_job(RunRequest(image, runtime=runtime, gpu="never", workdir=tmp_path), "echo ran", nodrv)
     assert (cp.returncode, cp.stdout) == (0, "ran\n"), cp.stderr
+
+
+def _host_elf_runs_here() -> bool:
+    return bool(fx._host_glibc())
+
+
+@e2e
+@pytest.mark.skipif(not _host_elf_runs_here(), reason="needs the host's x86-64 glibc loader to copy into the image")
+@pytest.mark.parametrize("runtime", ["apptainer", "singularity"])
+@pytest.mark.parametrize("nvccli", [False, True])
+def test_e2e_host_nvidia_smi_runs_in_the_image(image, job_env, tmp_path, fake_driver, runtime, nvccli):
+    """--nv binds the host's nvidia-smi -- a dynamically linked host program whose loader is
+    /lib64/ld-linux-x86-64.so.2 -- into /usr/bin. It runs in the image, with no host /lib
+    visible, on the image's glibc loader, and finds libnvidia-ml.so.1 through the image's
+    NVIDIA links: in /.singularity.d/libs (legacy --nv) or /usr/lib64 (nvidia-container-cli)."""
+    env = {**job_env, "PATH": fake_driver.path(job_env["PATH"])}
+    if nvccli:
+        env["NIXSNAKE_STANDIN_CONF"] = site_conf(tmp_path, "use nvidia-container-cli")
+    r = RunRequest(image, runtime=runtime, gpu="always", workdir=tmp_path)
+    cmd = "test ! -e /lib/x86_64-linux-gnu && test ! -e /usr/lib/x86_64-linux-gnu && nvidia-smi -L"
+    cp = run_job(r, cmd, env)
+    assert (cp.returncode, cp.stdout) == (
+        0,
+        f"GPU 0: {_fake_driver.GPU_NAME} (UUID: GPU-{'0' * 8}-0000-0000-0000-{'0' * 12})\n",
+    ), cp.stderr
+    assert "--nvccli" not in standin_log(env)[-1]  # (the site's setting, not a flag)
+
+
+@e2e
+@pytest.mark.skipif(not _host_elf_runs_here(), reason="needs the host's x86-64 glibc loader to copy into the image")
+def test_e2e_host_gl_libraries_do_not_shadow_the_images(image, job_env, tmp_path, fake_driver):
+    """--nv also binds the host's libGL/libEGL/libOpenCL (built for the host's glibc) into
+    /.singularity.d/libs; they must not reach programs in the image through
+    LD_LIBRARY_PATH. NVIDIA's own libraries must."""
+    env = {**job_env, "PATH": fake_driver.path(job_env["PATH"])}
+    r = RunRequest(image, gpu="always", workdir=tmp_path, binds=(Bind(str(fake_driver.probe), "/opt/probe", "ro"),))
+    cp = run_job(
+        r,
+        'ls /.singularity.d/libs; echo "ld=$LD_LIBRARY_PATH"; /opt/probe/dlprobe libGL.so.1 libcuda.so.1 libnvidia-ml.so.1',
+        env,
+    )
+    assert cp.returncode == 0, cp.stderr
+    assert "libGL.so.1" in cp.stdout.split()  # bound, as apptainer does ...
+    assert f"ld={fx.IMAGE_LD_LIBRARY_PATH}\n" in cp.stdout  # ... but not on the search path
+    assert "libGL.so.1 => not found\n" in cp.stdout
+    assert "libcuda.so.1 => /.nixsnake/nvidia/libs/libcuda.so.1\n" in cp.stdout
+    assert "libnvidia-ml.so.1 => /.nixsnake/nvidia/libs/libnvidia-ml.so.1\n" in cp.stdout
 
 
 @e2e
@@ -1097,9 +1144,9 @@ def test_bwrap_exec_default_cwd_home_and_env(image, job_env, tmp_path):
 @e2e
 def test_bwrap_exec_env_injected_after_99_base(image, job_env):
     """--pass values are set after 99-base.sh: they override what the image's scripts set."""
-    env = {**job_env, "NIXSNAKE_TEST_IMAGE_VAR": "from host", "SRC": "via source"}
+    env = {**job_env, "TEST_IMAGE_VAR": "from host", "SRC": "via source"}
     cp = bwrap_exec(
-        ["--pass", "NIXSNAKE_TEST_IMAGE_VAR", "--pass", "OTHER=SRC", str(image), "--", "sh", "-c", 'echo "$NIXSNAKE_TEST_IMAGE_VAR|$OTHER"'],
+        ["--pass", "TEST_IMAGE_VAR", "--pass", "OTHER=SRC", str(image), "--", "sh", "-c", 'echo "$TEST_IMAGE_VAR|$OTHER"'],
         env,
     )  # fmt: skip
     assert cp.stdout == "from host|via source\n", cp.stderr
@@ -1190,7 +1237,7 @@ def test_bwrap_exec_as_non_root(image, tmp_path):
              "id -u; pwd; head -n 1 /etc/passwd; tail -n 1 /etc/passwd; tail -n 1 /etc/group"],
             env=env, cwd=work, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
-        assert cp.stdout == f"1\n{work}\nroot:x:0:0:root:/root:/bin/bash\n{pw}\n{gr}\n", cp.stderr
+        assert cp.stdout == f"1\n{work}\nroot:x:0:0:root:/root:{fx.STORE_PATH}/bin/bash\n{pw}\n{gr}\n", cp.stderr
         assert list(work.iterdir()) == []
     finally:
         shutil.rmtree(base, ignore_errors=True)
