@@ -84,7 +84,7 @@ def test_doctor_ok_and_refuses_tampered_store(workspace, run_cli):
     (workspace / "store").chmod(0o777)
     bad = run_cli("doctor", "--runtime", "bwrap")
     assert bad.returncode == 69
-    assert "writable by everyone" in bad.stdout
+    assert "writable by everyone" in " ".join(bad.stdout.split())
 
 
 def test_doctor_without_runtime_fails(workspace, run_cli, tmp_path):
@@ -109,6 +109,26 @@ def test_doctor_checks_compute_nodes_with_a_job(workspace, run_cli):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "apptainer on main" in r.stdout and "found in a job" in r.stdout
     assert "GPU devices on main" in r.stdout
+
+
+@pytest.mark.slurm
+def test_doctor_gpu_job_compares_the_nodes_driver_with_the_images(workspace, run_cli, fake_driver, tmp_path):
+    """`doctor --slurm-partition P` on a GPU partition: a job there reads what --nv would
+    bind (the fake driver, presented through PATH, which sbatch passes on) and the doctor
+    names the library an image's glibc is too old for."""
+    if subprocess.run(["scontrol", "ping"], capture_output=True).returncode != 0:
+        pytest.skip("no SLURM controller running (start it with .ci/slurm-up.sh)")
+    from test_store import publish_with_metadata
+
+    publish_with_metadata(workspace / "store", tmp_path, "c" * 40, {"glibc": "2.31", "store_paths": []})
+    env = {"PATH": fake_driver.path(f"{STANDIN}:{os.environ['PATH']}")}
+    r = run_cli("doctor", "--slurm-partition", "main", env=env, cwd=workspace)
+    out = " ".join(r.stdout.split())
+    assert "GPU devices on main" in out, r.stdout + r.stderr
+    assert "GPU libs vs images on main fail" in out, r.stdout
+    assert "cccccccccccc (glibc 2.31): libnvidia-ml.so.1 needs GLIBC_2.36" in out
+    assert "GPU driver vs CUDA on main ok" in out and "driver supports CUDA 12.4" in out
+    assert r.returncode == 69
 
 
 @pytest.mark.parametrize("terminal", [True, False])
