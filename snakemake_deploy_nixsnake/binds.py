@@ -2,15 +2,18 @@
 
 Binds come from env files (``[run] binds``), settings and ``--bind`` flags, and from
 Snakemake (the working directory, its temp dir). They reach apptainer's ``--bind``,
-whose grammar splits a spec on ``,`` (lists), ``:`` (src:dst:opts) and ``^`` and trims
-whitespace, with no escapes -- so a path holding any of those cannot be expressed and is
-refused here instead of being silently cut. Paths are compared after lexical
-normalisation (``//nix``, ``/./etc``, ``/usr//bin`` and ``/.`` are what they look like),
-and a bind may not cover what makes the image work: its store, its ``/etc``, the
-runtime's ``/.singularity.d``.
+whose parser (``ParseBindPath``, pkg/runtime/engine/apptainer/config/bind.go) cuts a spec
+into tokens with the regexp ``([^,^:]+:?)`` -- so ``,`` and ``^`` both separate specs and
+``:`` separates src:dst:opts -- and trims whitespace around each token; only ``\\,`` and
+``\\:`` escape, with rules that changed between versions. A path holding any of those
+characters, or starting or ending with whitespace, would be silently cut or changed, so it
+is refused here instead. Paths are compared after lexical normalisation (``//nix``,
+``/./etc``, ``/usr//bin`` and ``/.`` are what they look like), and a bind may not cover
+what makes the image work: its store, its ``/etc``, the runtime's ``/.singularity.d``.
 
-``bwrap-exec.sh`` and the apptainer test stand-in apply the same grammar; they are given
-only binds that passed here.
+``bwrap-exec.sh`` applies the same rules (its forbidden characters are generated from
+here) and is given only binds that passed here; the apptainer test stand-in parses
+``--bind`` the way apptainer does and refuses what apptainer would read differently.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # (imported where used: the fast path and the CLI's start-up 
 #: image layout, the skeleton, the packing, the SIF writer, nix/*): the image id hashes
 #: it, so every store then builds afresh. tests/test_image_identity.py fails when the bytes
 #: change without a bump.
-IMAGE_FORMAT_VERSION = 3
+IMAGE_FORMAT_VERSION = 4
 
 
 def image_id(env: EnvFile, lock: Lock, compression: str) -> str:
@@ -172,6 +172,7 @@ def plan_image(r: ResolvedEnv, built: NixResult, cfg: Config) -> ImagePlan:
 
     info = built.info
     exes = sorted({f.name for d in map(Path, info.path) if d.is_dir() for f in d.iterdir()})
+    glibc = glibc_of_loader(info.loader)
     meta = ImageMetadata(
         image_id=r.image_id,
         image_format=IMAGE_FORMAT_VERSION,
@@ -186,6 +187,7 @@ def plan_image(r: ResolvedEnv, built: NixResult, cfg: Config) -> ImagePlan:
             "org.nixsnake.date": r.env.date.isoformat(),
             "org.nixsnake.nixpkgs.rev": r.lock.nixpkgs.rev,
         },
+        glibc=glibc,
     )
     entries = skeleton(
         str(built.out),
@@ -200,6 +202,20 @@ def plan_image(r: ResolvedEnv, built: NixResult, cfg: Config) -> ImagePlan:
         loader=info.loader,
     )
     return ImagePlan(built.closure, tuple(entries), meta)
+
+
+def glibc_of_loader(loader: str | None) -> str:
+    """The glibc version next to ``loader``: the newest ``GLIBC_x.y`` its ``libc.so.6``
+    defines (what a library needing ``GLIBC_x.y`` is checked against). "" if unknown."""
+    from .elf import ElfError, format_version, read_elf
+
+    if not loader:
+        return ""
+    try:
+        newest = read_elf(Path(loader).parent / "libc.so.6").glibc_defined
+    except (OSError, ElfError):
+        return ""
+    return format_version(newest) if newest else ""
 
 
 def _build(r: ResolvedEnv, cfg: Config, store: Store, rep: Reporter) -> Path:

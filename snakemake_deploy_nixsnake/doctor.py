@@ -11,10 +11,14 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import proc
 from .config import Config
 from .errors import NixsnakeError
+
+if TYPE_CHECKING:
+    from .gpucheck import ImageGpuInfo
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,15 @@ def check_runtime(cfg: Config) -> list[Check]:
                 f"'{exe}' not found: install it on compute nodes, set runtime_bin, or use --runtime bwrap",
             )
         )
+    elif cfg.runtime == "apptainer" and (old := _apptainer_before_1_1(v)):
+        out.append(
+            Check(
+                f"{cfg.runtime} (this node)",
+                "fail",
+                f"{v}: nixsnake's job lines pass --no-eval, which apptainer has from 1.1 on ({old} rejects it); "
+                "upgrade apptainer, or use runtime = singularity (which asks the version and escapes values instead)",
+            )
+        )
     else:
         out.append(Check(f"{cfg.runtime} (this node)", "ok", v))
     out.append(
@@ -120,49 +133,62 @@ def check_runtime(cfg: Config) -> list[Check]:
     return out
 
 
-def host_glibc() -> str | None:
-    try:
-        return os.confstr("CS_GNU_LIBC_VERSION").split()[-1]  # type: ignore[union-attr]
-    except (ValueError, OSError, AttributeError):
-        return None
+def _apptainer_before_1_1(version_line: str) -> str | None:
+    """The version, when ``apptainer --version`` names a release without --no-eval."""
+    m = re.search(r"apptainer version (\d+)\.(\d+)", version_line)
+    if m and (int(m.group(1)), int(m.group(2))) < (1, 1):
+        return f"{m.group(1)}.{m.group(2)}"
+    return None
 
 
-def image_glibcs(cfg: Config) -> dict[str, str]:
-    """glibc version of each image, from the store paths recorded in its metadata."""
+def image_gpu_infos(cfg: Config) -> list[ImageGpuInfo]:
+    """glibc version and CUDA runtime of every image in the store (from its metadata)."""
+    from .gpucheck import image_gpu_info
     from .image.sif import read_sif
     from .store import Store
 
-    found: dict[str, str] = {}
-    for e in Store(cfg.store).listing().entries:
+    out: list[ImageGpuInfo] = []
+    try:
+        entries = Store(cfg.store).listing().entries
+    except NixsnakeError:
+        return out
+    for e in entries:
         try:
-            paths = read_sif(e.path).metadata.get("store_paths", [])
+            meta = read_sif(e.path).metadata
         except NixsnakeError:
             continue
-        for p in paths:
-            m = re.search(r"-glibc-(\d+\.\d+)", p)
-            if m:
-                found[e.id] = m.group(1)
-                break
-    return found
+        out.append(image_gpu_info(e.id, meta))
+    return out
 
 
-def check_glibc(cfg: Config) -> list[Check]:
-    host = host_glibc()
-    imgs = image_glibcs(cfg)
-    if not imgs:
-        return [Check("glibc host vs images", "ok", f"host glibc {host}; no image records a nixpkgs glibc version")]
-    older = {i: v for i, v in imgs.items() if host and tuple(map(int, v.split("."))) < tuple(map(int, host.split(".")))}
-    if older:
-        ids = ", ".join(f"{i[:12]} (glibc {v})" for i, v in sorted(older.items()))
+def gpu_rows(report: dict, cfg: Config, where: str) -> list[Check]:
+    """The node's GPU files (gpucheck.node_report) against the store's images."""
+    from .gpucheck import compare
+
+    found = compare(report, image_gpu_infos(cfg))
+    return [
+        Check(f"GPU libs vs images{where}", found["glibc"].status, found["glibc"].detail),
+        Check(f"GPU driver vs CUDA{where}", found["cuda"].status, found["cuda"].detail),
+    ]
+
+
+def check_gpu_here(cfg: Config) -> list[Check]:
+    """On a node with an NVIDIA driver, compare what --nv would bind with the images; on
+    others (the head node, usually) say where to check."""
+    from .gpucheck import has_driver, node_report
+
+    exe = cfg.runtime_bin or ("apptainer" if cfg.runtime == "bwrap" else cfg.runtime)
+    report = node_report(exe)
+    if not has_driver(report):
         return [
             Check(
-                "glibc host vs images",
-                "warn",
-                f"host glibc {host} is newer than in {ids}: with --nv the host NVIDIA driver libraries may need "
-                "GLIBC symbols these images lack; use a later env date for GPU rules",
+                "GPU libs vs images",
+                "ok",
+                "no GPU driver on this node; `nixsnake doctor --slurm-partition <GPU partition>` checks a GPU node "
+                "(the glibc the driver's libraries need, the CUDA version it supports)",
             )
         ]
-    return [Check("glibc host vs images", "ok", f"host glibc {host}; images: {sorted(set(imgs.values()))}")]
+    return gpu_rows(report, cfg, "")
 
 
 def check_slurm(partition: str | None, cfg: Config) -> list[Check]:
@@ -198,11 +224,20 @@ def check_slurm(partition: str | None, cfg: Config) -> list[Check]:
 
 def check_compute_node(partition: str, cfg: Config, gpu: bool) -> list[Check]:
     """A short job on the partition: is the runtime there, are GPU devices visible?"""
+    import shlex
+    import sys
+
     exe = cfg.runtime_bin or ("bwrap" if cfg.runtime == "bwrap" else cfg.runtime)
     script = (
-        f"command -v {exe} >/dev/null && echo RUNTIME=ok || echo RUNTIME=missing; "
+        f"command -v {shlex.quote(exe)} >/dev/null && echo RUNTIME=ok || echo RUNTIME=missing; "
         "ls /dev/nvidia0 >/dev/null 2>&1 && echo GPUDEV=yes || echo GPUDEV=no"
     )
+    if gpu:  # what --nv would bind there, read by nixsnake itself (installed on the nodes too)
+        runtime = exe if cfg.runtime != "bwrap" else "apptainer"
+        script += (
+            f"; {shlex.quote(sys.executable)} -m snakemake_deploy_nixsnake.gpucheck --runtime {shlex.quote(runtime)}"
+            " || echo GPUCHECK=failed"
+        )
     argv = ["sbatch", "--wait", "--quiet", "-p", partition, "-t", "2", "--mem=100", "-o", "/dev/stdout"]
     if gpu:
         argv.append("--gres=gpu:1")
@@ -226,6 +261,8 @@ def check_compute_node(partition: str, cfg: Config, gpu: bool) -> list[Check]:
         )
     ]
     if gpu:
+        from .gpucheck import parse_report
+
         rows.append(
             Check(
                 f"GPU devices on {partition}",
@@ -235,6 +272,18 @@ def check_compute_node(partition: str, cfg: Config, gpu: bool) -> list[Check]:
                 else "no /dev/nvidia0 in a --gres=gpu:1 job",
             )
         )
+        report = parse_report(text)
+        if report is None:
+            rows.append(
+                Check(
+                    f"GPU libs vs images on {partition}",
+                    "warn",
+                    f"nixsnake's GPU check did not run in the job ({sys.executable} -m "
+                    "snakemake_deploy_nixsnake.gpucheck): install nixsnake on the compute nodes too",
+                )
+            )
+        else:
+            rows += gpu_rows(report, cfg, f" on {partition}")
     return rows
 
 
@@ -244,6 +293,6 @@ def run_checks(cfg: Config, partition: str | None = None) -> list[Check]:
         *check_image_tools(),
         *check_store(cfg),
         *check_runtime(cfg),
-        *check_glibc(cfg),
+        *check_gpu_here(cfg),
         *check_slurm(partition, cfg),
     ]

@@ -51,13 +51,24 @@ NOT_PASSABLE = frozenset({
 NOT_PASSABLE_PREFIXES = ("APPTAINER", "SINGULARITY", "_nx_")
 
 #: Host variables every job gets inside the image when they are set, despite
-#: ``--cleanenv``: what the scheduler tells a job about its allocation (the GPUs it may
-#: use above all: without them a CUDA program sees every GPU of the node) and its temp dir.
+#: ``--cleanenv`` (which keeps only ``TERM`` and the proxy variables):
 JOB_ENVVARS = (
-    "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "GPU_DEVICE_ORDINAL",
-    "SLURM_JOB_ID", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_GPUS_ON_NODE", "SLURM_CPUS_PER_TASK",
-    "SLURM_CPUS_ON_NODE", "SLURM_NTASKS", "SLURM_JOB_NODELIST", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID",
-    "SLURM_LOCALID", "SLURM_MEM_PER_NODE", "SLURM_MEM_PER_CPU", "TMPDIR",
+    # the GPUs of the allocation (SLURM's gres_common.c sets the first four on every GPU
+    # job; without them a program sees every GPU of the node), MPS and shards, and the
+    # site/user variables that choose among them
+    "CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "ZE_AFFINITY_MASK", "GPU_DEVICE_ORDINAL",
+    "HIP_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER",
+    "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY",
+    # the rest of the allocation
+    "SLURM_JOB_ID", "SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_GPUS_ON_NODE", "SLURM_SHARDS_ON_NODE",
+    "SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE", "SLURM_NTASKS", "SLURM_JOB_NODELIST", "SLURM_ARRAY_TASK_ID",
+    "SLURM_PROCID", "SLURM_LOCALID", "SLURM_MEM_PER_NODE", "SLURM_MEM_PER_CPU",
+    # Snakemake's per-job thread limits (shell.py sets them to the rule's threads; without
+    # them every BLAS/OpenMP program starts one thread per core of the node)
+    "OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS",
+    # Snakemake's temp dir (the tmpdir resource); the job line also binds $TMPDIR
+    "TMPDIR", "TMP", "TEMP", "TEMPDIR",
 )  # fmt: skip
 
 

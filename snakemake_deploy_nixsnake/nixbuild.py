@@ -193,7 +193,7 @@ class EnvInfo:
     #: PERL5LIB entries: lib/perl5/site_perl of the packages and their propagated inputs
     perl5lib: tuple[str, ...] = ()
     conda: CondaBuilt | None = None  # the [conda] layer (mkenv-conda.sh)
-    loader: str | None = None  # the glibc loader conda's binaries expect at /lib64
+    loader: str | None = None  # the glibc loader offered at /lib64 (None: no path known for this system)
 
     @classmethod
     def parse(cls, text: str, where: Path) -> EnvInfo:
@@ -210,7 +210,7 @@ class EnvInfo:
                 python=str(data["python"]),
                 perl5lib=tuple(p for p in str(data["perl5lib"]).split(":") if p),
                 conda=CondaBuilt.parse(conda) if conda is not None else None,
-                loader=str(data["loader"]) if conda is not None else None,
+                loader=str(data["loader"]) or None,
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise NixsnakeError(f"nix built {where} with unusable environment data ({exc!r})", Exit.SOFTWARE) from None

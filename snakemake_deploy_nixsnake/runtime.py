@@ -18,15 +18,30 @@ Choices, each one deliberate:
   which SingularityCE needs and apptainer's ``singularity`` accepts), exported only when
   ``NAME`` is set, so their values never appear on a command line (``ps``) and an unset
   variable stays unset. Apptainer sets them right after the image's ``99-base.sh``.
+* ``--no-eval``: without it apptainer writes each passed value into its injection script
+  as ``export NAME="VALUE"`` with only ``"`` escaped, so ``$``, backticks and ``\\`` in a
+  value are evaluated inside the container (``$(cmd)`` runs). The ``apptainer`` runtime
+  always passes ``--no-eval`` (apptainer >= 1.1; ``doctor`` refuses older). The
+  ``singularity`` runtime covers releases without it (SingularityCE < 3.10, legacy
+  Singularity): :func:`no_eval_snippet` decides when the job starts.
 * ``$HOME`` is bound (apptainer's default; HPC users expect it). Python's user site in
   ``~/.local`` is then visible unless the image sets ``PYTHONNOUSERSITE``.
 * The work directory is bound read-write and used as ``--pwd``; the caller adds
-  Snakemake's temp dir and other mount points as :class:`Bind`. ``TMPDIR`` is not passed
-  (``--cleanenv``); to keep it, list it in ``envvars`` *and* bind its directory.
-* GPUs: ``gpu="always"`` adds ``--nv``; ``"never"`` does not; ``"auto"`` decides when the
-  job starts, with :func:`gpu_probe_snippet` (``/dev/nvidiactl`` or ``/dev/nvidia0``
-  exists, SLURM gave GPUs, ``CUDA_VISIBLE_DEVICES`` names devices, or ``nvidia-smi -L``
-  works). ``--nv`` on a node without GPUs only makes apptainer warn.
+  Snakemake's temp dir and other mount points as :class:`Bind`. When ``TMPDIR`` is among
+  the passed variables (it is for every job: :data:`envvars.JOB_ENVVARS`), the line also
+  binds the directory it names when the job starts (:func:`tmpdir_snippet`): Snakemake sets
+  it per job (the ``tmpdir`` resource), so only the job's shell knows it.
+* GPUs: ``gpu="always"`` adds ``--nv``; ``"never"`` adds ``--no-nv --no-rocm`` (hidden
+  flags that cancel a site's ``always use nv/rocm = yes``); ``"auto"`` decides when the
+  job starts, with :func:`gpu_probe_snippet`: NVIDIA device files -> ``--nv``, AMD's
+  ``/dev/kfd`` -> ``--rocm``, else SLURM gave GPUs, ``CUDA_VISIBLE_DEVICES`` names
+  devices or ``nvidia-smi -L`` works -> ``--nv``, else ``--no-nv --no-rocm``. On a node
+  without a driver, legacy ``--nv`` is harmless (apptainer 1.1-1.3 warn, later releases
+  say nothing), but where apptainer uses nvidia-container-cli (``--nvccli``, ``use
+  nvidia-container-cli = yes``) it is FATAL -- hence the explicit ``--no-nv`` on CPU
+  nodes. The ``singularity`` runtime passes the "no" case as ``SINGULARITY_NO_NV=1``
+  & co. instead (releases before SingularityCE 3.8 have neither the flags nor the
+  setting they cancel, and ignore the variables); ``bwrap`` knows only ``--nv``.
 * The user's command goes in as ``<shell> -c '<cmd>'`` so ``a && b``, pipes and heredocs
   run wholly inside the image; ``exec`` everywhere, so the job's exit status is the
   command's own.
@@ -60,13 +75,40 @@ GPU_MODES: tuple[str, ...] = get_args(Gpu)
 #: ``bwrap-exec.sh``, shipped as package data.
 BWRAP_EXEC: Path = Path(__file__).resolve().parent / "data" / "bwrap-exec.sh"
 
-#: The shell variable :func:`gpu_probe_snippet` sets to ``--nv`` or to nothing.
-GPU_VAR = "nixsnake_nv"
+#: The shell variable :func:`gpu_probe_snippet` sets to ``--nv``, ``--rocm`` or nothing.
+GPU_VAR = "nixsnake_gpu"
 
-#: POSIX sh tests, any of which means "this node has NVIDIA GPUs" (cheapest first).
+#: The words that keep GPUs out (cancel a site's ``always use nv/rocm = yes``).
+NO_GPU_FLAGS = ("--no-nv", "--no-rocm")
+#: The same for the singularity runtime, as environment variables every release ignores
+#: that lacks them (apptainer reads APPTAINER_*, SingularityCE SINGULARITY_*).
+NO_GPU_ENV = ("APPTAINER_NO_NV", "SINGULARITY_NO_NV", "APPTAINER_NO_ROCM", "SINGULARITY_NO_ROCM")
+
+#: The shell variable :func:`tmpdir_snippet` sets to ``$TMPDIR`` when it is to be bound.
+TMP_VAR = "nixsnake_tmp"
+
+#: The shell variable :func:`no_eval_snippet` sets to ``--no-eval`` or to nothing (singularity).
+NO_EVAL_VAR = "nixsnake_ne"
+
+#: Characters apptainer's injection evaluates inside ``"..."`` when ``--no-eval`` is off
+#: (``"`` it escapes itself), as a shell bracket expression.
+_EVALUATED = r"[\\\$\`]"
+
+#: ``<runtime> --version`` lines of releases WITHOUT ``--no-eval`` (apptainer < 1.1,
+#: SingularityCE < 3.10) and of releases with it, as ``case`` patterns; anything else
+#: (legacy Singularity, unknown builds) counts as without.
+_VERSIONS_WITHOUT_NO_EVAL = (
+    '"apptainer version "0* | "apptainer version "1.0* | '
+    '"singularity-ce version "3.[0-9] | "singularity-ce version "3.[0-9][!0-9]*'
+)
+_VERSIONS_WITH_NO_EVAL = '"apptainer version "[1-9]* | "singularity-ce version "[3-9]*'
+
+#: POSIX sh tests for NVIDIA GPUs, in order: device files first (SLURM does not always
+#: set its variables), AMD's device next (its allocations get CUDA_VISIBLE_DEVICES and
+#: SLURM_JOB_GPUS too), then what the scheduler says, last -- it is slow -- nvidia-smi.
+NVIDIA_DEVICES: tuple[str, ...] = ("[ -e /dev/nvidiactl ]", "[ -e /dev/nvidia0 ]")
+AMD_DEVICE = "[ -e /dev/kfd ]"
 GPU_SIGNALS: tuple[str, ...] = (
-    "[ -e /dev/nvidiactl ]",
-    "[ -e /dev/nvidia0 ]",
     '[ -n "${SLURM_JOB_GPUS:-}" ]',
     '[ -n "${SLURM_STEP_GPUS:-}" ]',
     '{ [ -n "${CUDA_VISIBLE_DEVICES:-}" ] && [ "${CUDA_VISIBLE_DEVICES:-}" != NoDevFiles ]; }',
@@ -170,18 +212,52 @@ def bwrap_header() -> str:
     )
 
 
-def gpu_probe_snippet() -> str:
-    """POSIX sh that sets ``nixsnake_nv`` to ``--nv`` when the node has NVIDIA GPUs.
+def gpu_probe_snippet(runtime: str = "apptainer") -> str:
+    """POSIX sh that sets ``nixsnake_gpu`` to ``--nv``, ``--rocm`` or nothing.
 
-    Decided when the job starts, on the node that runs it: a device node
-    (``/dev/nvidiactl``, ``/dev/nvidia0``), GPUs allocated by SLURM
-    (``SLURM_JOB_GPUS``/``SLURM_STEP_GPUS``; SLURM does not always set them, hence the
-    device check first), ``CUDA_VISIBLE_DEVICES`` naming devices (not empty, not
-    ``NoDevFiles``), and last -- it is slow -- a working ``nvidia-smi -L``. Safe under
-    ``set -eu``. Ends with ``; `` so a command can follow directly.
+    Decided when the job starts, on the node that runs it: an NVIDIA device file
+    (``/dev/nvidiactl``, ``/dev/nvidia0``) -> ``--nv``; AMD's ``/dev/kfd`` -> ``--rocm``
+    (nothing for ``bwrap``, which has no ROCm support; the devices are visible anyway);
+    else GPUs allocated by SLURM (``SLURM_JOB_GPUS``/``SLURM_STEP_GPUS``),
+    ``CUDA_VISIBLE_DEVICES`` naming devices (not empty, not ``NoDevFiles``), or -- slow,
+    so last -- a working ``nvidia-smi -L`` -> ``--nv``. Safe under ``set -eu``. Ends with
+    ``; `` so a command can follow directly.
     """
-    cond = " || ".join(GPU_SIGNALS)
-    return f"{GPU_VAR}=; if {cond}; then {GPU_VAR}=--nv; fi; "
+    amd = f"{GPU_VAR}=--rocm" if runtime != "bwrap" else ":"
+    return (
+        f"{GPU_VAR}=; if {' || '.join(NVIDIA_DEVICES)}; then {GPU_VAR}=--nv; "
+        f"elif {AMD_DEVICE}; then {amd}; "
+        f"elif {' || '.join(GPU_SIGNALS)}; then {GPU_VAR}=--nv; fi; "
+    )
+
+
+def tmpdir_snippet(req: RunRequest) -> str:
+    """POSIX sh that sets ``nixsnake_tmp`` to ``$TMPDIR`` when that directory is to be bound.
+
+    ``TMPDIR`` is passed into the job, so it must exist inside too: when it is an existing
+    directory with a canonical absolute path that apptainer's ``--bind`` can carry (no
+    ``,`` ``:`` ``^``, nothing unprintable, no trailing whitespace), that covers nothing of
+    the image (binds.PROTECTED_TARGETS and their ancestors) and is not already a bind
+    destination or ``/tmp``/``/var/tmp`` (bound by the runtime anyway). Otherwise it is
+    left out and the job sees ``TMPDIR`` only if the runtime's binds happen to cover it.
+    No fork; safe under ``set -eu``. Ends with ``; ``.
+    """
+    from .binds import PROTECTED_TARGETS
+
+    skip = ["*[,:^]*", "*[![:print:]]*", "*[[:space:]]", "//*", "*/./*", "*/../*", "*/.", "*/..", "*/"]
+    skip += ["/", "/tmp", "/var/tmp"]
+    for t in PROTECTED_TARGETS:
+        skip += [t, t + "/*"]
+        parent = t.rsplit("/", 1)[0]
+        while parent:  # ancestors: binding /usr would cover /usr/bin
+            skip.append(parent)
+            parent = parent.rsplit("/", 1)[0]
+    skip += [shlex.quote(b.dst) for b in req.all_binds]
+    pats = " | ".join(dict.fromkeys(skip))
+    return (
+        f"{TMP_VAR}=; case ${{TMPDIR-}} in /?*) case $TMPDIR in {pats}) ;; "
+        f'*) [ ! -d "$TMPDIR" ] || {TMP_VAR}=$TMPDIR ;; esac ;; esac; '
+    )
 
 
 # --- command construction ---------------------------------------------------------------
@@ -193,36 +269,56 @@ class _Raw:
     text: str
 
 
-_NV = _Raw("$" + GPU_VAR)  # unquoted on purpose: "no GPU" expands to no word at all
+_GPU = _Raw("$" + GPU_VAR)  # unquoted on purpose: "no GPU" expands to no word at all
+_GPU_OR_NONE = _Raw(f"${{{GPU_VAR}:-{' '.join(NO_GPU_FLAGS)}}}")  # unquoted: one or two words
+_NE = _Raw("$" + NO_EVAL_VAR)  # --no-eval or no word
+_TMP = _Raw(f'${{{TMP_VAR}:+--bind "${TMP_VAR}"}}')  # two words, or none
 _ARGS = _Raw('"$@"')
 Word = str | _Raw
 
 
-def _nv_words(req: RunRequest) -> list[Word]:
+def _gpu_words(req: RunRequest) -> list[Word]:
     if req.gpu == "always":
         return ["--nv"]
-    if req.gpu == "auto":
-        return [_NV]
-    return []
+    if req.runtime == "apptainer":
+        return [_GPU_OR_NONE] if req.gpu == "auto" else list(NO_GPU_FLAGS)
+    return [_GPU] if req.gpu == "auto" else []  # singularity: NO_GPU_ENV; bwrap: nothing to cancel
+
+
+def _no_gpu_env(req: RunRequest) -> str:
+    """singularity: ``export SINGULARITY_NO_NV=1 ...`` when no GPU is wanted (at run time for auto)."""
+    if req.runtime != "singularity" or req.gpu == "always":
+        return ""
+    export = "export " + " ".join(f"{n}=1" for n in NO_GPU_ENV) + "; "
+    return export if req.gpu == "never" else f'[ -n "${GPU_VAR}" ] || {export}'
 
 
 def _launcher(req: RunRequest, action: Literal["exec", "shell"], inner: list[Word]) -> list[Word]:
     """The runtime's argv, up to and including ``inner`` (the command in the image)."""
     if req.runtime == "bwrap":
-        words: list[Word] = ["/bin/sh", str(req.bwrap_exec), *_nv_words(req)]
+        words: list[Word] = ["/bin/sh", str(req.bwrap_exec), *_gpu_words(req)]
         for name in req.envvars:
             words += ["--pass", name]
         for b in req.all_binds:
             words += ["--bind", b.spec]
+        if _binds_tmpdir(req):
+            words.append(_TMP)
         if req.workdir is not None:
             words += ["--pwd", str(req.workdir)]
         return [*words, str(req.image), "--", *inner]
-    words = [req.runtime_bin or req.runtime, action, "--cleanenv", *_nv_words(req)]
+    no_eval: list[Word] = ["--no-eval"] if req.runtime == "apptainer" else [_NE] if _probes_no_eval(req) else []
+    words = [req.runtime_bin or req.runtime, action, "--cleanenv", *no_eval, *_gpu_words(req)]
     for b in req.all_binds:
         words += ["--bind", b.spec]
+    if _binds_tmpdir(req):
+        words.append(_TMP)
     if req.workdir is not None:
         words += ["--pwd", str(req.workdir)]
     return [*words, str(req.image), *inner]
+
+
+def _binds_tmpdir(req: RunRequest) -> bool:
+    return "TMPDIR" in req.envvars
 
 
 def _env_exports(req: RunRequest) -> str:
@@ -236,13 +332,57 @@ def _env_exports(req: RunRequest) -> str:
     return "".join(out)
 
 
+def _probes_no_eval(req: RunRequest) -> bool:
+    return req.runtime == "singularity" and bool(req.envvars)
+
+
+def no_eval_snippet(req: RunRequest) -> str:
+    """POSIX sh, for the ``singularity`` runtime, run after the exports: keep every passed
+    value from being shell-evaluated inside the container.
+
+    Without ``--no-eval`` apptainer and SingularityCE write each passed value into their
+    injection script as ``export NAME="VALUE"`` with only ``"`` escaped, so ``$``, a
+    backtick and ``\\`` in a value are evaluated there. ``--no-eval`` (apptainer >= 1.1,
+    SingularityCE >= 3.10) turns that off; older releases reject the flag. So: when no
+    value holds one of those characters, evaluation changes nothing and nothing is decided
+    (no fork); otherwise ``singularity --version`` (one fork) says whether ``--no-eval``
+    exists, and if not, each value is exported with ``\\``, ``$`` and backtick escaped by a
+    backslash, which that evaluation removes again. Sets ``nixsnake_ne``. Ends with ``; ``.
+    """
+    names = req.envvars
+    exe = shlex.quote(req.runtime_bin or req.runtime)
+    values = "".join(f"${{{n}-}}" for n in names)
+    prefixes = ENV_PREFIXES[req.runtime]
+    sets = " ".join(f'{p}$nixsnake_k=\\"\\$nixsnake_r\\"' for p in prefixes)
+    escape = (
+        "nixsnake_r=; while :; do case $nixsnake_s in "
+        f'*{_EVALUATED}*) nixsnake_p=${{nixsnake_s%%{_EVALUATED}*}}; nixsnake_s=${{nixsnake_s#"$nixsnake_p"}}; '
+        'nixsnake_r=$nixsnake_r$nixsnake_p\\\\${nixsnake_s%"${nixsnake_s#?}"}; nixsnake_s=${nixsnake_s#?} ;; '
+        "*) nixsnake_r=$nixsnake_r$nixsnake_s; break ;; esac; done"
+    )
+    reexport = (
+        f"for nixsnake_k in {' '.join(names)}; do "
+        'eval "nixsnake_s=\\${$nixsnake_k-}; nixsnake_set=\\${$nixsnake_k+x}"; '
+        '[ -n "$nixsnake_set" ] || continue; '
+        f'{escape}; eval "export {sets}"; done'
+    )
+    return (
+        f'{NO_EVAL_VAR}=; case "{values}" in *{_EVALUATED}*) '
+        f"case $({exe} --version 2>/dev/null) in {_VERSIONS_WITHOUT_NO_EVAL}) ;; "
+        f"{_VERSIONS_WITH_NO_EVAL}) {NO_EVAL_VAR}=--no-eval ;; esac; "
+        f'[ -n "${NO_EVAL_VAR}" ] || {{ {reexport}; }} ;; esac; '
+    )
+
+
 def _render(words: Iterable[Word]) -> str:
     return " ".join(w.text if isinstance(w, _Raw) else shlex.quote(w) for w in words)
 
 
 def _script(req: RunRequest, words: list[Word]) -> str:
-    probe = gpu_probe_snippet() if req.gpu == "auto" else ""
-    return probe + _env_exports(req) + "exec " + _render(words)
+    probe = gpu_probe_snippet(req.runtime) if req.gpu == "auto" else ""
+    tmp = tmpdir_snippet(req) if _binds_tmpdir(req) else ""
+    no_eval = no_eval_snippet(req) if _probes_no_eval(req) else ""
+    return probe + tmp + _env_exports(req) + _no_gpu_env(req) + no_eval + "exec " + _render(words)
 
 
 def gpu_mode(cuda: bool | str, setting: str) -> Gpu:
@@ -269,7 +409,7 @@ def shell_command(req: RunRequest, cmd: str) -> str:
 
 def _wrap(req: RunRequest, words: list[Word], argv: list[str]) -> list[str]:
     """An argv list: plain when nothing must be decided at run time, else ``/bin/sh -c``."""
-    if req.gpu != "auto" and not _env_exports(req):
+    if req.gpu != "auto" and not _env_exports(req) and not _binds_tmpdir(req) and not _no_gpu_env(req):
         return [w for w in words if isinstance(w, str)] + list(argv)
     return ["/bin/sh", "-c", _script(req, [*words, _ARGS] if argv else words), "nixsnake", *argv]
 

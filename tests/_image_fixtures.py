@@ -1,12 +1,15 @@
 """A tiny but real nixsnake-shaped SIF image for runtime tests (no nix needed).
 
-Layout, like the images ``nixsnake build`` makes: a store path holding a statically
-linked busybox (``sh``, ``cat``...) and a ``bash`` wrapper around it, ``/bin`` a symlink
-into the store (so runtimes must recreate symlinks, not follow them on the host), real
-``/etc /tmp /home /root /run /usr/bin ...`` directories, ``/.singularity.d/env/90-nixsnake.sh``
-(PATH, LD_LIBRARY_PATH, a user variable) and ``99-base.sh``, ``/.singularity.d/libs``,
-``/run/opengl-driver/lib -> /.singularity.d/libs``, ``/.nixsnake/metadata.json``. Packed
-with mksquashfs and wrapped into a SIF whose squashfs starts at byte 32768.
+Layout: what ``nixsnake build`` makes, since the non-store part IS nixsnake's skeleton
+(image/skeleton.py: /etc files, real /tmp /home /run /usr/bin ..., ``/bin`` a symlink into
+the store, /.singularity.d/env/90-nixsnake.sh and 99-base.sh, /run/opengl-driver/lib,
+the NVIDIA link directories, /lib64/ld-linux-x86-64.so.2). The store holds a statically
+linked busybox (``sh``, ``cat``...) with a ``bash`` wrapper around it, and a copy of the
+host's glibc loader and libc (a "glibc" store path) that the loader link points to, so a
+dynamically linked host program bound in (``nvidia-smi`` by --nv) can run. That loader's
+built-in search paths are the host's /lib dirs, which the image lacks, so its lib/ is on
+LD_LIBRARY_PATH -- as nixsnake's mkenv.sh does for such a loader. Packed with mksquashfs
+and wrapped into a SIF whose squashfs starts at byte 32768.
 """
 
 from __future__ import annotations
@@ -22,8 +25,12 @@ from pathlib import Path
 
 STORE_NAME = "0123456789abcdfghijklmnpqrsvwxyz-nixsnake-testenv"  # nix base32 alphabet: a valid hash
 STORE_PATH = f"/nix/store/{STORE_NAME}"
+GLIBC_PATH = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-glibc-host-copy"
+HOST_LOADER = "/lib64/ld-linux-x86-64.so.2"
 IMAGE_PATH_VAR = f"{STORE_PATH}/bin:/usr/bin"
-IMAGE_LD_LIBRARY_PATH = f"{STORE_PATH}/lib:/.singularity.d/libs"
+IMAGE_LD_LIBRARY_PATH = (
+    f"{STORE_PATH}/lib:{GLIBC_PATH}/lib:/.nixsnake/nvidia/libs:/.nixsnake/nvidia/lib64:/.nixsnake/nvidia/multiarch"
+)
 IMAGE_VAR_VALUE = "set by the image"
 APPLETS = (
     "sh", "env", "cat", "echo", "test", "[", "ls", "pwd", "id", "printf", "true", "false",
@@ -68,17 +75,18 @@ def missing_requirements() -> str | None:
     return None
 
 
-BASE_SH = """#!/bin/sh
-case ":${LD_LIBRARY_PATH:-}:" in
-    *:/.singularity.d/libs:*) ;;
-    *) LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/.singularity.d/libs" ;;
-esac
-PS1="Apptainer> "
-export LD_LIBRARY_PATH PS1
-"""
+def _host_glibc() -> list[Path]:
+    """The host's loader and libc (what the image's glibc store path holds), if any."""
+    loader = Path(HOST_LOADER)
+    if not loader.exists():
+        return []
+    libc = [Path(d) / "libc.so.6" for d in ("/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64")]
+    return [loader.resolve(), *[p.resolve() for p in libc if p.exists()][:1]]
 
 
 def build_tree(root: Path) -> None:
+    from snakemake_deploy_nixsnake.image.skeleton import skeleton
+
     busybox = find_static_busybox()
     assert busybox, missing_requirements()
     store = root / STORE_PATH.lstrip("/")
@@ -91,35 +99,30 @@ def build_tree(root: Path) -> None:
     bash = store / "bin" / "bash"
     bash.write_text(f'#!{STORE_PATH}/bin/sh\n[ "${{1-}}" != --norc ] || shift\nexec {STORE_PATH}/bin/sh "$@"\n')
     bash.chmod(0o755)
-    for d in (
-        "dev", "etc", "home", "mnt", "opt", "proc", "root", "run/opengl-driver", "srv", "sys",
-        "tmp", "usr/bin", "var/tmp", ".nixsnake", ".singularity.d/env", ".singularity.d/libs",
-    ):  # fmt: skip
-        (root / d).mkdir(parents=True, exist_ok=True)
-    (root / "tmp").chmod(0o1777)
-    (root / "var/tmp").chmod(0o1777)
-    (root / "bin").symlink_to(f"{STORE_PATH}/bin")
-    (root / "usr/bin/env").symlink_to(f"{STORE_PATH}/bin/env")
-    (root / "run/opengl-driver/lib").symlink_to("/.singularity.d/libs")
-    (root / "etc/passwd").write_text(
-        "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
-    )
-    (root / "etc/group").write_text("root:x:0:\nnogroup:x:65534:\n")
-    (root / "etc/hosts").write_text("127.0.0.1 localhost\n")
-    (root / "etc/resolv.conf").write_text("")
-    (root / "etc/nsswitch.conf").write_text("passwd: files\ngroup: files\nhosts: files dns\n")
-    env = root / ".singularity.d/env/90-nixsnake.sh"
-    env.write_text(
-        "#!/bin/sh\n"
-        f"PATH={IMAGE_PATH_VAR}\nexport PATH\n"
-        f"LD_LIBRARY_PATH={IMAGE_LD_LIBRARY_PATH}\nexport LD_LIBRARY_PATH\n"
-        f"NIXSNAKE_TEST_IMAGE_VAR='{IMAGE_VAR_VALUE}'\nexport NIXSNAKE_TEST_IMAGE_VAR\n"
-    )
-    base = root / ".singularity.d/env/99-base.sh"
-    base.write_text(BASE_SH)
-    env.chmod(0o755)
-    base.chmod(0o755)
-    (root / ".nixsnake/metadata.json").write_text(json.dumps({"name": "runtime-test"}) + "\n")
+    glibc = root / GLIBC_PATH.lstrip("/") / "lib"
+    glibc.mkdir(parents=True)
+    host = _host_glibc()
+    for f, name in zip(host, ("ld-linux-x86-64.so.2", "libc.so.6"), strict=False):
+        shutil.copy2(f, glibc / name)
+    for e in skeleton(
+        STORE_PATH,
+        path_dirs=[f"{STORE_PATH}/bin"],
+        ld_library_path=[f"{STORE_PATH}/lib", f"{GLIBC_PATH}/lib"],
+        env_vars={"TEST_IMAGE_VAR": IMAGE_VAR_VALUE},
+        ssl_cert_file=None,
+        bash=f"{STORE_PATH}/bin/bash",
+        metadata_json=json.dumps({"name": "runtime-test"}).encode() + b"\n",
+        loader=f"{GLIBC_PATH}/lib/ld-linux-x86-64.so.2" if host else None,
+    ):
+        path = root / e.path
+        if e.kind == "dir":
+            path.mkdir(parents=True, exist_ok=True)
+        elif e.kind == "symlink":
+            path.symlink_to(e.target)
+        else:
+            path.write_bytes(e.data)
+        if e.kind != "symlink":
+            path.chmod(e.mode)
 
 
 def build_image(workdir: Path, name: str = "env.sif") -> Path:

@@ -116,3 +116,14 @@ def run_in_mounted_image(root: Path, script: str) -> subprocess.CompletedProcess
         capture_output=True,
         text=True,
     )
+
+
+@pytest.fixture(scope="session")
+def fake_driver(tmp_path_factory):
+    """A fake NVIDIA (and AMD) driver of real ELF files (tests/_fake_driver.py): put
+    ``fake_driver.bin`` first on PATH to present it to --nv."""
+    import _fake_driver
+
+    if not _fake_driver.gcc():
+        pytest.skip("needs gcc (apt-get install gcc libc6-dev) to compile the fake driver")
+    return _fake_driver.build(tmp_path_factory.mktemp("fake-driver"), amd=True)

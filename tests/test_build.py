@@ -258,10 +258,17 @@ def test_nixpkgs_libraries_go_on_ld_library_path(workspace, run_cli, mount_image
     assert r.returncode == 0, r.stderr
     root = mount_image(Path(r.stdout.strip().split(": ")[1]), tmp_path / "m")
     entries = run_in_mounted_image(root, 'echo "$LD_LIBRARY_PATH"').stdout.strip().split(":")
-    # gcc runtime libs, zlib, then the env file's library; /.singularity.d/libs for the GPU driver last
-    assert len(entries) == 4 and entries[-1] == "/.singularity.d/libs", entries
-    assert all(e.startswith("/nix/store/") and e.endswith("/lib") for e in entries[:3])
+    # gcc runtime libs, zlib, the env file's library, the glibc (the demo set's loader does
+    # not search its own lib/ by default: host tools bound by --nv need it), then the
+    # links to NVIDIA's own libraries -- never /.singularity.d/libs itself
+    from snakemake_deploy_nixsnake.image.skeleton import NVIDIA_LIB_PATH
+
+    assert len(entries) == 7 and tuple(entries[4:]) == NVIDIA_LIB_PATH, entries
+    assert all(e.startswith("/nix/store/") and e.endswith("/lib") for e in entries[:4])
     assert (root / entries[2].lstrip("/")).is_dir()
+    assert "-glibc-" in entries[3] and (root / entries[3].lstrip("/") / "libc.so.6").is_file()
+    loader = root / "lib64/ld-linux-x86-64.so.2"
+    assert os.readlink(loader) == f"{entries[3]}/ld-linux-x86-64.so.2"
 
 
 def test_packages_without_bin_are_in_the_image(workspace, run_cli, mount_image, tmp_path):
@@ -308,3 +315,34 @@ def test_waiting_too_long_for_another_build_is_75(workspace, run_cli):
     assert cp.returncode == 75, cp.stderr
     assert f"timed out waiting for the build lock {cfg.store}/locks/{r.image_id}.lock" in cp.stderr
     assert not list((workspace / "store" / "images").glob("*"))
+
+
+@pytest.mark.parametrize(
+    ("search_path", "appended"),
+    [
+        ("  {lib} (system search path)\n", False),  # nixpkgs' glibc: its own lib/ is built in
+        ("  /lib/x86_64-linux-gnu (system search path)\n", True),  # a loader that does not
+        ("", True),  # could not ask (an old glibc without it in --help, another architecture)
+    ],
+)
+def test_mkenv_puts_glibc_on_ld_library_path_only_for_a_loader_that_needs_it(tmp_path, search_path, appended):
+    """mkenv.sh: host tools bound into the image run on its glibc loader and need that
+    glibc's libc; only a loader whose built-in search path lacks its own lib/ (the demo set's
+    host copy) gets that lib/ on LD_LIBRARY_PATH."""
+    from snakemake_deploy_nixsnake.nixbuild import nix_dir
+
+    lib = tmp_path / "glibc" / "lib"
+    lib.mkdir(parents=True)
+    loader = lib / "ld-linux-x86-64.so.2"
+    help_text = f"Shared library search path:\n  (libraries located via /etc/ld.so.cache)\n{search_path}".format(
+        lib=lib
+    )
+    loader.write_text(f"#!/bin/sh\n[ \"$1\" = --help ] && printf '%s' '{help_text}'\n")
+    loader.chmod(0o755)
+    env = {"PATH": os.environ["PATH"], "out": str(tmp_path / "out"), "paths": "", "python": "", "pythonVersion": "",
+           "pythonPackages": "", "ldLibraryPath": "/nix/store/a-gcc/lib", "sslCertFile": "/c", "bash": "/b",
+           "loader": str(loader)}  # fmt: skip
+    subprocess.run(["bash", "-eu", "-o", "pipefail", str(nix_dir() / "mkenv.sh")], env=env, check=True)
+    info = json.loads((tmp_path / "out" / "nix-support" / "nixsnake-env.json").read_text())
+    assert info["loader"] == str(loader)
+    assert info["ld_library_path"] == "/nix/store/a-gcc/lib" + (f":{lib}" if appended else "")

@@ -40,6 +40,28 @@ def test_run_through_apptainer_standin(workspace, run_cli, tmp_path):
     assert '"exec", "--cleanenv"' in log.read_text()
 
 
+def test_host_tools_bound_by_nv_run_in_a_built_image(workspace, run_cli, fake_driver):
+    """A real image (demo package set): apptainer --nv (the stand-in) binds the host's
+    nvidia-smi, a dynamically linked host program, into /usr/bin; it runs on the image's
+    glibc through /lib64/ld-linux-x86-64.so.2 and finds NVIDIA's library through the
+    image's links, while the host's libGL stays out of reach. The image records its glibc."""
+    import json
+
+    env = write_env(workspace, "gpu", 'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n')
+    path = {"PATH": fake_driver.path(f"{STANDIN}:{os.environ['PATH']}")}
+    r = run_cli("run", "--gpu", "always", "--bind", f"{fake_driver.probe}:/opt/probe:ro", str(env), "--",
+                "sh", "-c", "nvidia-smi -L && /opt/probe/dlprobe libGL.so.1 libnvidia-ml.so.1", env=path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "GPU 0: NixsnakeFake GPU (UUID: GPU-00000000-0000-0000-0000-000000000000)",
+        "libGL.so.1 => not found",
+        "libnvidia-ml.so.1 => /.nixsnake/nvidia/libs/libnvidia-ml.so.1",
+    ]
+    meta = json.loads(run_cli("inspect", "--json", str(env)).stdout)
+    host = os.confstr("CS_GNU_LIBC_VERSION").split()[-1]  # the demo set's glibc is the host's
+    assert meta["glibc"] == host
+
+
 def test_shell_reads_commands_from_stdin(workspace, tmp_path):
     env = write_env(workspace, "tools", TOOLS)
     import sys
@@ -62,7 +84,7 @@ def test_doctor_ok_and_refuses_tampered_store(workspace, run_cli):
     (workspace / "store").chmod(0o777)
     bad = run_cli("doctor", "--runtime", "bwrap")
     assert bad.returncode == 69
-    assert "writable by everyone" in bad.stdout
+    assert "writable by everyone" in " ".join(bad.stdout.split())
 
 
 def test_doctor_without_runtime_fails(workspace, run_cli, tmp_path):
@@ -85,6 +107,15 @@ def test_run_and_shell_without_the_runtime_are_69_before_building(workspace, run
     assert not (workspace / "store" / "images").exists() or not list((workspace / "store" / "images").iterdir())
 
 
+def test_doctor_refuses_apptainer_without_no_eval(workspace, run_cli):
+    env = {"PATH": f"{STANDIN}:{os.environ['PATH']}", "NIXSNAKE_STANDIN_VERSION": "1.0.3"}
+    r = run_cli("doctor", "--runtime", "apptainer", env=env)
+    assert r.returncode == 69, r.stdout
+    assert "--no-eval" in r.stdout and "runtime = singularity" in r.stdout
+    r = run_cli("doctor", "--runtime", "apptainer", env={**env, "NIXSNAKE_STANDIN_VERSION": "1.1.0"})
+    assert "apptainer version 1.1.0" in r.stdout and "--no-eval" not in r.stdout
+
+
 @pytest.mark.slurm
 def test_doctor_checks_compute_nodes_with_a_job(workspace, run_cli):
     if subprocess.run(["scontrol", "ping"], capture_output=True).returncode != 0:
@@ -93,6 +124,26 @@ def test_doctor_checks_compute_nodes_with_a_job(workspace, run_cli):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "apptainer on main" in r.stdout and "found in a job" in r.stdout
     assert "GPU devices on main" in r.stdout
+
+
+@pytest.mark.slurm
+def test_doctor_gpu_job_compares_the_nodes_driver_with_the_images(workspace, run_cli, fake_driver, tmp_path):
+    """`doctor --slurm-partition P` on a GPU partition: a job there reads what --nv would
+    bind (the fake driver, presented through PATH, which sbatch passes on) and the doctor
+    names the library an image's glibc is too old for."""
+    if subprocess.run(["scontrol", "ping"], capture_output=True).returncode != 0:
+        pytest.skip("no SLURM controller running (start it with .ci/slurm-up.sh)")
+    from test_store import publish_with_metadata
+
+    publish_with_metadata(workspace / "store", tmp_path, "c" * 40, {"glibc": "2.31", "store_paths": []})
+    env = {"PATH": fake_driver.path(f"{STANDIN}:{os.environ['PATH']}")}
+    r = run_cli("doctor", "--slurm-partition", "main", env=env, cwd=workspace)
+    out = " ".join(r.stdout.split())
+    assert "GPU devices on main" in out, r.stdout + r.stderr
+    assert "GPU libs vs images on main fail" in out, r.stdout
+    assert "cccccccccccc (glibc 2.31): libnvidia-ml.so.1 needs GLIBC_2.36" in out
+    assert "GPU driver vs CUDA on main ok" in out and "driver supports CUDA 12.4" in out
+    assert r.returncode == 69
 
 
 @pytest.mark.parametrize("terminal", [True, False])

@@ -138,7 +138,9 @@ SK_ARGS = dict(
     ssl_cert_file="/nix/store/ccc-cacert/etc/ssl/certs/ca-bundle.crt",
     bash="/nix/store/bbb-bash/bin/bash",
     metadata_json=b'{"labels":{"org.nixsnake.env":"e"}}',
+    loader="/nix/store/ddd-glibc/lib/ld-linux-x86-64.so.2",
 )
+NVIDIA_LIB_PATH = "/.nixsnake/nvidia/libs:/.nixsnake/nvidia/lib64:/.nixsnake/nvidia/multiarch"
 
 
 def by_path(entries: list[Entry]) -> dict[str, Entry]:
@@ -185,13 +187,39 @@ def test_skeleton_layout() -> None:
     assert m[".singularity.d/runscript"].mode == 0o755
     assert m[".singularity.d/runscript"].data.startswith(b"#!/nix/store/bbb-bash/bin/bash\n")
     base = m[".singularity.d/env/99-base.sh"].data.decode()
-    assert "/.singularity.d/libs" in base and "PS1=" in base
+    assert "PS1=" in base and "export PS1\n" in base and "LD_LIBRARY_PATH=" not in base
     env = m[".singularity.d/env/90-nixsnake.sh"].data.decode()
     assert "PATH=/nix/store/aaa-env/bin:/usr/bin\n" in env
-    assert "LD_LIBRARY_PATH=/nix/store/aaa-env/lib:/.singularity.d/libs\n" in env
+    # the host's GL/OpenCL libraries in /.singularity.d/libs stay off LD_LIBRARY_PATH: only
+    # links named after NVIDIA's own libraries, into where --nv and nvidia-container-cli put them
+    assert f"LD_LIBRARY_PATH=/nix/store/aaa-env/lib:{NVIDIA_LIB_PATH}\n" in env
     assert "SSL_CERT_FILE=/nix/store/ccc-cacert/etc/ssl/certs/ca-bundle.crt\n" in env
     assert "NIX_SSL_CERT_FILE=" in env
     assert env.index("\nA='x y'\n") < env.index("\nB=2\n")
+    for name in ("libcuda.so.1", "libnvidia-ml.so.1", "libnvidia-ptxjitcompiler.so.1", "libnvidia-nvvm.so.4",
+                 "libcudadebugger.so.1"):  # fmt: skip
+        assert m[f".nixsnake/nvidia/libs/{name}"].target == f"/.singularity.d/libs/{name}"
+        assert m[f".nixsnake/nvidia/lib64/{name}"].target == f"/usr/lib64/{name}"
+        assert m[f".nixsnake/nvidia/multiarch/{name}"].target == f"/usr/lib/x86_64-linux-gnu/{name}"
+    assert not [
+        p for p in m if p.startswith(".nixsnake/nvidia/") and ("libGL" in p or "libEGL" in p or "OpenCL.so" in p)
+    ]
+    # the interpreter host programs name (nvidia-smi bound by --nv): the image's glibc loader
+    assert m["lib64"].kind == "dir"
+    assert m["lib64/ld-linux-x86-64.so.2"].target == "/nix/store/ddd-glibc/lib/ld-linux-x86-64.so.2"
+
+
+def test_skeleton_loader_per_architecture() -> None:
+    m = by_path(
+        skeleton("/nix/store/aaa-env", **{**SK_ARGS, "loader": "/nix/store/ddd-glibc/lib/ld-linux-aarch64.so.1"})
+    )  # type: ignore[arg-type]
+    assert m["lib/ld-linux-aarch64.so.1"].target == "/nix/store/ddd-glibc/lib/ld-linux-aarch64.so.1"
+    assert "lib64" not in m
+    assert m[".nixsnake/nvidia/multiarch/libcuda.so.1"].target == "/usr/lib/aarch64-linux-gnu/libcuda.so.1"
+    m = by_path(skeleton("/nix/store/aaa-env", **{**SK_ARGS, "loader": None}))  # type: ignore[arg-type]
+    assert "lib64" not in m and "lib" not in m
+    with pytest.raises(NixsnakeError):
+        skeleton("/nix/store/aaa-env", **{**SK_ARGS, "loader": "/nix/store/ddd-glibc/lib/ld.so.1"})  # type: ignore[arg-type]
 
 
 def test_skeleton_sets_perl5lib_only_with_perl_modules() -> None:
@@ -233,27 +261,21 @@ def test_env_values_never_become_code(tmp_path: Path) -> None:
     ).stdout.decode()  # fmt: skip
     foo, empty, ld, path, _ = out.split("\0")
     assert foo == ENV_VARS["FOO"] and empty == ""
-    # 99-base.sh does not append the libs dir twice
-    assert ld == "/nix/store/aaa-env/lib:/.singularity.d/libs"
+    assert ld == f"/nix/store/aaa-env/lib:{NVIDIA_LIB_PATH}"
     assert path == "/nix/store/aaa-env/bin:/usr/bin"
     assert not (tmp_path / "pwned").exists() and not Path("/tmp/pwned").exists()
 
 
-def test_base_sh_appends_libs_once(tmp_path: Path) -> None:
+def test_base_sh_leaves_ld_library_path_alone(tmp_path: Path) -> None:
+    """Unlike apptainer's own 99-base.sh, ours does not append /.singularity.d/libs (where
+    --nv binds the host's GL/OpenCL libraries too)."""
     base = tmp_path / "99.sh"
     base.write_bytes(by_path(skeleton("/nix/store/aaa-env", **SK_ARGS))[".singularity.d/env/99-base.sh"].data)  # type: ignore[arg-type]
-    libs = "/.singularity.d/libs"
-    for start, want in [
-        (None, libs),
-        ("/a", f"/a:{libs}"),
-        ("", libs),
-        (libs, libs),
-        (f"/b:{libs}:/c", f"/b:{libs}:/c"),
-    ]:
+    for start in (None, "/a", ""):
         env = {} if start is None else {"LD_LIBRARY_PATH": start}
-        got = subprocess.run(["sh", "-c", '. "$1"; printf %s "$LD_LIBRARY_PATH"', "sh", base], env=env,
+        got = subprocess.run(["sh", "-c", '. "$1"; printf %s "${LD_LIBRARY_PATH-unset}|$PS1"', "sh", base], env=env,
                              capture_output=True, text=True, check=True).stdout  # fmt: skip
-        assert got == want
+        assert got == f"{'unset' if start is None else start}|Apptainer> "
 
 
 # ---------------------------------------------------------------- compression options
@@ -401,7 +423,7 @@ def run_inside(mnt: Path, c: Closure) -> None:
     assert r.returncode == 0, r.stderr.decode()
     foo, ld, path, cert, rest = r.stdout.decode().split("\0")
     assert foo == ENV_VARS["FOO"]
-    assert ld == f"{c.env}/lib:/.singularity.d/libs"
+    assert ld == f"{c.env}/lib:{NVIDIA_LIB_PATH}"
     assert path == f"{c.env}/bin:/usr/bin"
     assert cert == f"{c.t}/f"
     assert rest.splitlines()[:4] == ["hi", "script-ran", "via-runscript", "0"]

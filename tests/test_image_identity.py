@@ -31,6 +31,10 @@ from snakemake_deploy_nixsnake.nixbuild import nix_dir
 KNOWN = {
     2: "7acfe48f6b2a3c0c22c2aa652ba8e94ba681f7747c88508dd42d6de6b2d604b3",
     3: "bb8ebd5f956d8cd7ab526605aed35274dd7a91f21c2323eed62a512c9c456cb5",  # PERL5LIB (mkenv.sh), -no-duplicates
+    # (3 was also, on another branch, "641d7755...": the glibc loader at /lib64, NVIDIA link
+    # dirs on LD_LIBRARY_PATH instead of /.singularity.d/libs, 99-base.sh without it, the
+    # glibc version in the metadata; 4 has both)
+    4: "1564228cde8a42c90831078c57f8a1515195f3614dff7914c9d13408db4577bd",
 }
 
 #: name -> (content, mode): added to the store content-addressed, so the same store
@@ -63,6 +67,7 @@ def reference_digest(tmp: Path) -> str:
         store_paths=(data, tool),
         compression="zstd",
         labels={"org.nixsnake.image-id": "0" * 40},
+        glibc="2.36",
     )
     entries = skeleton(
         tool,
@@ -72,6 +77,7 @@ def reference_digest(tmp: Path) -> str:
         ssl_cert_file=data,
         bash=tool,
         metadata_json=meta.to_json(),
+        loader=f"{data}/ld-linux-x86-64.so.2",
     )
     sqfs, sif = tmp / "ref.sqfs", tmp / "ref.sif"
     pack_squashfs(sqfs, sorted([tool, data]), entries, compression="zstd")

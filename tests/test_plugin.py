@@ -224,18 +224,26 @@ def test_snakemake_discovers_plugin_and_parses_its_flags():
 
 @pytest.mark.nix
 def test_scheduler_gpu_assignment_reaches_the_job(tmp_path, monkeypatch):
-    """--cleanenv must not drop CUDA_VISIBLE_DEVICES / SLURM_* (a job would see every GPU)."""
+    """--cleanenv must not drop CUDA_VISIBLE_DEVICES / SLURM_* (a job would see every GPU), nor
+    Snakemake's per-job thread limits and temp dir (jobs would oversubscribe the cores)."""
     env = _env(tmp_path, lock=True)
     asyncio.run(env.deploy())
-    cmd = env.decorate_shellcmd('echo "cvd=$CUDA_VISIBLE_DEVICES job=$SLURM_JOB_ID unset=${SLURM_ARRAY_TASK_ID-none}"')
+    cmd = env.decorate_shellcmd(
+        'echo "cvd=$CUDA_VISIBLE_DEVICES rocr=$ROCR_VISIBLE_DEVICES job=$SLURM_JOB_ID omp=$OMP_NUM_THREADS '
+        "blas=$OPENBLAS_NUM_THREADS tmp=$TMP mps=$CUDA_MPS_ACTIVE_THREAD_PERCENTAGE "
+        'unset=${SLURM_ARRAY_TASK_ID-none} ${NOT_PASSED-not-passed}"'
+    )
+    scheduler = {"CUDA_VISIBLE_DEVICES": "1", "ROCR_VISIBLE_DEVICES": "1", "SLURM_JOB_ID": "77",
+                 "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "50"}  # fmt: skip
+    snakemake = {"OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2", "TMP": str(tmp_path / "t")}  # shell.py's
     r = subprocess.run(
         ["bash", "-c", cmd],
         capture_output=True,
         text=True,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": "1", "SLURM_JOB_ID": "77", "NOT_PASSED": "x"},
+        env={**os.environ, **scheduler, **snakemake, "NOT_PASSED": "x"},
     )
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "cvd=1 job=77 unset=none"
+    assert r.stdout.strip() == f"cvd=1 rocr=1 job=77 omp=2 blas=2 tmp={tmp_path / 't'} mps=50 unset=none not-passed"
 
 
 def _job_args(settings: Settings) -> str:

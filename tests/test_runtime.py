@@ -15,8 +15,10 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import _fake_driver
 import _image_fixtures as fx
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -42,11 +44,14 @@ WD = Path("/work/wd")
 BX = Path("/pkg/bwrap-exec.sh")
 
 PROBE = (
-    "nixsnake_nv=; if [ -e /dev/nvidiactl ] || [ -e /dev/nvidia0 ] "
-    '|| [ -n "${SLURM_JOB_GPUS:-}" ] || [ -n "${SLURM_STEP_GPUS:-}" ] '
+    "nixsnake_gpu=; if [ -e /dev/nvidiactl ] || [ -e /dev/nvidia0 ]; then nixsnake_gpu=--nv; "
+    "elif [ -e /dev/kfd ]; then nixsnake_gpu=--rocm; "
+    'elif [ -n "${SLURM_JOB_GPUS:-}" ] || [ -n "${SLURM_STEP_GPUS:-}" ] '
     '|| { [ -n "${CUDA_VISIBLE_DEVICES:-}" ] && [ "${CUDA_VISIBLE_DEVICES:-}" != NoDevFiles ]; } '
-    "|| nvidia-smi -L >/dev/null 2>&1; then nixsnake_nv=--nv; fi; "
+    "|| nvidia-smi -L >/dev/null 2>&1; then nixsnake_gpu=--nv; fi; "
 )
+PROBE_BWRAP = PROBE.replace("nixsnake_gpu=--rocm", ":")
+NO_GPU_ENV = "export APPTAINER_NO_NV=1 SINGULARITY_NO_NV=1 APPTAINER_NO_ROCM=1 SINGULARITY_NO_ROCM=1; "
 
 
 def req(**kw) -> RunRequest:
@@ -68,34 +73,45 @@ def test_package_data_path_and_offset():
     # bwrap-exec.sh's constants are generated from the Python side (scripts/generate.py)
     assert f"_nx_sif_offset={sif.PARTITION_OFFSET}\n" in BWRAP_EXEC.read_text()
     assert rt.bwrap_header() in BWRAP_EXEC.read_text()
+    # every character apptainer's --bind splits on is refused by the script too
+    assert "_nx_bind_forbidden=',:^'\n" in rt.bwrap_header()
 
 
 def test_plain():
     assert shell_command(req(workdir=WD), "echo hi") == (
-        "exec apptainer exec --cleanenv --bind /work/wd:/work/wd --pwd /work/wd /img/env.sif bash -c 'echo hi'"
+        "exec apptainer exec --cleanenv --no-eval --no-nv --no-rocm --bind /work/wd:/work/wd --pwd /work/wd /img/env.sif bash -c 'echo hi'"
     )
 
 
 def test_no_workdir_no_binds():
-    assert shell_command(req(), "true") == "exec apptainer exec --cleanenv /img/env.sif bash -c true"
+    assert (
+        shell_command(req(), "true")
+        == "exec apptainer exec --cleanenv --no-eval --no-nv --no-rocm /img/env.sif bash -c true"
+    )
 
 
 def test_gpu_always():
     assert shell_command(req(gpu="always", workdir=WD), "nvidia-smi") == (
-        "exec apptainer exec --cleanenv --nv --bind /work/wd:/work/wd --pwd /work/wd /img/env.sif bash -c nvidia-smi"
+        "exec apptainer exec --cleanenv --no-eval --nv --bind /work/wd:/work/wd --pwd /work/wd /img/env.sif bash -c nvidia-smi"
     )
 
 
-def test_gpu_never_has_no_probe_and_no_flag():
+def test_gpu_never_has_no_probe_and_cancels_the_sites_always_use_nv():
     s = shell_command(req(gpu="never", workdir=WD), "echo hi")
     assert "--nv" not in s and "nvidia" not in s
-    assert s.startswith("exec apptainer exec --cleanenv --bind ")
+    assert s.startswith("exec apptainer exec --cleanenv --no-eval --no-nv --no-rocm --bind ")
+    assert shell_command(req(runtime="singularity"), "x") == (
+        NO_GPU_ENV + "exec singularity exec --cleanenv /img/env.sif bash -c x"
+    )
+    assert shell_command(req(runtime="bwrap"), "x") == "exec /bin/sh /pkg/bwrap-exec.sh /img/env.sif -- bash -c x"
 
 
 def test_gpu_auto():
     assert gpu_probe_snippet() == PROBE
+    assert gpu_probe_snippet("bwrap") == PROBE_BWRAP  # bwrap-exec.sh has no --rocm
     assert shell_command(req(gpu="auto", workdir=WD), "echo hi") == (
-        PROBE + "exec apptainer exec --cleanenv $nixsnake_nv --bind /work/wd:/work/wd --pwd /work/wd "
+        PROBE
+        + "exec apptainer exec --cleanenv --no-eval ${nixsnake_gpu:---no-nv --no-rocm} --bind /work/wd:/work/wd --pwd /work/wd "
         "/img/env.sif bash -c 'echo hi'"
     )
 
@@ -108,7 +124,7 @@ def test_default_gpu_is_auto():
 def test_extra_binds():
     r = req(workdir=WD, binds=(Bind("/data/ref", "/ref", "ro"), parse_bind("/scratch/tmp:/tmp/snk")))
     assert shell_command(r, "ls /ref") == (
-        "exec apptainer exec --cleanenv --bind /work/wd:/work/wd --bind /data/ref:/ref:ro "
+        "exec apptainer exec --cleanenv --no-eval --no-nv --no-rocm --bind /work/wd:/work/wd --bind /data/ref:/ref:ro "
         "--bind /scratch/tmp:/tmp/snk --pwd /work/wd /img/env.sif bash -c 'ls /ref'"
     )
 
@@ -116,7 +132,7 @@ def test_extra_binds():
 def test_paths_with_spaces_and_quotes():
     r = req(image=Path("/images/my env's.sif"), workdir=Path("/work/my dir/it's"), binds=(Bind("/a b", "/c d", "ro"),))
     assert shell_command(r, "pwd") == (
-        "exec apptainer exec --cleanenv "
+        "exec apptainer exec --cleanenv --no-eval --no-nv --no-rocm "
         "--bind '/work/my dir/it'\"'\"'s:/work/my dir/it'\"'\"'s' "
         "--bind '/a b:/c d:ro' "
         "--pwd '/work/my dir/it'\"'\"'s' "
@@ -126,10 +142,10 @@ def test_paths_with_spaces_and_quotes():
 
 def test_and_list_pipe_and_heredoc_stay_one_word():
     assert shell_command(req(), "a && b || c; d | e > 'f g'") == (
-        "exec apptainer exec --cleanenv /img/env.sif bash -c 'a && b || c; d | e > '\"'\"'f g'\"'\"''"
+        "exec apptainer exec --cleanenv --no-eval --no-nv --no-rocm /img/env.sif bash -c 'a && b || c; d | e > '\"'\"'f g'\"'\"''"
     )
     assert shell_command(req(), "cat <<EOF\nhi $USER\nEOF") == (
-        "exec apptainer exec --cleanenv /img/env.sif bash -c 'cat <<EOF\nhi $USER\nEOF'"
+        "exec apptainer exec --cleanenv --no-eval --no-nv --no-rocm /img/env.sif bash -c 'cat <<EOF\nhi $USER\nEOF'"
     )
 
 
@@ -137,21 +153,72 @@ def test_envvars_pass_through_by_name():
     assert shell_command(req(workdir=WD, envvars=("API_TOKEN", "B_2")), "x") == (
         '[ -z "${API_TOKEN+x}" ] || export APPTAINERENV_API_TOKEN="$API_TOKEN"; '
         '[ -z "${B_2+x}" ] || export APPTAINERENV_B_2="$B_2"; '
-        "exec apptainer exec --cleanenv --bind /work/wd:/work/wd --pwd /work/wd /img/env.sif bash -c x"
+        "exec apptainer exec --cleanenv --no-eval --no-nv --no-rocm --bind /work/wd:/work/wd --pwd /work/wd /img/env.sif bash -c x"
     )
 
 
-def test_singularity_both_prefixes():
+TMP_PATTERNS = (
+    "*[,:^]* | *[![:print:]]* | *[[:space:]] | //* | */./* | */../* | */. | */.. | */ | / | /tmp | /var/tmp | "
+    "/nix | /nix/* | /.singularity.d | /.singularity.d/* | /.nixsnake | /.nixsnake/* | /bin | /bin/* | /etc | /etc/* | "
+    "/usr/bin | /usr/bin/* | /usr"
+)
+
+
+def test_tmpdir_is_bound_when_passed():
+    """TMPDIR is passed into the job, so the directory it names is bound when the job starts."""
+    r = req(workdir=WD, envvars=("TMPDIR",))
+    assert rt.tmpdir_snippet(r) == (
+        f"nixsnake_tmp=; case ${{TMPDIR-}} in /?*) case $TMPDIR in {TMP_PATTERNS} | /work/wd) ;; "
+        '*) [ ! -d "$TMPDIR" ] || nixsnake_tmp=$TMPDIR ;; esac ;; esac; '
+    )
+    assert shell_command(r, "x") == (
+        rt.tmpdir_snippet(r) + '[ -z "${TMPDIR+x}" ] || export APPTAINERENV_TMPDIR="$TMPDIR"; '
+        'exec apptainer exec --cleanenv --no-eval --no-nv --no-rocm --bind /work/wd:/work/wd ${nixsnake_tmp:+--bind "$nixsnake_tmp"} '
+        "--pwd /work/wd /img/env.sif bash -c x"
+    )
+    assert exec_argv(req(runtime="bwrap", envvars=("TMPDIR",)), ["ls"]) == [
+        "/bin/sh", "-c",
+        rt.tmpdir_snippet(req(envvars=("TMPDIR",))) + "exec /bin/sh /pkg/bwrap-exec.sh --pass TMPDIR "
+        '${nixsnake_tmp:+--bind "$nixsnake_tmp"} /img/env.sif -- "$@"',
+        "nixsnake", "ls",
+    ]  # fmt: skip
+    assert "nixsnake_tmp" not in shell_command(req(envvars=("TMP",)), "x")  # only TMPDIR names "the" temp dir
+
+
+NO_EVAL_TOKEN = (  # the singularity runtime's run-time --no-eval decision for one variable, TOKEN
+    r'nixsnake_ne=; case "${TOKEN-}" in *[\\\$\`]*) case $(singularity --version 2>/dev/null) in '
+    r'"apptainer version "0* | "apptainer version "1.0* | "singularity-ce version "3.[0-9] | '
+    r'"singularity-ce version "3.[0-9][!0-9]*) ;; "apptainer version "[1-9]* | "singularity-ce version "[3-9]*) '
+    r'nixsnake_ne=--no-eval ;; esac; [ -n "$nixsnake_ne" ] || { for nixsnake_k in TOKEN; do '
+    r'eval "nixsnake_s=\${$nixsnake_k-}; nixsnake_set=\${$nixsnake_k+x}"; [ -n "$nixsnake_set" ] || continue; '
+    r"nixsnake_r=; while :; do case $nixsnake_s in *[\\\$\`]*) nixsnake_p=${nixsnake_s%%[\\\$\`]*}; "
+    r'nixsnake_s=${nixsnake_s#"$nixsnake_p"}; nixsnake_r=$nixsnake_r$nixsnake_p\\${nixsnake_s%"${nixsnake_s#?}"}; '
+    r"nixsnake_s=${nixsnake_s#?} ;; *) nixsnake_r=$nixsnake_r$nixsnake_s; break ;; esac; done; "
+    r'eval "export APPTAINERENV_$nixsnake_k=\"\$nixsnake_r\" SINGULARITYENV_$nixsnake_k=\"\$nixsnake_r\""; '
+    r"done; } ;; esac; "
+)
+
+
+def test_singularity_both_prefixes_and_no_eval_where_supported():
+    assert rt.no_eval_snippet(req(runtime="singularity", envvars=("TOKEN",))) == NO_EVAL_TOKEN
     assert shell_command(req(runtime="singularity", gpu="auto", envvars=("TOKEN",)), "x") == (
-        PROBE + '[ -z "${TOKEN+x}" ] || export APPTAINERENV_TOKEN="$TOKEN" SINGULARITYENV_TOKEN="$TOKEN"; '
-        "exec singularity exec --cleanenv $nixsnake_nv /img/env.sif bash -c x"
+        PROBE
+        + '[ -z "${TOKEN+x}" ] || export APPTAINERENV_TOKEN="$TOKEN" SINGULARITYENV_TOKEN="$TOKEN"; '
+        + '[ -n "$nixsnake_gpu" ] || '
+        + NO_GPU_ENV
+        + NO_EVAL_TOKEN
+        + "exec singularity exec --cleanenv $nixsnake_ne $nixsnake_gpu /img/env.sif bash -c x"
+    )
+    # nothing passed, nothing to protect: no decision
+    assert shell_command(req(runtime="singularity", gpu="always"), "x") == (
+        "exec singularity exec --cleanenv --nv /img/env.sif bash -c x"
     )
 
 
 def test_bwrap_runtime():
     r = req(runtime="bwrap", gpu="auto", workdir=WD, envvars=("TOKEN",), binds=(Bind("/d", "/d", "ro"),))
     assert shell_command(r, "a && b") == (
-        PROBE + "exec /bin/sh /pkg/bwrap-exec.sh $nixsnake_nv --pass TOKEN --bind /work/wd:/work/wd "
+        PROBE_BWRAP + "exec /bin/sh /pkg/bwrap-exec.sh $nixsnake_gpu --pass TOKEN --bind /work/wd:/work/wd "
         "--bind /d:/d:ro --pwd /work/wd /img/env.sif -- bash -c 'a && b'"
     )
     assert shell_command(req(runtime="bwrap", gpu="always"), "x") == (
@@ -160,18 +227,22 @@ def test_bwrap_runtime():
 
 
 def test_other_shell():
-    assert shell_command(req(shell="zsh"), "x") == "exec apptainer exec --cleanenv /img/env.sif zsh -c x"
+    assert (
+        shell_command(req(shell="zsh"), "x")
+        == "exec apptainer exec --cleanenv --no-eval --no-nv --no-rocm /img/env.sif zsh -c x"
+    )
 
 
 def test_exec_argv():
     assert exec_argv(req(workdir=WD), ["ls", "-l", "a b"]) == [
-        "apptainer", "exec", "--cleanenv", "--bind", "/work/wd:/work/wd", "--pwd", "/work/wd", "/img/env.sif",
+        "apptainer", "exec", "--cleanenv", "--no-eval", "--no-nv", "--no-rocm", "--bind", "/work/wd:/work/wd", "--pwd", "/work/wd", "/img/env.sif",
         "ls", "-l", "a b",
     ]  # fmt: skip
     assert exec_argv(req(gpu="auto", envvars=("A",)), ["ls"]) == [
         "/bin/sh",
         "-c",
-        PROBE + '[ -z "${A+x}" ] || export APPTAINERENV_A="$A"; exec apptainer exec --cleanenv $nixsnake_nv '
+        PROBE
+        + '[ -z "${A+x}" ] || export APPTAINERENV_A="$A"; exec apptainer exec --cleanenv --no-eval ${nixsnake_gpu:---no-nv --no-rocm} '
         '/img/env.sif "$@"',
         "nixsnake",
         "ls",
@@ -186,10 +257,10 @@ def test_exec_argv():
 
 def test_shell_argv():
     assert shell_argv(req(workdir=WD)) == [
-        "apptainer", "shell", "--cleanenv", "--bind", "/work/wd:/work/wd", "--pwd", "/work/wd", "/img/env.sif",
+        "apptainer", "shell", "--cleanenv", "--no-eval", "--no-nv", "--no-rocm", "--bind", "/work/wd:/work/wd", "--pwd", "/work/wd", "/img/env.sif",
     ]  # fmt: skip
     assert shell_argv(req(shell="zsh", gpu="always")) == [
-        "apptainer", "shell", "--cleanenv", "--shell", "/bin/zsh", "--nv", "/img/env.sif",
+        "apptainer", "shell", "--cleanenv", "--shell", "/bin/zsh", "--no-eval", "--nv", "/img/env.sif",
     ]  # fmt: skip
     assert shell_argv(req(runtime="bwrap")) == [
         "/bin/sh",
@@ -199,8 +270,19 @@ def test_shell_argv():
         "/bin/bash",
         "--norc",
     ]
+    assert shell_argv(req(runtime="singularity", gpu="auto", runtime_bin="/opt/s p/singularity", envvars=("A",)))[
+        2
+    ] == (
+        PROBE
+        + '[ -z "${A+x}" ] || export APPTAINERENV_A="$A" SINGULARITYENV_A="$A"; '
+        + '[ -n "$nixsnake_gpu" ] || '
+        + NO_GPU_ENV
+        + NO_EVAL_TOKEN.replace("TOKEN", "A").replace("$(singularity ", "$('/opt/s p/singularity' ")
+        + "exec '/opt/s p/singularity' shell --cleanenv $nixsnake_ne $nixsnake_gpu /img/env.sif"
+    )
     assert shell_argv(req(runtime="singularity", gpu="auto")) == [
-        "/bin/sh", "-c", PROBE + "exec singularity shell --cleanenv $nixsnake_nv /img/env.sif", "nixsnake",
+        "/bin/sh", "-c", PROBE + '[ -n "$nixsnake_gpu" ] || ' + NO_GPU_ENV
+        + "exec singularity shell --cleanenv $nixsnake_gpu /img/env.sif", "nixsnake",
     ]  # fmt: skip
 
 
@@ -251,10 +333,16 @@ def test_nul_in_command_refused():
 
 RECORDER = f"""#!{sys.executable}
 import json, os, sys
+if sys.argv[1:] == ["--version"]:  # the singularity runtime's --no-eval decision asks this
+    with open(os.environ["NIXSNAKE_TEST_RECORD"] + ".version-asked", "a") as f:
+        f.write("asked\\n")
+    print(os.environ.get("NIXSNAKE_TEST_VERSION", "singularity-ce version 4.1.5"))
+    sys.exit(0)
 with open(os.environ["NIXSNAKE_TEST_RECORD"], "a") as f:
     f.write(json.dumps({{
         "argv": [os.path.basename(sys.argv[0])] + sys.argv[1:],
         "env": {{k: v for k, v in os.environ.items() if k.startswith(("APPTAINERENV_", "SINGULARITYENV_"))}},
+        "flags_env": {{k: v for k, v in os.environ.items() if k.startswith(("APPTAINER_", "SINGULARITY_"))}},
     }}) + "\\n")
 """
 
@@ -300,13 +388,101 @@ def test_fidelity_argv_and_env(recorder, tmp_path, shell, runtime):
         assert got["env"] == {}
     else:
         assert got["argv"] == [
-            runtime, "exec", "--cleanenv", "--nv", "--bind", "/w d/it's:/w d/it's", "--bind", "/a b:/c:ro",
+            runtime, "exec", "--cleanenv", "--no-eval", "--nv", "--bind", "/w d/it's:/w d/it's", "--bind", "/a b:/c:ro",
             "--pwd", "/w d/it's", "/img/env.sif", "bash", "-c", cmd,
         ]  # fmt: skip
         want = {"APPTAINERENV_TOKEN": tricky}
         if runtime == "singularity":
             want["SINGULARITYENV_TOKEN"] = tricky
         assert got["env"] == want  # UNSET_ONE stays unset
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_fidelity_tmpdir_bind(recorder, tmp_path, shell):
+    ok = tmp_path / "job tmp"
+    for d in (ok, tmp_path / "a:b", tmp_path / "a^b", tmp_path / "sp ", tmp_path / "wd"):
+        d.mkdir()
+    r = req(workdir=tmp_path / "wd", envvars=("TMPDIR",), bwrap_exec=recorder / "bwrap-exec.sh")
+    cases = {
+        str(ok): ["--bind", str(ok)],
+        str(ok) + "/": [],  # not canonical
+        str(tmp_path / "missing"): [],
+        str(tmp_path / "a:b"): [],  # apptainer's --bind cannot carry it
+        str(tmp_path / "a^b"): [],
+        str(tmp_path / "sp "): [],
+        str(tmp_path / "wd"): [],  # already bound
+        "/tmp": [],
+        "/etc": [],
+        "/usr": [],
+        "/": [],
+        "relative": [],
+        "": [],
+    }
+    for runtime in ("apptainer", "bwrap"):
+        for value, want in cases.items():
+            got = record(recorder, tmp_path, shell, shell_command(replace(r, runtime=runtime), "x"), {"TMPDIR": value})
+            wd = ["--bind", f"{tmp_path}/wd:{tmp_path}/wd"]
+            i = got["argv"].index("--pwd")
+            assert got["argv"][i - len(wd) - len(want) : i] == wd + want, (runtime, value, got["argv"])
+    got = record(recorder, tmp_path, shell, shell_command(r, "x"))  # TMPDIR unset: no bind, no error
+    assert got["argv"][1:9] == [
+        "exec",
+        "--cleanenv",
+        "--no-eval",
+        "--no-nv",
+        "--no-rocm",
+        "--bind",
+        f"{tmp_path}/wd:{tmp_path}/wd",
+        "--pwd",
+    ]
+
+
+def _apptainer_eval(shell: str, value: str) -> str:
+    """What apptainer's injection script makes of a value without --no-eval:
+    ``export X="VALUE"`` with only ``"`` escaped, sourced by a shell."""
+    script = 'export X="' + value.replace('"', '\\"') + '"; printf %s "$X"'
+    return subprocess.run([shell, "-c", script], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize(
+    ("version", "no_eval"),
+    [
+        ("singularity-ce version 4.1.5", True),
+        ("singularity-ce version 3.10.0", True),
+        ("apptainer version 1.1.0", True),  # apptainer's own `singularity`
+        ("apptainer version 1.3.6-1.el8", True),
+        ("singularity-ce version 3.9.2", False),
+        ("singularity-ce version 3.9", False),
+        ("apptainer version 1.0.3", False),
+        ("singularity version 3.8.7-1.el7", False),  # legacy Singularity
+        ("", False),  # unknown: escaping is right for every release that evaluates
+    ],
+)
+def test_fidelity_singularity_no_eval_or_escape(recorder, tmp_path, shell, version, no_eval):
+    """--no-eval where the release has it; elsewhere values escaped so that the release's
+    own evaluation gives them back unchanged; no version question when nothing needs it."""
+    tricky = 'it\'s "q" $(id) `x` \\ $HOME \\$ end\\'
+    r = req(runtime="singularity", envvars=("TOKEN", "PLAIN", "UNSET_ONE"))
+    env = {"TOKEN": tricky, "PLAIN": "a b", "NIXSNAKE_TEST_VERSION": version}
+    got = record(recorder, tmp_path, shell, shell_command(r, "x"), env)
+    assert ("--no-eval" in got["argv"]) is no_eval
+    assert set(got["env"]) == {
+        "APPTAINERENV_TOKEN",
+        "SINGULARITYENV_TOKEN",
+        "APPTAINERENV_PLAIN",
+        "SINGULARITYENV_PLAIN",
+    }
+    for name, value in (("TOKEN", tricky), ("PLAIN", "a b")):
+        arrived = got["env"][f"SINGULARITYENV_{name}"]
+        assert got["env"][f"APPTAINERENV_{name}"] == arrived
+        assert (arrived if no_eval else _apptainer_eval(shell, arrived)) == value, (name, arrived)
+    asked = list(tmp_path.glob("*.version-asked"))
+    assert len(asked) == 1
+    asked[0].unlink()
+    got = record(recorder, tmp_path, shell, shell_command(r, "x"), {"PLAIN": "a b", "TOKEN": "/x,y:z"})
+    assert "--no-eval" not in got["argv"] and got["env"]["SINGULARITYENV_TOKEN"] == "/x,y:z"
+    assert not list(tmp_path.glob("*.version-asked")), "asked for the version although no value needed it"
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -326,12 +502,12 @@ def test_fidelity_exec_argv(recorder, tmp_path, shell):
     assert got["env"] == {"APPTAINERENV_TOKEN": "v"}
 
 
-def _probe(env: dict[str, str], devices: list[str] = ()) -> str:
+def _probe(env: dict[str, str], devices: list[str] = (), runtime: str = "apptainer") -> str:
     """Run the probe in a sandbox whose /dev holds only ``devices`` (no host state touched)."""
     binds = []
     for d in devices:
         binds += ["--ro-bind", "/dev/null", d]
-    script = "set -eu; " + gpu_probe_snippet() + 'printf %s "$nixsnake_nv"'
+    script = "set -eu; " + gpu_probe_snippet(runtime) + 'printf %s "$nixsnake_gpu"'
     cp = subprocess.run(
         ["bwrap", "--dev-bind", "/", "/", "--dev", "/dev", *binds, "/usr/bin/env", "-i", "PATH=/nonexistent", *[f"{k}={v}" for k, v in env.items()], "/bin/bash", "-c", script],
         capture_output=True, text=True, timeout=30, check=False,
@@ -354,10 +530,47 @@ def _probe(env: dict[str, str], devices: list[str] = ()) -> str:
         ({"CUDA_VISIBLE_DEVICES": "0"}, [], "--nv"),
         ({"CUDA_VISIBLE_DEVICES": "NoDevFiles"}, [], ""),
         ({"CUDA_VISIBLE_DEVICES": ""}, [], ""),
+        # AMD: /dev/kfd -> --rocm, although SLURM sets CUDA_VISIBLE_DEVICES & co. there too
+        ({}, ["/dev/kfd"], "--rocm"),
+        ({"SLURM_JOB_GPUS": "0", "CUDA_VISIBLE_DEVICES": "0", "ROCR_VISIBLE_DEVICES": "0"}, ["/dev/kfd"], "--rocm"),
+        ({}, ["/dev/kfd", "/dev/nvidia0"], "--nv"),
     ],
 )
 def test_gpu_probe(env, devices, want):
     assert _probe(env, devices) == want
+    assert _probe(env, devices, "bwrap") == ("" if want == "--rocm" else want)  # bwrap-exec.sh has no --rocm
+
+
+@pytest.mark.skipif(not shutil.which("bwrap"), reason="bwrap is not installed (apt-get install bubblewrap)")
+@pytest.mark.parametrize(
+    ("runtime", "devices", "flags", "flags_env"),
+    [
+        ("apptainer", [], ["--no-nv", "--no-rocm"], {}),
+        ("apptainer", ["/dev/nvidia0"], ["--nv"], {}),
+        ("apptainer", ["/dev/kfd"], ["--rocm"], {}),
+        ("singularity", [], [], {k: "1" for k in rt.NO_GPU_ENV}),
+        ("singularity", ["/dev/kfd"], ["--rocm"], {}),
+        ("bwrap", [], [], {}),
+        ("bwrap", ["/dev/kfd"], [], {}),
+    ],
+)
+def test_fidelity_gpu_auto_on_the_node(recorder, tmp_path, runtime, devices, flags, flags_env):
+    """What reaches the runtime on a CPU node (the site's 'always use nv' cancelled), an
+    NVIDIA node and an AMD node, run by bash in a sandbox whose /dev holds only ``devices``."""
+    r = req(runtime=runtime, gpu="auto", bwrap_exec=recorder / "bwrap-exec.sh")
+    out = tmp_path / "rec.jsonl"
+    binds = [a for d in devices for a in ("--ro-bind", "/dev/null", d)]
+    cp = subprocess.run(
+        ["bwrap", "--dev-bind", "/", "/", "--dev", "/dev", *binds, "/usr/bin/env", "-i",
+         f"PATH={recorder}:/nonexistent", f"NIXSNAKE_TEST_RECORD={out}", "/bin/bash", "-c", shell_command(r, "x")],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert cp.returncode == 0, cp.stderr
+    got = json.loads(out.read_text())
+    i = got["argv"].index("/img/env.sif")
+    start = 1 if runtime == "bwrap" else 3 + (runtime == "apptainer")  # after exec --cleanenv [--no-eval]
+    assert got["argv"][start:i] == flags, got["argv"]
+    assert got["flags_env"] == flags_env
 
 
 # --- end to end: real image, squashfuse + bwrap ------------------------------------------
@@ -408,7 +621,7 @@ def test_e2e_job_semantics(image, job_env, tmp_path, runtime):
     cp = run_job(r, "cat /.nixsnake/metadata.json | tr a-z A-Z", job_env)
     assert (cp.returncode, cp.stdout) == (0, '{"NAME": "RUNTIME-TEST"}\n'), cp.stderr
     # a heredoc, expanded inside with the image's variable
-    cp = run_job(r, "cat <<EOF\nhi $NIXSNAKE_TEST_IMAGE_VAR\nEOF", job_env)
+    cp = run_job(r, "cat <<EOF\nhi $TEST_IMAGE_VAR\nEOF", job_env)
     assert (cp.returncode, cp.stdout) == (0, f"hi {fx.IMAGE_VAR_VALUE}\n"), cp.stderr
     # host PATH / LD_LIBRARY_PATH / PYTHONPATH do not leak; apptainer's --cleanenv LANG=C
     cp = run_job(r, 'echo "$PATH|$LD_LIBRARY_PATH|${PYTHONPATH-unset}|$LANG"', job_env)
@@ -435,10 +648,16 @@ def test_e2e_workdir_with_spaces_and_quotes(image, job_env, tmp_path, runtime):
 
 
 @e2e
-@pytest.mark.parametrize("runtime", RUNTIMES)
-def test_e2e_envvars(image, job_env, tmp_path, runtime):
-    tricky = 'it\'s "q" $(id) `x` \\ end\nsecond line'
-    env = {**job_env, "NIXSNAKE_SECRET": tricky, "NIXSNAKE_EMPTY": ""}
+@pytest.mark.parametrize(
+    ("runtime", "version"),
+    [("apptainer", ""), ("singularity", ""), ("singularity", "3.9.2"), ("singularity", "3.7.4"), ("bwrap", "")],
+)
+def test_e2e_envvars(image, job_env, tmp_path, runtime, version):
+    """Values arrive unchanged, although the stand-in evaluates passed values the way
+    apptainer does without --no-eval: apptainer gets --no-eval, the singularity runtime
+    --no-eval where the release has it (4.1.5) and escaped values where not (3.9.2, 3.7.4)."""
+    tricky = 'it\'s "q" $(id) `x` \\ $HOME \\$ end\nsecond line\\'
+    env = {**job_env, "NIXSNAKE_SECRET": tricky, "NIXSNAKE_EMPTY": "", "NIXSNAKE_STANDIN_VERSION": version}
     env.pop("NIXSNAKE_UNSET", None)
     r = RunRequest(
         image, runtime=runtime, gpu="never", workdir=tmp_path,
@@ -447,8 +666,45 @@ def test_e2e_envvars(image, job_env, tmp_path, runtime):
     cp = run_job(r, 'printf "%s|" "$NIXSNAKE_SECRET" "${NIXSNAKE_EMPTY-unset}" "${NIXSNAKE_UNSET-unset}"', env)
     assert (cp.returncode, cp.stdout) == (0, f"{tricky}||unset|"), cp.stderr
     if runtime != "bwrap":
+        *_, entry = standin_log(env)
+        assert ("--no-eval" in entry) is (version == "")
         for entry in standin_log(env):
             assert not any(tricky in a for a in entry), "a secret value reached a command line"
+
+
+@e2e
+def test_e2e_apptainer_before_1_1_rejects_no_eval(image, job_env, tmp_path):
+    """The apptainer runtime needs apptainer >= 1.1 (--no-eval); 1.0 fails at once, loudly."""
+    env = {**job_env, "NIXSNAKE_STANDIN_VERSION": "1.0.3"}
+    cp = run_job(RunRequest(image, gpu="never", workdir=tmp_path), "echo never", env)
+    assert (cp.returncode, cp.stdout) == (1, ""), cp.stderr
+    assert 'Error for command "exec": unknown flag: --no-eval' in cp.stderr
+
+
+@pytest.fixture
+def outside_tmp():
+    """A directory no runtime binds by default (not under /tmp, /var/tmp, $HOME or the cwd)."""
+    import tempfile
+
+    if not os.access("/run", os.W_OK):
+        pytest.skip("needs a writable /run")
+    d = Path(tempfile.mkdtemp(prefix="nixsnake-job-tmp-", dir="/run"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@e2e
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_e2e_job_tmpdir_is_passed_and_bound(image, job_env, tmp_path, outside_tmp, runtime):
+    """Snakemake sets TMPDIR (and TMP, TEMP, thread limits) per job: the job sees them and can
+    write to $TMPDIR although it is outside every default bind."""
+    from snakemake_deploy_nixsnake.envvars import JOB_ENVVARS
+
+    env = {**job_env, "TMPDIR": str(outside_tmp), "TMP": str(outside_tmp), "OMP_NUM_THREADS": "2"}
+    r = RunRequest(image, runtime=runtime, gpu="never", workdir=tmp_path, envvars=JOB_ENVVARS)
+    cp = run_job(r, 'echo "$TMPDIR|$TMP|$OMP_NUM_THREADS" && echo x > "$TMPDIR/f" && cat "$TMPDIR/f"', env)
+    assert (cp.returncode, cp.stdout) == (0, f"{outside_tmp}|{outside_tmp}|2\nx\n"), cp.stderr
+    assert (outside_tmp / "f").read_text() == "x\n"
 
 
 @e2e
@@ -524,6 +780,110 @@ def test_e2e_gpu_auto_with_device(image, job_env, tmp_path, nvidia0, runtime):
         assert "--nv" in entry
 
 
+def site_conf(tmp_path: Path, *directives: str) -> str:
+    """An apptainer.conf for the stand-in (NIXSNAKE_STANDIN_CONF) setting ``directives`` to yes."""
+    f = tmp_path / f"apptainer-{len(list(tmp_path.glob('apptainer-*.conf')))}.conf"
+    f.write_text("".join(f"{d} = yes\n" for d in directives))
+    return str(f)
+
+
+SHOW_GPU = "ls /.singularity.d/libs /usr/bin; ls /usr/lib64 2>/dev/null || true"
+
+
+@e2e
+@pytest.mark.parametrize("runtime", ["apptainer", "singularity"])
+def test_e2e_gpu_never_wins_over_a_sites_always_use_nv(image, job_env, tmp_path, fake_driver, runtime):
+    """`gpu = never` (and auto on a CPU node) cancel 'always use nv/rocm = yes': with
+    nvidia-container-cli that is the difference between a job and a FATAL on CPU nodes."""
+    conf = site_conf(tmp_path, "always use nv", "always use rocm")
+    env = {**job_env, "PATH": fake_driver.path(job_env["PATH"]), "NIXSNAKE_STANDIN_CONF": conf}
+    # the stand-in honours the site's setting, as apptainer does ...
+    cp = standin(["exec", "--cleanenv", str(image), "sh", "-c", SHOW_GPU], env, runtime)
+    assert "nvidia-smi" in cp.stdout and "libcuda.so.1" in cp.stdout and "rocm-smi" in cp.stdout, cp.stderr
+    # ... and nixsnake's line cancels it
+    cp = run_job(RunRequest(image, runtime=runtime, gpu="never", workdir=tmp_path), SHOW_GPU, env)
+    assert (cp.returncode, cp.stdout) == (0, "/.singularity.d/libs:\n\n/usr/bin:\nenv\n"), cp.stderr
+    # an nvidia-container-cli site without a driver: --nv is FATAL, never is fine
+    nodrv = {**env, "PATH": f"{_fake_driver.no_driver(tmp_path / 'cpu')}:{job_env['PATH']}"}
+    nodrv["NIXSNAKE_STANDIN_CONF"] = site_conf(tmp_path, "always use nv", "use nvidia-container-cli")
+    cp = run_job(RunRequest(image, runtime=runtime, gpu="always", workdir=tmp_path), "echo ran", nodrv)
+    assert cp.returncode == 255 and "nvidia-container-cli failed" in cp.stderr and cp.stdout == ""
+    cp = run_job(RunRequest(image, runtime=runtime, gpu="never", workdir=tmp_path), "echo ran", nodrv)
+    assert (cp.returncode, cp.stdout) == (0, "ran\n"), cp.stderr
+
+
+def _host_elf_runs_here() -> bool:
+    return bool(fx._host_glibc())
+
+
+@e2e
+@pytest.mark.skipif(not _host_elf_runs_here(), reason="needs the host's x86-64 glibc loader to copy into the image")
+@pytest.mark.parametrize("runtime", ["apptainer", "singularity"])
+@pytest.mark.parametrize("nvccli", [False, True])
+def test_e2e_host_nvidia_smi_runs_in_the_image(image, job_env, tmp_path, fake_driver, runtime, nvccli):
+    """--nv binds the host's nvidia-smi -- a dynamically linked host program whose loader is
+    /lib64/ld-linux-x86-64.so.2 -- into /usr/bin. It runs in the image, with no host /lib
+    visible, on the image's glibc loader, and finds libnvidia-ml.so.1 through the image's
+    NVIDIA links: in /.singularity.d/libs (legacy --nv) or /usr/lib64 (nvidia-container-cli)."""
+    env = {**job_env, "PATH": fake_driver.path(job_env["PATH"])}
+    if nvccli:
+        env["NIXSNAKE_STANDIN_CONF"] = site_conf(tmp_path, "use nvidia-container-cli")
+    r = RunRequest(image, runtime=runtime, gpu="always", workdir=tmp_path)
+    cmd = "test ! -e /lib/x86_64-linux-gnu && test ! -e /usr/lib/x86_64-linux-gnu && nvidia-smi -L"
+    cp = run_job(r, cmd, env)
+    assert (cp.returncode, cp.stdout) == (
+        0,
+        f"GPU 0: {_fake_driver.GPU_NAME} (UUID: GPU-{'0' * 8}-0000-0000-0000-{'0' * 12})\n",
+    ), cp.stderr
+    assert "--nvccli" not in standin_log(env)[-1]  # (the site's setting, not a flag)
+
+
+@e2e
+@pytest.mark.skipif(not _host_elf_runs_here(), reason="needs the host's x86-64 glibc loader to copy into the image")
+def test_e2e_host_gl_libraries_do_not_shadow_the_images(image, job_env, tmp_path, fake_driver):
+    """--nv also binds the host's libGL/libEGL/libOpenCL (built for the host's glibc) into
+    /.singularity.d/libs; they must not reach programs in the image through
+    LD_LIBRARY_PATH. NVIDIA's own libraries must."""
+    env = {**job_env, "PATH": fake_driver.path(job_env["PATH"])}
+    r = RunRequest(image, gpu="always", workdir=tmp_path, binds=(Bind(str(fake_driver.probe), "/opt/probe", "ro"),))
+    cp = run_job(
+        r,
+        'ls /.singularity.d/libs; echo "ld=$LD_LIBRARY_PATH"; /opt/probe/dlprobe libGL.so.1 libcuda.so.1 libnvidia-ml.so.1',
+        env,
+    )
+    assert cp.returncode == 0, cp.stderr
+    assert "libGL.so.1" in cp.stdout.split()  # bound, as apptainer does ...
+    assert f"ld={fx.IMAGE_LD_LIBRARY_PATH}\n" in cp.stdout  # ... but not on the search path
+    assert "libGL.so.1 => not found\n" in cp.stdout
+    assert "libcuda.so.1 => /.nixsnake/nvidia/libs/libcuda.so.1\n" in cp.stdout
+    assert "libnvidia-ml.so.1 => /.nixsnake/nvidia/libs/libnvidia-ml.so.1\n" in cp.stdout
+
+
+@e2e
+def test_standin_gpu_modes(image, job_env, tmp_path, fake_driver):
+    """--nv binds all of nvliblist.conf that the host's ldconfig knows (GL libraries too)
+    into /.singularity.d/libs; --nvccli the compute libraries into /usr/lib64; --rocm
+    rocmliblist.conf; binaries into /usr/bin. --no-nv/--no-rocm only cancel the config."""
+    env = {**job_env, "PATH": fake_driver.path(job_env["PATH"])}
+    cp = standin(["exec", "--nv", str(image), "sh", "-c", "ls /.singularity.d/libs; ls /usr/bin"], env)
+    assert {"libcuda.so.1", "libnvidia-ml.so.1", "libGL.so.1", "nvidia-smi"} <= set(cp.stdout.split()), cp.stderr
+    assert "libdrm_amdgpu.so.1" not in cp.stdout
+    cp = standin(["exec", "--nvccli", str(image), "sh", "-c", SHOW_GPU], env)
+    assert cp.stdout == "/.singularity.d/libs:\n\n/usr/bin:\nenv\nnvidia-smi\nlibcuda.so.1\nlibnvidia-ml.so.1\n", (
+        cp.stderr
+    )
+    cp = standin(["exec", "--rocm", "--no-nv", str(image), "sh", "-c", "ls /.singularity.d/libs /usr/bin"], env)
+    assert {"libdrm_amdgpu.so.1", "rocm-smi"} <= set(cp.stdout.split()) and "libcuda.so.1" not in cp.stdout
+    cp = standin(["exec", "--nv", "--no-nv", str(image), "sh", "-c", "ls /usr/bin"], env)  # explicit --nv stays
+    assert "nvidia-smi" in cp.stdout
+    cp = standin(["exec", "--nv", "--contain", str(image), "true"], env)
+    assert cp.returncode == 255 and "TEST STAND-IN" in cp.stderr
+    cp = standin(["exec", "--cleanenv", str(image), "sh", "-c", "ls /usr/bin"], {**env, "APPTAINER_NV": "1"})
+    assert "nvidia-smi" in cp.stdout, cp.stderr  # flags' environment variables
+    cp = standin(["buildcfg", "APPTAINER_CONFDIR"], env)
+    assert cp.stdout == f"{STANDIN / 'etc'}\n"
+
+
 @e2e
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_e2e_exec_argv_and_shell_argv(image, job_env, tmp_path, runtime):
@@ -581,6 +941,60 @@ def test_standin_rejects(job_env, args, rc, err):
     assert err in cp.stderr
 
 
+def _standin_module():
+    from importlib.machinery import SourceFileLoader
+    from importlib.util import module_from_spec, spec_from_loader
+
+    loader = SourceFileLoader("nixsnake_standin_apptainer", str(STANDIN / "apptainer"))
+    mod = module_from_spec(spec_from_loader(loader.name, loader))
+    loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize(
+    ("spec", "want"),
+    [  # what apptainer's ParseBindPath makes of a --bind value (cases of its bind_test.go, and ours)
+        ("/opt", [("/opt", "/opt", {})]),
+        ("/opt,/tmp", [("/opt", "/opt", {}), ("/tmp", "/tmp", {})]),
+        ("/opt:/other,/tmp:/other2,", [("/opt", "/other", {}), ("/tmp", "/other2", {})]),
+        ("/opt:/other:ro", [("/opt", "/other", {"ro": ""})]),
+        ("/opt:/other:ro,rw", [("/opt", "/other", {"ro": "", "rw": ""})]),
+        ("/opt:/o:ro,rw,/tmp:/o2:ro", [("/opt", "/o", {"ro": "", "rw": ""}), ("/tmp", "/o2", {"ro": ""})]),
+        ("t.sif:/o:image-src=/opt,id=2", [("t.sif", "/o", {"image-src": "/opt", "id": "2"})]),
+        # '^' separates specs like ',', and every field is trimmed
+        ("/data^x:/in", [("/data", "/data", {}), ("x", "/in", {})]),
+        ("/data ^/ref", [("/data", "/data", {}), ("/ref", "/ref", {})]),
+        (" /my data :/in ", [("/my data ", "/in", {})]),  # (the ':' is part of the first token)
+        ("/data::ro", [("/data", "ro", {})]),  # an empty destination is not "same as source"
+    ],
+)
+def test_standin_parses_binds_like_apptainer(spec, want):
+    assert _standin_module().parse_bind_path(spec) == want
+
+
+@pytest.mark.parametrize("spec", ["/opt:/other:invalid", "/opt:/other:rw:invalid", "t.sif:/o:image-src"])
+def test_standin_bind_parser_errors_like_apptainer(spec):
+    with pytest.raises(ValueError):
+        _standin_module().parse_bind_path(spec)
+
+
+@e2e
+@pytest.mark.parametrize("name", ["apptainer", "singularity"])
+def test_standin_refuses_binds_apptainer_reads_differently(image, job_env, tmp_path, name):
+    """Where apptainer would silently cut ('^') or trim a path, the stand-in fails loudly."""
+    (tmp_path / "a^b").mkdir()
+    for spec, shown in (
+        (f"{tmp_path}/a^b:/in", f"[{tmp_path}/a:{tmp_path}/a, b:/in]"),
+        (f"{tmp_path}:/in ", f"[{tmp_path}:/in]"),
+        (f"{tmp_path}/a\\,b", f"[{tmp_path}/a,b:{tmp_path}/a,b]"),
+    ):
+        cp = standin(["exec", "--cleanenv", "--bind", spec, str(image), "true"], job_env, name)
+        assert cp.returncode == 255, cp.stderr
+        assert "TEST STAND-IN: --bind" in cp.stderr and f"is read by {name} as {shown}" in cp.stderr, cp.stderr
+    cp = standin(["exec", "--cleanenv", "--bind", f"{tmp_path}:/in:ro", str(image), "true"], job_env, name)
+    assert cp.returncode == 0, cp.stderr
+
+
 @e2e
 def test_standin_flag_spellings(image, job_env, tmp_path):
     (tmp_path / "f").write_text("x\n")
@@ -598,6 +1012,55 @@ def test_standin_flag_spellings(image, job_env, tmp_path):
     # flags stop at the image: what follows belongs to the command, even '--nv'
     cp = standin(["exec", "--cleanenv", str(image), "echo", "--nv", "--xyz"], job_env)
     assert (cp.returncode, cp.stdout) == (0, "--nv --xyz\n"), cp.stderr
+
+
+@e2e
+@pytest.mark.parametrize("name", ["apptainer", "singularity"])
+def test_standin_evaluates_passed_values_like_apptainer(image, job_env, name):
+    """Without --no-eval a passed value is sourced as `export X="VALUE"` (only `"` escaped)
+    inside the container: apptainer's e2e "env eval" test expects $(id -u) to run there."""
+    prefix = "APPTAINERENV_" if name == "apptainer" else "SINGULARITYENV_"
+    env = {**job_env, prefix + "WHO": "$(id -u)", prefix + "X": 'a\\$b "q" `echo t` $NOPE-', prefix + "UID": "7"}
+    show = 'printf "%s|" "$WHO" "$X" "${APPTAINER_NO_EVAL-}"'
+    cp = standin(["exec", "--cleanenv", str(image), "sh", "-c", show], env, name)
+    assert (cp.returncode, cp.stdout) == (0, f'{os.getuid()}|a$b "q" t -||'), cp.stderr
+    for args, extra in ((["--no-eval"], {}), ([], {"APPTAINER_NO_EVAL": "1", "SINGULARITY_NO_EVAL": "1"})):
+        cp = standin(["exec", "--cleanenv", *args, str(image), "sh", "-c", show], {**env, **extra}, name)
+        assert (cp.returncode, cp.stdout) == (0, '$(id -u)|a\\$b "q" `echo t` $NOPE-|1|'), (args, cp.stderr)
+    # a value ending in a backslash breaks apptainer's quoting
+    cp = standin(["exec", "--cleanenv", str(image), "true"], {**env, prefix + "E": "end\\"}, name)
+    assert cp.returncode != 0
+    # LD_LIBRARY_PATH: passed, with /.singularity.d/libs appended (process_linux.go)
+    cp = standin(["exec", "--cleanenv", "--no-eval", str(image), "sh", "-c", 'echo "$LD_LIBRARY_PATH"'],
+                 {**env, prefix + "LD_LIBRARY_PATH": "/x"}, name)  # fmt: skip
+    assert cp.stdout == "/x:/.singularity.d/libs\n", cp.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "version", "line", "has_no_eval"),
+    [
+        ("apptainer", "1.0.3", "apptainer version 1.0.3", False),
+        ("apptainer", "1.1.0", "apptainer version 1.1.0", True),
+        ("singularity", "3.9.2", "singularity-ce version 3.9.2", False),
+        ("singularity", "3.10.0", "singularity-ce version 3.10.0", True),
+        ("singularity", "3.7.4", "singularity version 3.7.4", False),
+    ],
+)
+def test_standin_imitates_older_releases(job_env, name, version, line, has_no_eval):
+    """(--no-nv/--no-rocm: apptainer 1.0, SingularityCE 3.8; the singularity runtime
+    therefore passes SINGULARITY_NO_NV=1, which older releases ignore.)"""
+    cp = standin(
+        ["exec", "--no-nv", "/nonexistent.sif", "true"], {**job_env, "NIXSNAKE_STANDIN_VERSION": version}, name
+    )
+    assert ("unknown flag: --no-nv" in cp.stderr) is (version == "3.7.4")
+    env = {**job_env, "NIXSNAKE_STANDIN_VERSION": version}
+    cp = standin(["--version"], env, name)
+    assert cp.stdout == line + "\n"
+    cp = standin(["exec", "--no-eval", "/nonexistent.sif", "true"], env, name)
+    if has_no_eval:
+        assert cp.returncode == 255 and "could not open image" in cp.stderr
+    else:
+        assert cp.returncode == 1 and 'Error for command "exec": unknown flag: --no-eval' in cp.stderr
 
 
 @e2e
@@ -637,6 +1100,8 @@ def test_bwrap_exec_errors(image, job_env, tmp_path):
     assert cp.returncode == 69 and "'bwrap' not found" in cp.stderr and "hint:" in cp.stderr
     for bad in (["--frob", str(image), "--", "true"], ["--bind", "/a,/b", str(image), "--", "true"],
                 ["--bind", "rel", str(image), "--", "true"], ["--pass", "PATH", str(image), "--", "true"],
+                ["--bind", "/tmp^x", str(image), "--", "true"], ["--bind", "/tmp :/x", str(image), "--", "true"],
+                ["--bind", "/tmp:/x\t", str(image), "--", "true"], ["--home", "/tmp ", str(image), "--", "true"],
                 [str(image), "true"], [str(image), "--"]):  # fmt: skip
         cp = bwrap_exec(bad, job_env)
         assert cp.returncode == 64, (bad, cp.stderr)
@@ -679,9 +1144,9 @@ def test_bwrap_exec_default_cwd_home_and_env(image, job_env, tmp_path):
 @e2e
 def test_bwrap_exec_env_injected_after_99_base(image, job_env):
     """--pass values are set after 99-base.sh: they override what the image's scripts set."""
-    env = {**job_env, "NIXSNAKE_TEST_IMAGE_VAR": "from host", "SRC": "via source"}
+    env = {**job_env, "TEST_IMAGE_VAR": "from host", "SRC": "via source"}
     cp = bwrap_exec(
-        ["--pass", "NIXSNAKE_TEST_IMAGE_VAR", "--pass", "OTHER=SRC", str(image), "--", "sh", "-c", 'echo "$NIXSNAKE_TEST_IMAGE_VAR|$OTHER"'],
+        ["--pass", "TEST_IMAGE_VAR", "--pass", "OTHER=SRC", str(image), "--", "sh", "-c", 'echo "$TEST_IMAGE_VAR|$OTHER"'],
         env,
     )  # fmt: skip
     assert cp.stdout == "from host|via source\n", cp.stderr
@@ -772,7 +1237,7 @@ def test_bwrap_exec_as_non_root(image, tmp_path):
              "id -u; pwd; head -n 1 /etc/passwd; tail -n 1 /etc/passwd; tail -n 1 /etc/group"],
             env=env, cwd=work, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
-        assert cp.stdout == f"1\n{work}\nroot:x:0:0:root:/root:/bin/bash\n{pw}\n{gr}\n", cp.stderr
+        assert cp.stdout == f"1\n{work}\nroot:x:0:0:root:/root:{fx.STORE_PATH}/bin/bash\n{pw}\n{gr}\n", cp.stderr
         assert list(work.iterdir()) == []
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -290,3 +290,18 @@ def test_meta_from_json_names_what_is_wrong():
 
 def test_store_error_is_a_nixsnake_error():
     assert issubclass(StoreError, NixsnakeError)
+
+
+def publish_with_metadata(root: Path, tmp: Path, image_id: str, metadata: dict) -> Path:
+    """A store at ``root`` with a published image whose SIF metadata is ``metadata``
+    (plus its id), the way a build leaves it (for doctor's GPU check)."""
+    store = Store(root)
+    store.ensure()
+    make_image(tmp, image_id, "meta")
+    sif = tmp / f"{image_id[:4]}-with-meta.sif"
+    write_sif(sif, tmp / f"{image_id[:4]}-meta.sqfs", {"image_id": image_id, "labels": {}, **metadata})
+    part = store.temp_path(image_id)
+    shutil.copyfile(sif, part)
+    final, sha = store.publish(image_id, part)
+    store.write_meta(Meta(image_id=image_id, env_files=("/w/envs/x.toml",), sha256=sha))
+    return final

@@ -10,13 +10,19 @@
 #
 # Options (each may be given as `--opt VALUE` or `--opt=VALUE`):
 #   --bind SRC[:DST[:ro|rw]]  bind a host path (repeatable; apptainer's spec without
-#                             ',' lists; paths must be absolute, without ':' ',' newline)
+#                             ',' lists; paths must be absolute, without ':' ',' '^' or a
+#                             newline and not ending in whitespace, like binds.py wants)
 #   --pwd DIR                 working directory inside (default: the current directory,
 #                             bound like apptainer binds it)
 #   --pass NAME[=SOURCE]      set NAME inside to the value of NAME (or of SOURCE) in this
 #                             script's environment, after 99-base.sh (like
 #                             APPTAINERENV_NAME); unset stays unset. Values never appear
 #                             on any command line.
+#   --inject VAR              source the shell code held in the environment variable VAR
+#                             inside, after 99-base.sh and the --pass values: the place and
+#                             the way apptainer sources its /.inject-apptainer-env.sh. For
+#                             the apptainer test stand-in (tests/standin), which writes that
+#                             script like apptainer does; nixsnake itself never uses it
 #   --nv                      NVIDIA GPUs: bind the host driver libraries (found with
 #                             `ldconfig -p`) into /.singularity.d/libs and nvidia-smi & co.
 #                             into /usr/bin; best effort, like apptainer --nv
@@ -97,6 +103,7 @@ _nx_abs() { # _nx_abs WHAT PATH: reject what apptainer's --bind grammar cannot c
     esac
     case $2 in
     *["$_nx_bind_forbidden"]* | *"$_nx_nl"*) _nx_die 64 "$1 must not contain any of '$_nx_bind_forbidden' or a newline: '$2'" ;;
+    *[[:space:]]) _nx_die 64 "$1 must not end in whitespace (apptainer's --bind trims it): '$2'" ;;
     esac
 }
 
@@ -110,6 +117,7 @@ _nx_home_src=   # --home SRC[:DST]
 _nx_home_dst=
 _nx_passfrom=$_nx_nl # SOURCE variables of --pass (not forwarded with --keep-env)
 _nx_post=       # shell code setting the --pass variables (sourced inside, after 99-base.sh)
+_nx_inject=     # --inject VAR
 _nx_image=
 
 while [ "$#" -gt 0 ]; do
@@ -124,7 +132,7 @@ while [ "$#" -gt 0 ]; do
         ;;
     esac
     case $_nx_opt in
-    --bind | --pwd | --pass | --home)
+    --bind | --pwd | --pass | --home | --inject)
         if [ -z "$_nx_has" ]; then
             [ "$#" -ge 2 ] || _nx_die 64 "option $_nx_opt needs a value"
             _nx_val=$2
@@ -193,6 +201,13 @@ while [ "$#" -gt 0 ]; do
             eval "_nx_q \"\$$_nx_from\""
             _nx_post="$_nx_post$_nx_name=$_nx_r; export $_nx_name$_nx_nl"
         fi
+        ;;
+    --inject)
+        case $_nx_val in
+        '' | [0-9]* | *[!A-Za-z0-9_]* | _nx_*) _nx_die 64 "--inject: not a variable name: '$_nx_val'" ;;
+        esac
+        _nx_inject=$_nx_val
+        _nx_passfrom=$_nx_passfrom$_nx_val$_nx_nl
         ;;
     --home)
         _nx_home_src=${_nx_val%%:*}
@@ -542,6 +557,10 @@ fi
 exec 9<&-
 unset _nx_f
 exec "$@"'
+
+if [ -n "$_nx_inject" ]; then # (after the --pass values, as one more script part)
+    eval "_nx_post=\$_nx_post\${$_nx_inject-}\$_nx_nl"
+fi
 
 [ -z "$_nx_sig" ] || exit "$_nx_sig"
 bwrap --args 3 --die-with-parent /bin/sh -c "$_nx_inner" nixsnake-exec "$@" \

@@ -25,6 +25,10 @@ class ImageMetadata:
     store_paths: tuple[str, ...]  # the closure
     compression: str
     labels: dict[str, str] = field(default_factory=dict)  # what `apptainer inspect` shows
+    #: the version of the image's glibc (the newest GLIBC_x.y its libc.so.6 defines): host
+    #: libraries and tools apptainer binds in must not need a newer one. "" when unknown
+    #: (images of format 2 do not record it).
+    glibc: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,6 +53,7 @@ class ImageMetadata:
             store_paths=tuple(str(x) for x in data["store_paths"]),
             compression=data["compression"],
             labels={str(k): str(v) for k, v in data["labels"].items()},
+            glibc=str(data.get("glibc") or ""),
         )
 
     def to_json(self) -> bytes:

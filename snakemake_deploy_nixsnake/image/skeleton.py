@@ -4,9 +4,27 @@ A pure function of its arguments, returned sorted, so the image stays reproducib
 What apptainer needs (see docs/notes): real directories for every bind destination
 (``/etc /tmp /var/tmp /proc /sys /dev /home /root /run /usr/bin``), ``/etc/passwd`` and
 ``/etc/group`` as files, a ``/.singularity.d/env/99-base.sh`` (apptainer injects
-``--env``/``APPTAINERENV_*`` right after a file of exactly that name), and
-``/run/opengl-driver/lib`` -> ``/.singularity.d/libs`` so nix-built CUDA code finds the
-driver libraries that ``--nv`` binds there.
+``--env``/``APPTAINERENV_*`` right after a file of exactly that name).
+
+GPUs. ``--nv`` binds the host's driver libraries -- and with them the host's GL, EGL,
+GLX and OpenCL libraries, all of nvliblist.conf -- into ``/.singularity.d/libs``, and
+``nvidia-smi`` & co. into ``/usr/bin``; nvidia-container-cli puts the libraries into
+``/usr/lib64`` instead. So:
+
+* ``/run/opengl-driver/lib`` -> ``/.singularity.d/libs``: nix-built CUDA code finds the
+  driver through that RUNPATH (nixpkgs' ``addDriverRunpath``).
+* ``LD_LIBRARY_PATH`` does NOT contain ``/.singularity.d/libs`` (apptainer's own
+  99-base.sh appends it; ours does not): it would put the host's GL/OpenCL libraries,
+  built for the host's glibc, ahead of every RUNPATH in the image. Instead it ends in
+  three directories of links named after NVIDIA's own libraries only
+  (:data:`NVIDIA_LIBS`: ``libcuda.so.1``, ``libnvidia-ml.so.1``, ...), pointing into
+  ``/.singularity.d/libs``, ``/usr/lib64`` and the multiarch directory; the loader skips
+  the dangling ones. PyPI wheels that ``dlopen("libcuda.so.1")`` find the driver there.
+* The glibc loader at the path host programs name as their interpreter
+  (``/lib64/ld-linux-x86-64.so.2``; aarch64: ``/lib/ld-linux-aarch64.so.1``), pointing
+  to the image's own glibc loader: ``nvidia-smi`` bound from the host then runs on the
+  image's glibc (it works when that glibc is at least as new as the one the tool was
+  built for; NVIDIA builds its tools for very old glibcs). conda's binaries use it too.
 
 User strings (env values, paths) only ever appear quoted with :func:`shlex.quote`:
 they never become shell code.
@@ -29,7 +47,35 @@ Kind = Literal["dir", "file", "symlink"]
 LIBS_DIR = "/.singularity.d/libs"
 METADATA_PATH = ".nixsnake/metadata.json"
 CA_BUNDLE = "etc/ssl/certs/ca-certificates.crt"
-ELF_INTERPRETER = "lib64/ld-linux-x86-64.so.2"
+
+#: glibc loader file name -> (where host programs expect it in the image, multiarch triplet)
+LOADERS: dict[str, tuple[str, str]] = {
+    "ld-linux-x86-64.so.2": ("lib64/ld-linux-x86-64.so.2", "x86_64-linux-gnu"),
+    "ld-linux-aarch64.so.1": ("lib/ld-linux-aarch64.so.1", "aarch64-linux-gnu"),
+}
+DEFAULT_LOADER = "ld-linux-x86-64.so.2"
+
+#: NVIDIA's own user-space libraries: CUDA driver API, NVML, the PTX JIT and NVVM compilers
+#: libcuda loads, the debugger, OpenCL ICD, video codec and optical flow, and the
+#: unversioned names some programs dlopen. Nothing here exists under that name in an
+#: image or from another vendor, so these are the only host libraries on LD_LIBRARY_PATH.
+#: (Helpers named after the driver version, e.g. libnvidia-gpucomp.so.550.54.14, cannot
+#: be linked ahead of time; nix-built code reaches them through /run/opengl-driver/lib.)
+NVIDIA_LIBS: tuple[str, ...] = (
+    "libcuda.so", "libcuda.so.1", "libcudadebugger.so.1", "libnvidia-ml.so", "libnvidia-ml.so.1",
+    "libnvidia-ptxjitcompiler.so.1", "libnvidia-nvvm.so.4", "libnvidia-nvvm70.so.4", "libnvidia-opencl.so.1",
+    "libnvidia-cfg.so.1", "libnvcuvid.so.1", "libnvidia-encode.so.1", "libnvidia-opticalflow.so.1",
+)  # fmt: skip
+
+#: The directories of links to :data:`NVIDIA_LIBS` (image path -> where they point, with
+#: ``{triplet}`` the multiarch triplet): legacy --nv, then nvidia-container-cli's two.
+NVIDIA_LINK_DIRS: dict[str, str] = {
+    ".nixsnake/nvidia/libs": LIBS_DIR,
+    ".nixsnake/nvidia/lib64": "/usr/lib64",
+    ".nixsnake/nvidia/multiarch": "/usr/lib/{triplet}",
+}
+#: ... as they end every image's LD_LIBRARY_PATH
+NVIDIA_LIB_PATH: tuple[str, ...] = tuple("/" + d for d in NVIDIA_LINK_DIRS)
 
 #: Real directories every image has (bind destinations must not be symlinks into the store).
 DIRS: tuple[str, ...] = (
@@ -100,17 +146,25 @@ def _export(name: str, value: str) -> str:
 
 
 def base_sh() -> str:
-    """Like apptainer's own 99-base.sh: append the driver libs dir, set the prompt."""
+    """Apptainer's own 99-base.sh sets the prompt and appends /.singularity.d/libs to
+    LD_LIBRARY_PATH; this one only sets the prompt (see the module docstring)."""
     return (
         "#!/bin/sh\n"
         "# Written by nixsnake; apptainer injects --env/APPTAINERENV_* values after this file.\n"
-        'case ":${LD_LIBRARY_PATH:-}:" in\n'
-        f"    *:{LIBS_DIR}:*) ;;\n"
-        f'    *) LD_LIBRARY_PATH="${{LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}}{LIBS_DIR}" ;;\n'
-        "esac\n"
+        f"# (Unlike apptainer's own, it does not append {LIBS_DIR} to LD_LIBRARY_PATH: the host's\n"
+        "# GL/OpenCL libraries there would shadow the image's. 90-nixsnake.sh links NVIDIA's.)\n"
         'PS1="Apptainer> "\n'
-        "export LD_LIBRARY_PATH PS1\n"
+        "export PS1\n"
     )
+
+
+def _loader_info(loader: str | None) -> tuple[str, str]:
+    name = loader.rsplit("/", 1)[-1] if loader else DEFAULT_LOADER
+    if name not in LOADERS:
+        raise NixsnakeError(
+            f"image skeleton: unknown glibc loader {name!r} (known: {', '.join(LOADERS)})", Exit.SOFTWARE
+        )
+    return LOADERS[name]
 
 
 def env_sh(
@@ -125,8 +179,7 @@ def env_sh(
     if "/usr/bin" not in path:
         path.append("/usr/bin")  # where --nv binds nvidia-smi and friends
     libs = [_abs("LD_LIBRARY_PATH entry", p) for p in ld_library_path]
-    if LIBS_DIR not in libs:
-        libs.append(LIBS_DIR)
+    libs += [d for d in NVIDIA_LIB_PATH if d not in libs]
     perl = [_abs("PERL5LIB entry", p) for p in perl5lib]
     for p in path + libs + perl:
         if ":" in p:
@@ -213,9 +266,15 @@ def skeleton(
     ]
     if ssl_cert_file:
         entries.append(Entry(CA_BUNDLE, "symlink", 0o777, target=_abs("ssl_cert_file", ssl_cert_file)))
-    if loader:  # [conda]: conda's ELF binaries name this interpreter; nixpkgs' glibc serves it
+    interpreter, triplet = _loader_info(loader)
+    if loader:  # host tools bound by --nv (and conda's binaries) name this interpreter
         entries += [
-            Entry("lib64", "dir", 0o755),
-            Entry(ELF_INTERPRETER, "symlink", 0o777, target=_abs("loader", loader)),
+            Entry(interpreter.split("/")[0], "dir", 0o755),
+            Entry(interpreter, "symlink", 0o777, target=_abs("loader", loader)),
         ]
+    entries.append(Entry(".nixsnake/nvidia", "dir", 0o755))
+    for link_dir, target in NVIDIA_LINK_DIRS.items():
+        entries.append(Entry(link_dir, "dir", 0o755))
+        base = target.format(triplet=triplet)
+        entries += [Entry(f"{link_dir}/{name}", "symlink", 0o777, target=f"{base}/{name}") for name in NVIDIA_LIBS]
     return sorted(entries, key=lambda e: e.path.split("/"))

@@ -42,6 +42,12 @@ let
       pkgs (splitDots path);
 
   system = builtins.currentSystem;
+
+  # The glibc loader of this nixpkgs, which every image also offers where host programs
+  # look for it (/lib64/ld-linux-x86-64.so.2): apptainer --nv binds host tools such as
+  # nvidia-smi into the image, and conda's binaries name it too.
+  loaderName = { x86_64-linux = "ld-linux-x86-64.so.2"; aarch64-linux = "ld-linux-aarch64.so.1"; }.${system} or "";
+  loader = if loaderName == "" then "" else "${pkgs.glibc}/lib/${loaderName}";
   base = [ pkgs.bash pkgs.coreutils pkgs.findutils pkgs.gnugrep pkgs.gnused pkgs.which ];
   userPkgs = map getAttrPath input.packages;
   toolPath = builtins.concatStringsSep ":" (map (p: "${p}/bin") [ pkgs.coreutils pkgs.findutils pkgs.gnugrep pkgs.gnused ]);
@@ -93,11 +99,10 @@ derivation ({
   ldLibraryPath = builtins.concatStringsSep ":" (map (p: "${p}/lib") ldLibs);
   sslCertFile = "${pkgs.cacert}/etc/ssl/certs/ca-bundle.crt";
   bash = "${pkgs.bash}/bin/bash";
+  inherit loader;
 } // (if conda == null then { } else {
-  # the same root, plus the conda prefix (mkenv-conda.sh); envs without [conda] keep
-  # exactly the derivation they had before [conda] existed
+  # the same root, plus the conda prefix (mkenv-conda.sh)
   args = [ "-eu" "-o" "pipefail" ./mkenv-conda.sh ];
   mkenv = ./mkenv.sh;
   condaPrefix = conda;
-  loader = "${pkgs.glibc}/lib/ld-linux-x86-64.so.2";
 }))

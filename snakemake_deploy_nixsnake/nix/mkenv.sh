@@ -73,5 +73,23 @@ visitPerl $paths
 # Every requested package stays in the image's closure, also those without bin/ (data,
 # libraries): nix keeps what the output names, so name them all.
 for p in $paths; do echo "$p"; done > "$out/nix-support/nixsnake-paths"
-printf '{"path": ["%s"], "ld_library_path": "%s", "ssl_cert_file": "%s", "bash": "%s", "python": "%s", "perl5lib": "%s"}\n' \
-  "$out/bin" "$ldLibraryPath" "$sslCertFile" "$bash" "$python" "$perl5lib" > "$out/nix-support/nixsnake-env.json"
+# The glibc loader the image offers at /lib64/ld-linux-x86-64.so.2 ("" when nixsnake knows
+# no such path for this system). Host programs bound into a container (apptainer --nv:
+# nvidia-smi & co.) run on it and need its glibc's libc.so.6 & co.: nixpkgs' loader has
+# its own lib/ as its built-in search path; a loader without it there (the demo package
+# set's host copy, whose built-in paths are blanked) gets that directory on
+# LD_LIBRARY_PATH instead.
+if [ -n "$loader" ]; then
+  [ -e "$loader" ] || { echo "nixsnake: the ELF loader $loader does not exist in this nixpkgs' glibc" >&2; exit 1; }
+  glibcLib=${loader%/*}
+  loaderHelp=$("$loader" --help 2>/dev/null || true)
+  case "$loaderHelp" in
+    *" $glibcLib (system search path)"*) ;;
+    *) case ":$ldLibraryPath:" in
+         *":$glibcLib:"*) ;;
+         *) ldLibraryPath="${ldLibraryPath:+$ldLibraryPath:}$glibcLib" ;;
+       esac ;;
+  esac
+fi
+printf '{"path": ["%s"], "ld_library_path": "%s", "ssl_cert_file": "%s", "bash": "%s", "python": "%s", "loader": "%s", "perl5lib": "%s"}\n' \
+  "$out/bin" "$ldLibraryPath" "$sslCertFile" "$bash" "$python" "$loader" "$perl5lib" > "$out/nix-support/nixsnake-env.json"
