@@ -206,7 +206,7 @@ def _build(r: ResolvedEnv, cfg: Config, store: Store, rep: Reporter) -> Path:
     from .conda import software as conda_software
     from .image.sif import write_sif
     from .image.squashfs import pack_squashfs
-    from .nixbuild import NixInput, nix_build
+    from .nixbuild import NixInput, explain_failure, nix_build
     from .nixpkgs import parse_source
     from .store import temp_workdir
 
@@ -220,8 +220,9 @@ def _build(r: ResolvedEnv, cfg: Config, store: Store, rep: Reporter) -> Path:
         rep.stage(f"nix build of {r.path.name}")
         try:
             built = nix_build(NixInput.of(r.env, r.lock, source), source, cfg, work, on_line=rep.log)
-        except NixsnakeError as exc:  # a conda archive that no longer matches the lock: one line, 65
-            raise explain_build_failure(exc, str(lock_path_for(r.path))) from None
+        except NixsnakeError as exc:  # what the user can act on: one line (65 or 69)
+            exc = explain_build_failure(exc, str(lock_path_for(r.path)))  # a conda archive that changed
+            raise explain_failure(exc, rev=r.lock.nixpkgs.rev, env_file=str(r.path)) from None
         if built.info.conda is not None:
             for warning in built.info.conda.warnings():
                 rep.stage(f"warning: {r.path}: {warning}")

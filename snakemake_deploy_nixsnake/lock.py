@@ -26,7 +26,7 @@ from pydantic_core import PydanticCustomError
 from . import conda as conda_layer
 from .config import Config
 from .errors import MissingFileError, SpecError
-from .nixpkgs import NixpkgsPin, NixpkgsSource, missing_rev, parse_source, resolve_nixpkgs
+from .nixpkgs import NixpkgsPin, NixpkgsSource, missing_rev, nix_too_old, parse_source, resolve_nixpkgs
 from .pypi import PY_PLATFORM, Wheel, resolve_python
 from .spec import EnvFile, check_branch, check_py_version, error_from_validation, lock_path_for
 
@@ -65,6 +65,10 @@ class Lock:
 def make_lock(spec: EnvFile, spec_path: Path, cfg: Config, source: NixpkgsSource | None = None) -> Lock:
     src = source or parse_source(cfg.nixpkgs_source)
     pin = resolve_nixpkgs(spec, src, str(spec_path))
+    # a nixpkgs this machine's nix cannot evaluate fails here, not at build time
+    too_old = nix_too_old(src, pin, str(spec_path))
+    if too_old is not None:
+        raise too_old
     wheels = resolve_python(spec, str(spec_path))
     conda = conda_layer.resolve(spec, str(spec_path))
     return Lock(

@@ -278,5 +278,28 @@ def nix_build(
     return NixResult(out, tuple(sorted(closure)), EnvInfo.parse(text, out))
 
 
+_NIXPKGS_NEEDS_NIX = re.compile(r"This version of Nixpkgs.*?requires Nix >= ([0-9][^\s,:'\"]*)")
+_NIXPKGS_NEEDS_FEATURES = re.compile(
+    r"This version of Nixpkgs.*?requires an implementation of Nix with the following features"
+    r"(?:.|\n)*?reports at least ([0-9][^\s`'\"]*)"
+)
+
+
+def explain_failure(exc: NixsnakeError, *, rev: str, env_file: str) -> NixsnakeError:
+    """A failed nix build whose cause the user can act on, as nixsnake's one line;
+    any other failure is returned unchanged."""
+    text = exc.message
+    m = _NIXPKGS_NEEDS_NIX.search(text) or _NIXPKGS_NEEDS_FEATURES.search(text)
+    if m is not None:  # nixpkgs' own abort: the nix here is too old for this rev
+        from .nixpkgs import NEWER_NIX_HINT, local_nix_version
+
+        return NixsnakeError(
+            f"{env_file}: nixpkgs {rev[:12]} needs Nix >= {m[1]}; the nix here is {local_nix_version() or '?'}",
+            Exit.UNAVAILABLE,
+            NEWER_NIX_HINT,
+        )
+    return exc
+
+
 def nix_available() -> bool:
     return proc.which("nix-build") is not None and proc.which("nix-store") is not None

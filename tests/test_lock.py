@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -295,3 +297,106 @@ def test_lock_check_and_build_refuse_a_rev_the_source_does_not_have(workspace, r
     assert r.returncode == 65, r.stderr
     assert "is not in the demo package set" in r.stderr and "re-run `nixsnake lock" in r.stderr
     assert "error:" not in r.stderr.lower().replace("nixsnake:", "")  # no nix error text
+
+
+# ------------------------------------------------------------------ the Nix version nixpkgs needs
+
+
+def test_compare_versions_is_nix_s():
+    """nixsnake compares versions exactly as nix's builtins.compareVersions (what
+    nixpkgs' default.nix uses against builtins.nixVersion)."""
+    from snakemake_deploy_nixsnake.nixpkgs import compare_versions
+
+    pairs = [
+        ("2.3", "2.8.0"), ("2.3.17", "2.18"), ("2.18", "2.8.0"), ("2.18", "2.18.3-lix"), ("2.18", "2.18"),
+        ("2.18pre20230101", "2.18"), ("2.8.0", "2.8"), ("2.18", "2.31.0pre20250101_abcdef"), ("2.3a", "2.3.1"),
+        ("1.10", "1.9"), ("2.24.10", "2.24.9"), ("", "0"),
+    ]  # fmt: skip
+    mine = [compare_versions(a, b) for a, b in pairs]
+    if shutil.which("nix-instantiate"):
+        expr = "[ " + " ".join(f'(builtins.compareVersions "{a}" "{b}")' for a, b in pairs) + " ]"
+        r = subprocess.run(
+            ["nix-instantiate", "--eval", "--strict", "--json", "--expr", expr], capture_output=True, text=True
+        )
+        assert r.returncode == 0, r.stderr
+        assert mine == json.loads(r.stdout)
+    assert mine[:3] == [-1, -1, 1]
+
+
+def test_min_nix_files_in_nixpkgs_shapes():
+    from snakemake_deploy_nixsnake.nixpkgs import parse_min_nix
+
+    assert (
+        parse_min_nix("lib/minver.nix", '# Expose the minimum required version for evaluating Nixpkgs\n"2.3.17"\n')
+        == "2.3.17"
+    )
+    minfeatures = (
+        'let\n  features = [\n    {\n      description = "the `nixVersion` builtin";\n'
+        "      condition = builtins ? nixVersion;\n    }\n    {\n"
+        '      description = "`builtins.nixVersion` reports at least 2.18";\n'
+        '      condition = builtins ? nixVersion && builtins.compareVersions "2.18" builtins.nixVersion != 1;\n'
+        "    }\n  ];\n  evaluated = builtins.partition ({ condition, ... }: condition) features;\nin\n"
+        "{\n  all = features;\n  supported = evaluated.right;\n  missing = evaluated.wrong;\n}\n"
+    )  # nixpkgs' lib/minfeatures.nix as of 2025-08-22
+    assert parse_min_nix("lib/minfeatures.nix", minfeatures) == "2.18"
+    assert parse_min_nix("lib/minver.nix", "builtins.readFile ./x") is None  # another shape: nix tells
+
+
+def _local_nix_below(version: str) -> bool:
+    from snakemake_deploy_nixsnake.nixpkgs import compare_versions, local_nix_version
+
+    local = local_nix_version()
+    return local is not None and compare_versions(version, local) > 0
+
+
+@pytest.mark.nix
+@pytest.mark.parametrize(("day", "file"), [("2025-09-01", "lib/minver.nix"), ("2025-12-01", "lib/minfeatures.nix")])
+def test_lock_refuses_a_nixpkgs_this_nix_cannot_evaluate(workspace, run_cli, day, file):
+    """The demo branch nixos-25.11 needs Nix >= 2.18 from 2025-08-15 (lib/minver.nix) and
+    2025-11-30 (lib/minfeatures.nix), as nixpkgs does: locking there with Nix 2.8 is exit
+    69 naming both versions and how to get a newer nix."""
+    if not _local_nix_below("2.18"):
+        pytest.skip("the nix here is 2.18 or newer")
+    from snakemake_deploy_nixsnake.nixpkgs import local_nix_version
+
+    spec = workspace / "envs" / "new.toml"
+    spec.write_text(f'date = {day}\n[nixpkgs]\nbranch = "nixos-25.11"\npackages = ["hello"]\n')
+    r = run_cli("lock", str(spec))
+    assert r.returncode == 69, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert f"needs Nix >= 2.18 (its {file}); the nix here is {local_nix_version()}" in line
+    assert "official installer" in line and "module" in line
+    assert not lock_path_for(spec).exists()
+    # the same branch before its 2.18 commits locks (24.11/25.05: 2.3.17)
+    spec.write_text('date = 2025-06-01\n[nixpkgs]\nbranch = "nixos-25.11"\npackages = ["hello"]\n')
+    assert run_cli("lock", str(spec)).returncode == 0
+
+
+@pytest.mark.nix
+def test_build_and_doctor_name_the_nix_a_nixpkgs_needs(workspace, run_cli):
+    """A lock made elsewhere (with a newer nix) for a nixpkgs the nix here cannot evaluate:
+    the build stops with nixsnake's 69 line instead of nixpkgs' abort text, and `nixsnake
+    doctor ENV...` reports each env."""
+    if not _local_nix_below("2.18"):
+        pytest.skip("the nix here is 2.18 or newer")
+    from snakemake_deploy_nixsnake import demo
+    from snakemake_deploy_nixsnake.lock import Lock, render_lock
+    from snakemake_deploy_nixsnake.nixpkgs import NixpkgsPin
+    from snakemake_deploy_nixsnake.spec import load_spec
+
+    new = workspace / "envs" / "new.toml"
+    new.write_text('date = 2025-12-01\n[nixpkgs]\nbranch = "nixos-25.11"\npackages = ["hello"]\n')
+    rev = demo.demo_revs(demo.default_repo())["nixos-25.11"]
+    lock = Lock(load_spec(new).spec_hash(), "2025-12-01", NixpkgsPin("nixos-25.11", rev, "2025-11-30T12:00:00Z", False))
+    lock_path_for(new).write_text(render_lock(lock, new.name))
+    r = run_cli("build", str(new))
+    assert r.returncode == 69, r.stderr
+    assert f"{new}: nixpkgs {rev[:12]} needs Nix >= 2.18; the nix here is" in r.stderr
+    assert "official installer" in r.stderr and "evaluation aborted" not in r.stderr
+
+    old = workspace / "envs" / "old.toml"
+    old.write_text('date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n')  # no lock: resolved by doctor, not written
+    r = run_cli("doctor", "--runtime", "bwrap", str(new), str(old), env={"COLUMNS": "1000"})
+    assert f"nix for {new}" in r.stdout and "needs Nix >= 2.18 (its lib/minfeatures.nix)" in r.stdout
+    assert f"nix for {old}" in r.stdout and "needs Nix >= 2.3; the nix here is" in r.stdout
+    assert r.returncode == 69 and not lock_path_for(old).exists()

@@ -172,9 +172,7 @@ def _build_repo(tmp: Path, files: dict[str, bytes], fingerprint: str) -> dict[st
         target.chmod(0o644)
 
     def commit(c: DemoCommit) -> str:
-        (tmp / "version.json").write_text(
-            json.dumps({"demoRelease": c.release, "python3": c.python3}, indent=2) + "\n"
-        )
+        (tmp / "version.json").write_text(json.dumps({"demoRelease": c.release, "python3": c.python3}, indent=2) + "\n")
         for rel in _GENERATED[1:]:
             (tmp / rel).unlink(missing_ok=True)
         rel, text = _min_nix_file(*c.min_nix)
