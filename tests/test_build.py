@@ -246,3 +246,22 @@ def test_packages_without_bin_are_in_the_image(workspace, run_cli, mount_image, 
     assert len(requested) >= 2 + 6  # the two packages and the base set
     assert set(requested) <= set(meta["store_paths"])
     assert all((root / p.lstrip("/") / "lib").is_dir() for p in requested if "python-deps" in p)
+
+
+def test_libraries_of_a_bin_first_package_come_from_its_lib_output(workspace, run_cli, mount_image, tmp_path):
+    """glib, curl, openssl, libtiff, cyrus_sasl: the first output is `bin`, so "${pkg}/lib"
+    does not exist; the library directory is the one lib.makeLibraryPath finds (the lib
+    output, else out). The demo's libdemo has nixpkgs' shape (outputs bin, out, dev)."""
+    env = write_env(
+        workspace,
+        "binfirst",
+        'date = 2024-06-01\n[nixpkgs]\nlibraries = ["libdemo"]\n[python]\nversion = "3.11"\n',
+    )
+    r = run_cli("build", str(env))
+    assert r.returncode == 0, r.stderr
+    root = mount_image(Path(r.stdout.strip().split(": ")[1]), tmp_path / "m")
+    entries = run_in_mounted_image(root, 'echo "$LD_LIBRARY_PATH"').stdout.strip().split(":")
+    assert entries[2].endswith("-libdemo-1.0-demo/lib"), entries  # out, not libdemo-1.0-demo-bin
+    assert (root / entries[2].lstrip("/") / "libdemo.so.1").is_file()
+    out = run_in_mounted_image(root, "python -c 'import ctypes; print(ctypes.CDLL(\"libdemo.so.1\").zlibVersion)'")
+    assert out.returncode == 0 and "_FuncPtr" in out.stdout, out.stderr

@@ -90,7 +90,9 @@ derivation ({
   python = if python == null then "" else "${python}/bin";
   pythonVersion = if input.python == null then "" else input.python.version;
   pythonPackages = if pythonPackages == null then "" else pythonPackages;
-  ldLibraryPath = builtins.concatStringsSep ":" (map (p: "${p}/lib") ldLibs);
+  # lib.makeLibraryPath: each package's lib output, else out, else the package -- never
+  # "${p}/lib", which for glib, curl, openssl, libtiff, cyrus_sasl ... is the bin output
+  ldLibraryPath = pkgs.lib.makeLibraryPath ldLibs;
   sslCertFile = "${pkgs.cacert}/etc/ssl/certs/ca-bundle.crt";
   bash = "${pkgs.bash}/bin/bash";
 } // (if conda == null then { } else {
