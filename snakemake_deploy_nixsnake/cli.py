@@ -103,7 +103,7 @@ def lock(
     from .spec import load_spec, lock_path_for
 
     cfg = _config(nixpkgs_source=nixpkgs_source)
-    source = parse_source(cfg.nixpkgs_source) if specs else None
+    source = parse_source(cfg.nixpkgs_source, update=not check_only) if specs else None
     if check_only:
         stale = []
         for path in specs:

@@ -63,7 +63,7 @@ class Lock:
 
 
 def make_lock(spec: EnvFile, spec_path: Path, cfg: Config, source: NixpkgsSource | None = None) -> Lock:
-    src = source or parse_source(cfg.nixpkgs_source)
+    src = source or parse_source(cfg.nixpkgs_source, update=True)
     pin = resolve_nixpkgs(spec, src, str(spec_path))
     # a nixpkgs this machine's nix cannot evaluate fails here, not at build time
     too_old = nix_too_old(src, pin, str(spec_path))

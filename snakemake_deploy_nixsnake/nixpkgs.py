@@ -52,13 +52,19 @@ class NixpkgsSource:
     fetch_url: str = ""
     #: The embedded demo package set: its builds need the host manifest (demo.nix_env).
     demo: bool = False
+    #: A mirror only: the git URL it mirrors (fetched again when a locked commit is missing).
+    remote: str = ""
     #: GitHub only: the API root, and the URL of one file at a rev ({rev}, {path}).
     api: str = ""
     raw_url: str = ""
 
 
-def parse_source(text: str) -> NixpkgsSource:
-    """Turn the ``nixpkgs_source`` setting into a source we can query and nix can fetch."""
+def parse_source(text: str, *, update: bool = False) -> NixpkgsSource:
+    """Turn the ``nixpkgs_source`` setting into a source we can query and nix can fetch.
+
+    For a git URL, nixsnake's local mirror of it is cloned when missing; ``update``
+    (locking) also fetches the remote's new commits. Builds do not: they need only the
+    locked commit, which the mirror has since the lock."""
     from . import demo
 
     if text == demo.SOURCE_NAME:
@@ -95,8 +101,8 @@ def parse_source(text: str) -> NixpkgsSource:
     if re.match(r"[a-z+]+://", text) or re.match(r"[\w.-]+@[\w.-]+:", text):
         # nix fetches from the local mirror nixsnake keeps: the remote URL would make nix
         # clone all of nixpkgs again into its own cache
-        mirror = _mirror(text)
-        return NixpkgsSource("git", mirror, "file://" + mirror)
+        mirror = _mirror(text, update)
+        return NixpkgsSource("git", mirror, "file://" + mirror, remote=text)
     path = Path(text).expanduser().resolve()
     if not path.exists():
         raise SpecError(
@@ -108,9 +114,11 @@ def parse_source(text: str) -> NixpkgsSource:
     return NixpkgsSource("git", str(path), "file://" + str(path))
 
 
-def _mirror(url: str) -> str:
+def _mirror(url: str, update: bool) -> str:
     """A bare mirror of a remote nixpkgs in the cache, refreshed on each lock."""
     dest = cache_dir() / "git-mirrors" / hashlib.sha256(url.encode()).hexdigest()[:16]
+    if (dest / "HEAD").exists() and not update:
+        return str(dest)
     if not (dest / "HEAD").exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
         proc.run(
@@ -261,8 +269,15 @@ def missing_rev(rev: str, source: NixpkgsSource) -> str | None:
         if _github_get(f"{source.api}/repos/{source.location}/commits/{rev}") is None:
             return f"commit {rev} is not in github:{source.location}"
         return None
-    r = proc.run(["git", "-C", source.location, "cat-file", "-e", f"{rev}^{{commit}}"], check=False)
-    if r.returncode != 0:
+
+    def has() -> bool:
+        return (
+            proc.run(["git", "-C", source.location, "cat-file", "-e", f"{rev}^{{commit}}"], check=False).returncode == 0
+        )
+
+    if not has() and source.remote:  # a lock newer than nixsnake's mirror: fetch once
+        _mirror(source.remote, True)
+    if not has():
         what = "the demo package set" if source.demo else source.location
         return f"commit {rev} is not in {what}"
     return None

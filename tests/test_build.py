@@ -265,3 +265,96 @@ def test_libraries_of_a_bin_first_package_come_from_its_lib_output(workspace, ru
     assert (root / entries[2].lstrip("/") / "libdemo.so.1").is_file()
     out = run_in_mounted_image(root, "python -c 'import ctypes; print(ctypes.CDLL(\"libdemo.so.1\").zlibVersion)'")
     assert out.returncode == 0 and "_FuncPtr" in out.stdout, out.stderr
+
+
+def test_a_pinned_rev_that_is_not_on_the_branch_builds(workspace, run_cli, tmp_path):
+    """[nixpkgs] rev from another branch (the branch stays nixos-unstable): nix must fetch
+    it by commit from all refs (fetchGit allRefs), not only refs/heads/<branch> ("Cannot
+    find Git revision ... in ref"). (A fresh nix cache: nix would otherwise find the
+    commit in its own git cache from earlier fetches.)"""
+    from snakemake_deploy_nixsnake import demo
+
+    rev = demo.demo_revs(demo.default_repo())["nixos-24.05"]
+    env = write_env(workspace, "pinned", f'date = 2024-06-01\n[nixpkgs]\nrev = "{rev}"\npackages = ["hello"]\n')
+    r = run_cli("build", str(env), env={"XDG_CACHE_HOME": str(tmp_path / "fresh-nix-cache")})
+    assert r.returncode == 0, r.stderr
+    lock = (workspace / "envs" / "pinned.lock.toml").read_text()
+    assert f'rev = "{rev}"' in lock and "pinned = true" in lock and 'branch = "nixos-unstable"' in lock
+
+
+def test_a_git_url_source_builds_from_nixsnake_s_mirror(workspace, run_cli, tmp_path):
+    """nixpkgs_source = a git URL: nixsnake keeps a bare mirror and nix fetches from that
+    mirror (file://), never from the remote (which would make nix clone all of nixpkgs
+    again into its own cache): with the remote gone, a build of a locked env still works."""
+    import socket
+
+    from snakemake_deploy_nixsnake import demo
+    from snakemake_deploy_nixsnake.nixbuild import NixInput
+    from snakemake_deploy_nixsnake.nixpkgs import parse_source
+
+    served = tmp_path / "served"
+    served.mkdir()
+    subprocess.run(
+        ["git", "clone", "-q", "--mirror", str(demo.default_repo()), str(served / "nixpkgs.git")], check=True
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    daemon = subprocess.Popen(
+        ["git", "daemon", "--export-all", f"--base-path={served}", "--listen=127.0.0.1", f"--port={port}", "--reuseaddr", str(served)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"git://127.0.0.1:{port}/nixpkgs.git"
+    try:
+        for _ in range(100):
+            if subprocess.run(["git", "ls-remote", url], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        (workspace / "nixsnake.toml").write_text(
+            (workspace / "nixsnake.toml").read_text().replace('nixpkgs_source = "demo"', f'nixpkgs_source = "{url}"')
+        )
+        env = write_env(workspace, "mirrored", 'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n')
+        r = run_cli("lock", str(env))
+        assert r.returncode == 0, r.stderr
+        # env.nix itself, handed the remote URL: a commit that is not on the branch is
+        # fetched (allRefs; nix only fetches refs/heads/<ref> otherwise)
+        _instantiate_with_remote(url, tmp_path)
+    finally:
+        daemon.terminate()
+        daemon.wait()
+    source = parse_source(url)  # (the mirror exists: no network)
+    assert source.location.startswith(os.environ["NIXSNAKE_CACHE_DIR"]) and source.remote == url
+    spec = parse_spec(env.read_bytes())
+    from snakemake_deploy_nixsnake.lock import read_lock
+
+    data = NixInput.of(spec, read_lock(env), source)
+    assert data.nixpkgs.url == f"file://{source.location}" and data.nixpkgs.type == "git"
+    # the remote is gone: nixsnake does not fetch it, nix fetches from the mirror
+    from snakemake_deploy_nixsnake import demo as demo_mod
+
+    r = run_cli("build", str(env), env=demo_mod.nix_env())
+    assert r.returncode == 0, r.stderr
+
+
+def _instantiate_with_remote(url: str, tmp_path: Path) -> None:
+    import dataclasses
+
+    from helpers import nix_option_args
+
+    from snakemake_deploy_nixsnake import demo
+    from snakemake_deploy_nixsnake.lock import Lock
+    from snakemake_deploy_nixsnake.nixbuild import NixInput, NixpkgsFetch, nix_dir
+    from snakemake_deploy_nixsnake.nixpkgs import NixpkgsPin, NixpkgsSource
+
+    rev = demo.demo_revs(demo.default_repo())["nixos-24.05"]
+    spec = parse_spec(f'date = 2024-06-01\n[nixpkgs]\nrev = "{rev}"\npackages = ["hello"]\n'.encode())
+    lock = Lock(spec.spec_hash(), "2024-06-01", NixpkgsPin("nixos-unstable", rev, "2025-03-01T12:00:00Z", True))
+    data = NixInput.of(spec, lock, NixpkgsSource("git", "/unused", url))
+    data = dataclasses.replace(data, nixpkgs=NixpkgsFetch("git", url, rev, "nixos-unstable"))
+    (tmp_path / "remote-input.json").write_text(data.to_json())
+    cp = subprocess.run(
+        ["nix-instantiate", *nix_option_args(), str(nix_dir() / "env.nix"), "--argstr", "inputFile", str(tmp_path / "remote-input.json")],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, **demo.nix_env(), "XDG_CACHE_HOME": str(tmp_path / "fresh-nix-cache")},
+    )  # fmt: skip
+    assert cp.returncode == 0, cp.stderr[-2000:]
