@@ -188,13 +188,13 @@ def _github_cache(url: str) -> Path:
     return cache_dir() / "github" / (hashlib.sha256(url.encode()).hexdigest() + ".json")
 
 
-def _github_get(url: str, *, raw: bool = False) -> Any:
+def _github_get(url: str, *, raw: bool = False, cache: bool = True) -> Any:
     """GET a GitHub API URL (JSON), or with ``raw`` a file (text; None when it does not
-    exist), cached on disk: what is asked by commit hash or for a past date does not
-    change."""
-    cache = _github_cache(url)
-    if cache.exists():
-        return json.loads(cache.read_text())
+    exist), cached on disk: what is asked by commit hash does not change. ``cache=False``
+    for what does (a branch's head)."""
+    cached = _github_cache(url)
+    if cache and cached.exists():
+        return json.loads(cached.read_text())
     headers = {"Accept": "application/vnd.github+json", "User-Agent": "nixsnake"}
     token = os.environ.get("NIXSNAKE_GITHUB_TOKEN") or os.environ.get("GITHUB_TOKEN")
     if token:
@@ -204,8 +204,8 @@ def _github_get(url: str, *, raw: bool = False) -> Any:
             data = resp.read().decode("utf-8", errors="replace") if raw else json.load(resp)
     except urllib.error.HTTPError as exc:
         if exc.code in (404, 422):
-            if raw and exc.code == 404:  # a file missing at a commit stays missing: cached
-                _github_store(cache, None)
+            if raw and exc.code == 404 and cache:  # a file missing at a commit stays missing
+                _github_store(cached, None)
             return None
         raise NixsnakeError(
             f"GitHub API answered {exc.code} for {url}",
@@ -218,7 +218,8 @@ def _github_get(url: str, *, raw: bool = False) -> Any:
             Exit.UNAVAILABLE,
             "without network access set nixpkgs_source to a local nixpkgs clone/mirror (or 'demo' to try nixsnake)",
         ) from None
-    _github_store(cache, data)
+    if cache:
+        _github_store(cached, data)
     return data
 
 
@@ -229,6 +230,64 @@ def _github_store(cache: Path, data: Any) -> None:
     os.replace(tmp, cache)
 
 
+#: Commits per request when walking a branch on GitHub (the API's maximum).
+GITHUB_PAGE = 100
+
+
+def _utc_seconds(iso: str) -> str:
+    """GitHub's commit dates as the lock writes them (``2024-01-15T12:00:00Z``)."""
+    return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _page_url(source: NixpkgsSource, start: str) -> str:
+    q = urllib.parse.urlencode({"sha": start, "per_page": GITHUB_PAGE})
+    return f"{source.api}/repos/{source.location}/commits?{q}"
+
+
+def _first_parent_before(source: NixpkgsSource, branch: str, cut: str) -> dict[str, Any] | bool | None:
+    """The first commit on the first-parent chain of ``branch`` whose committer date is at
+    or before ``cut`` (``git rev-list -1 --first-parent --before=cut``); None when the
+    chain ends first; False when the branch does not exist.
+
+    GitHub's commits API has no first-parent option (``until=`` returns the newest commit
+    reachable from the branch, which can be one from inside a merged pull request that
+    was never the branch's tip). So: list the branch from its head, 100 commits per
+    request (git log order: the first parents are among them, between the merged
+    commits), follow ``parents[0]`` through what was listed, and list again from where
+    the chain leaves it. A list from a given commit never changes, so each is cached
+    under its first commit; a later walk (the branch has moved on) reaches an earlier
+    head and continues on cached lists: only new history costs requests.
+    """
+    head_page = _github_get(_page_url(source, branch), cache=False)
+    if head_page is None:
+        return False
+    if not head_page:
+        return None
+    _github_store(_github_cache(_page_url(source, head_page[0]["sha"])), head_page)
+    known = {c["sha"]: c for c in head_page}
+    cur = head_page[0]
+    cutoff_time = dt.datetime.fromisoformat(cut.replace("Z", "+00:00"))
+    while True:
+        when = dt.datetime.fromisoformat(cur["commit"]["committer"]["date"].replace("Z", "+00:00"))
+        if when <= cutoff_time:
+            return cur
+        parents = cur.get("parents") or []
+        if not parents:
+            return None
+        sha = parents[0]["sha"]
+        page_cache = _github_cache(_page_url(source, sha))
+        if sha not in known or page_cache.exists():  # (a cached list from here continues the walk)
+            page = _github_get(_page_url(source, sha))
+            if not page or page[0]["sha"] != sha:
+                raise NixsnakeError(
+                    f"GitHub listed no commits from {sha} (github:{source.location})",
+                    Exit.UNAVAILABLE,
+                    "try again later, or use nixpkgs_source = a local nixpkgs mirror",
+                )
+            known.update((c["sha"], c) for c in page)
+        cur = known[sha]
+
+
 def resolve_github(
     source: NixpkgsSource, branch: str, day: dt.date, spec_file: str, rev: str | None = None
 ) -> NixpkgsPin:
@@ -237,21 +296,20 @@ def resolve_github(
         data = _github_get(f"{source.api}/repos/{repo}/commits/{rev}")
         if not data:
             raise SpecError(spec_file, "nixpkgs.rev", f"commit {rev} is not in github:{repo}", "check the hash")
-        return NixpkgsPin(branch, rev, data["commit"]["committer"]["date"], True)
-    q = urllib.parse.urlencode({"sha": branch, "until": cutoff(day), "per_page": 1})
-    data = _github_get(f"{source.api}/repos/{repo}/commits?{q}")
-    if data is None:
+        return NixpkgsPin(branch, rev, _utc_seconds(data["commit"]["committer"]["date"]), True)
+    found = _first_parent_before(source, branch, cutoff(day))
+    if found is False:
         raise SpecError(
             spec_file,
             "nixpkgs.branch",
             f"branch {branch!r} does not exist in github:{repo}",
             "use an existing branch such as nixos-unstable",
         )
-    if not data:
+    if not isinstance(found, dict):
         raise SpecError(
             spec_file, "date", f"{day.isoformat()} is before the first commit on {branch!r}", "use a later date"
         )
-    return NixpkgsPin(branch, data[0]["sha"], data[0]["commit"]["committer"]["date"], False)
+    return NixpkgsPin(branch, found["sha"], _utc_seconds(found["commit"]["committer"]["date"]), False)
 
 
 def resolve_nixpkgs(spec: EnvFile, source: NixpkgsSource, spec_file: str) -> NixpkgsPin:

@@ -400,3 +400,112 @@ def test_build_and_doctor_name_the_nix_a_nixpkgs_needs(workspace, run_cli):
     assert f"nix for {new}" in r.stdout and "needs Nix >= 2.18 (its lib/minfeatures.nix)" in r.stdout
     assert f"nix for {old}" in r.stdout and "needs Nix >= 2.3; the nix here is" in r.stdout
     assert r.returncode == 69 and not lock_path_for(old).exists()
+
+
+# ------------------------------------------------------------------ GitHub: the same answer as git
+
+
+@pytest.mark.parametrize(
+    "day",
+    ["2023-06-02", "2023-12-15", "2023-12-16", "2024-01-11", "2024-03-02", "2025-01-01", "2023-01-01"],
+)
+def test_github_resolves_dates_like_git_first_parent(dated_repo, day):
+    """The GitHub path walks first parents through the API (GitHub answers in the
+    stand-in's recorded shape): every date gives the commit `git rev-list --first-parent`
+    gives on a mirror, never a commit from inside a merged branch."""
+    from github_standin import GitHubStandIn
+
+    from snakemake_deploy_nixsnake.nixpkgs import parse_source, resolve_github
+
+    repo, _ = dated_repo
+    with GitHubStandIn(repo) as gh:
+        source = parse_source(gh.source)
+        try:
+            want = resolve_git(str(repo), "nixos-unstable", dt.date.fromisoformat(day), "x.toml").rev
+        except SpecError as exc:
+            with pytest.raises(SpecError) as got:
+                resolve_github(source, "nixos-unstable", dt.date.fromisoformat(day), "x.toml")
+            assert got.value.key == exc.key == "date"
+            return
+        assert resolve_github(source, "nixos-unstable", dt.date.fromisoformat(day), "x.toml").rev == want
+
+
+def test_github_until_alone_would_pick_a_merged_branch_commit(dated_repo):
+    """Why the walk: for 2024-01-11 GitHub's `until` answers the side branch's commit
+    (dated 2024-01-10, merged 2024-03-05), which was never on nixos-unstable then."""
+    from github_standin import GitHubStandIn
+
+    from snakemake_deploy_nixsnake.nixpkgs import parse_source, resolve_github
+
+    repo, revs = dated_repo
+    side = _git(repo, "rev-parse", "side")
+    with GitHubStandIn(repo) as gh:
+        url = f"{gh.base}/api/v3/repos/NixOS/nixpkgs/commits?sha=nixos-unstable&until=2024-01-11T00:00:00Z&per_page=1"
+        import urllib.request
+
+        with urllib.request.urlopen(url) as resp:
+            assert json.load(resp)[0]["sha"] == side
+        pin = resolve_github(parse_source(gh.source), "nixos-unstable", dt.date(2024, 1, 11), "x.toml")
+    assert pin.rev == revs[1] != side and pin.commit_time == "2023-12-15T08:30:00Z"
+
+
+def _long_history(repo: Path, days: int) -> list[str]:
+    """A branch with one merge of a two-commit side branch per day (first-parent commits
+    at 12:00, side commits at 06:00 and 09:00), made with git's plumbing (fast)."""
+    _git(repo, "init", "-q", "-b", "nixos-unstable")
+    tree = _git(repo, "write-tree")
+    first = []
+    parent = None
+    day0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+
+    def commit(msg: str, when: dt.datetime, *parents: str) -> str:
+        args = ["commit-tree", tree, "-m", msg]
+        for p in parents:
+            args += ["-p", p]
+        return _git(repo, *args, date=when.strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+    for i in range(days):
+        day = day0 + dt.timedelta(days=i)
+        if parent is None:
+            parent = commit("root", day + dt.timedelta(hours=12))
+        else:
+            a = commit(f"side {i} a", day + dt.timedelta(hours=6), parent)
+            b = commit(f"side {i} b", day + dt.timedelta(hours=9), a)
+            parent = commit(f"merge {i}", day + dt.timedelta(hours=12), parent, b)
+        first.append(parent)
+    _git(repo, "update-ref", "refs/heads/nixos-unstable", parent)
+    return first
+
+
+def test_github_walk_costs_one_request_per_page_and_reuses_the_cache(tmp_path):
+    """A walk reads 100 commits per request and caches every page by its first commit;
+    a later lock (the branch has moved on) walks to the old head and continues on cached
+    pages: only the new part costs requests."""
+    from github_standin import GitHubStandIn
+
+    from snakemake_deploy_nixsnake.nixpkgs import parse_source, resolve_github
+
+    repo = tmp_path / "long"
+    repo.mkdir()
+    first = _long_history(repo, 120)  # 120 first-parent commits, 358 in all
+    with GitHubStandIn(repo) as gh:
+        source = parse_source(gh.source)
+        pin = resolve_github(source, "nixos-unstable", dt.date(2024, 1, 3), "x.toml")
+        assert pin.rev == first[1]
+        cold = len(gh.api_requests())
+        assert 4 <= cold <= 6, gh.api_requests()  # 358 commits / 100 per page, +1 for the head
+        for day in (dt.date(2024, 2, 1), dt.date(2024, 1, 2)):  # everything cached but the head
+            before = len(gh.api_requests())
+            want = resolve_git(str(repo), "nixos-unstable", day, "x.toml").rev
+            assert resolve_github(source, "nixos-unstable", day, "x.toml").rev == want
+            assert len(gh.api_requests()) - before == 1
+        # the branch moves on by 30 days: the walk reaches the old head, then cached pages
+        tree = _git(repo, "write-tree")
+        head = first[-1]
+        for i in range(30):
+            when = (dt.datetime(2024, 4, 30, 12, tzinfo=dt.UTC) + dt.timedelta(days=i)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            head = _git(repo, "commit-tree", tree, "-p", head, "-m", f"new {i}", date=when)
+        _git(repo, "update-ref", "refs/heads/nixos-unstable", head)
+        before = len(gh.api_requests())
+        assert resolve_github(source, "nixos-unstable", dt.date(2024, 1, 3), "x.toml").rev == first[1]
+        assert len(gh.api_requests()) - before == 1  # the head page covers the 30 new commits
