@@ -99,7 +99,7 @@ def lock(
 ) -> None:
     """Resolve each env file's date and write ENV.lock.toml beside it."""
     specs = _env_files(specs)
-    from .lock import lock_file, missing_rev, parse_source, read_lock, stale_reason
+    from .lock import lock_file, parse_source, read_lock, source_problem, stale_reason
     from .spec import load_spec, lock_path_for
 
     cfg = _config(nixpkgs_source=nixpkgs_source)
@@ -109,8 +109,8 @@ def lock(
         for path in specs:
             reason = stale_reason(load_spec(path), path)
             if reason is None and source is not None:
-                problem = missing_rev(read_lock(path).nixpkgs.rev, source)
-                reason = f"{lock_path_for(path)}: nixpkgs.rev: {problem}" if problem else None
+                problem = source_problem(read_lock(path), source)
+                reason = f"{lock_path_for(path)}: {problem[0]}: {problem[1]}" if problem else None
             if reason:
                 stale.append(reason)
                 err.print(f"nixsnake: stale: {reason}; fix: run `nixsnake lock {path}`")

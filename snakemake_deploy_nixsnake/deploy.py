@@ -222,7 +222,9 @@ def _build(r: ResolvedEnv, cfg: Config, store: Store, rep: Reporter) -> Path:
             built = nix_build(NixInput.of(r.env, r.lock, source), source, cfg, work, on_line=rep.log)
         except NixsnakeError as exc:  # what the user can act on: one line (65 or 69)
             exc = explain_build_failure(exc, str(lock_path_for(r.path)))  # a conda archive that changed
-            raise explain_failure(exc, rev=r.lock.nixpkgs.rev, env_file=str(r.path)) from None
+            raise explain_failure(
+                exc, rev=r.lock.nixpkgs.rev, env_file=str(r.path), lock_file=str(lock_path_for(r.path))
+            ) from None
         if built.info.conda is not None:
             for warning in built.info.conda.warnings():
                 rep.stage(f"warning: {r.path}: {warning}")

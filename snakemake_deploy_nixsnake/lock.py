@@ -13,7 +13,7 @@ import os
 import tempfile
 import tomllib
 import urllib.parse
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,7 +26,15 @@ from pydantic_core import PydanticCustomError
 from . import conda as conda_layer
 from .config import Config
 from .errors import MissingFileError, SpecError
-from .nixpkgs import NixpkgsPin, NixpkgsSource, missing_rev, nix_too_old, parse_source, resolve_nixpkgs
+from .nixpkgs import (
+    NixpkgsPin,
+    NixpkgsSource,
+    missing_rev,
+    nix_too_old,
+    parse_source,
+    resolve_nixpkgs,
+    tarball_sha256,
+)
 from .pypi import PY_PLATFORM, Wheel, resolve_python
 from .spec import EnvFile, check_branch, check_py_version, error_from_validation, lock_path_for
 
@@ -53,6 +61,9 @@ class Lock:
         d = asdict(self)
         if d["conda"] is None:
             del d["conda"]
+        # how GitHub's copy of the rev is checked, not what the rev is: the same rev from
+        # a mirror or from GitHub is the same software (and the same image)
+        del d["nixpkgs"]["sha256"]
         return d
 
     def software(self) -> list[tuple[str, str]]:
@@ -69,6 +80,8 @@ def make_lock(spec: EnvFile, spec_path: Path, cfg: Config, source: NixpkgsSource
     too_old = nix_too_old(src, pin, str(spec_path))
     if too_old is not None:
         raise too_old
+    if src.kind == "github":  # pinned to content: fetchTarball checks this NAR hash
+        pin = replace(pin, sha256=tarball_sha256(src, pin.rev))
     wheels = resolve_python(spec, str(spec_path))
     conda = conda_layer.resolve(spec, str(spec_path))
     return Lock(
@@ -97,6 +110,8 @@ def render_lock(lock: Lock, spec_name: str) -> str:
     nix.add("rev", lock.nixpkgs.rev)
     nix.add("commit_time", lock.nixpkgs.commit_time)
     nix.add("pinned", lock.nixpkgs.pinned)
+    if lock.nixpkgs.sha256 is not None:
+        nix.add("sha256", lock.nixpkgs.sha256)
     doc.add("nixpkgs", nix)
     if lock.python_version is not None:
         py = tomlkit.table()
@@ -128,6 +143,7 @@ class _LockNixpkgs(_LockModel):
     rev: Annotated[str, Field(pattern=r"\A[0-9a-f]{40}\z")]
     commit_time: Annotated[str, Field(pattern=r"\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\z")]
     pinned: bool
+    sha256: Annotated[str, Field(pattern=r"\A[0-9abcdfghijklmnpqrsvwxyz]{52}\z")] | None = None
 
 
 class _LockWheel(_LockModel):
@@ -244,7 +260,7 @@ def parse_lock(text: str, path: str) -> Lock:
     return Lock(
         spec_sha256=m.spec_sha256,
         date=m.date,
-        nixpkgs=NixpkgsPin(n.branch, n.rev, n.commit_time, n.pinned),
+        nixpkgs=NixpkgsPin(n.branch, n.rev, n.commit_time, n.pinned, n.sha256),
         python_version=py.version if py else None,
         python_platform=py.platform if py else None,
         wheels=tuple(Wheel(w.name, w.version, w.url, w.sha256) for w in (py.wheels if py else [])),
@@ -284,13 +300,25 @@ def write_if_changed(path: Path, text: str) -> bool:
     return True
 
 
-def missing_rev_error(lock: Lock, source: NixpkgsSource, spec_path: Path) -> SpecError | None:
+def source_problem(lock: Lock, source: NixpkgsSource) -> tuple[str, str] | None:
+    """(key, problem) when the lock's nixpkgs cannot be fetched from ``source`` as it is:
+    a commit the source lacks, or a GitHub source and no tarball hash to check."""
     problem = missing_rev(lock.nixpkgs.rev, source)
-    if problem is None:
+    if problem is not None:
+        return "nixpkgs.rev", problem
+    if source.kind == "github" and lock.nixpkgs.sha256 is None:
+        return "nixpkgs.sha256", "missing: a GitHub source needs the hash of the nixpkgs tarball to check it"
+    return None
+
+
+def missing_rev_error(lock: Lock, source: NixpkgsSource, spec_path: Path) -> SpecError | None:
+    found = source_problem(lock, source)
+    if found is None:
         return None
+    key, problem = found
     return SpecError(
         str(lock_path_for(spec_path)),
-        "nixpkgs.rev",
+        key,
         problem,
         f"re-run `nixsnake lock {spec_path}` (the lock was made against another nixpkgs source or version)",
     )

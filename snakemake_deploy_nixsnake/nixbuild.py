@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import proc
 from .config import Config
-from .errors import Exit, NixsnakeError
+from .errors import Exit, NixsnakeError, SpecError
 from .lock import Lock
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ class NixpkgsFetch:
     url: str
     rev: str
     ref: str  # the branch (git); "" for tarballs
+    sha256: str  # the NAR hash of the unpacked tarball (tarballs); "" for git
 
 
 @dataclass(frozen=True)
@@ -115,9 +116,11 @@ class NixInput:
     def of(cls, env: EnvFile, lock: Lock, source: NixpkgsSource) -> NixInput:
         rev = lock.nixpkgs.rev
         if source.kind == "github":
-            fetch = NixpkgsFetch("tarball", source.fetch_url.format(rev=rev), rev, "")
+            if lock.nixpkgs.sha256 is None:  # (deploy refuses such a lock first, with the file's name)
+                raise NixsnakeError("a lock for a GitHub source has no nixpkgs.sha256", Exit.DATAERR)
+            fetch = NixpkgsFetch("tarball", source.fetch_url.format(rev=rev), rev, "", lock.nixpkgs.sha256)
         else:
-            fetch = NixpkgsFetch("git", source.fetch_url, rev, lock.nixpkgs.branch)
+            fetch = NixpkgsFetch("git", source.fetch_url, rev, lock.nixpkgs.branch, "")
         python = None
         if env.python is not None:
             major, minor = env.python.version.split(".")
@@ -285,10 +288,23 @@ _NIXPKGS_NEEDS_FEATURES = re.compile(
 )
 
 
-def explain_failure(exc: NixsnakeError, *, rev: str, env_file: str) -> NixsnakeError:
+_TARBALL_MISMATCH = re.compile(r"hash mismatch in file downloaded from '([^']+)':\s*specified:\s*(\S+)\s*got:\s*(\S+)")
+
+
+def explain_failure(exc: NixsnakeError, *, rev: str, env_file: str, lock_file: str) -> NixsnakeError:
     """A failed nix build whose cause the user can act on, as nixsnake's one line;
     any other failure is returned unchanged."""
     text = exc.message
+    m = _TARBALL_MISMATCH.search(text)
+    if m is not None and rev in m[1]:  # fetchTarball of nixpkgs: the content is not the locked one
+        return SpecError(
+            lock_file,
+            "nixpkgs.sha256",
+            f"the nixpkgs tarball {m[1]} does not match the lock (the lock says {m[2]}, the download is {m[3]}); "
+            "refusing to build",
+            "the source served other content for this commit: check it (or a proxy in between); "
+            "if the change is expected, re-run `nixsnake lock` and review it",
+        )
     m = _NIXPKGS_NEEDS_NIX.search(text) or _NIXPKGS_NEEDS_FEATURES.search(text)
     if m is not None:  # nixpkgs' own abort: the nix here is too old for this rev
         from .nixpkgs import NEWER_NIX_HINT, local_nix_version

@@ -42,6 +42,9 @@ class NixpkgsPin:
     rev: str
     commit_time: str  # ISO 8601, UTC
     pinned: bool  # rev given in the env file rather than found by date
+    #: GitHub sources: the NAR hash (nix base32) of the unpacked tarball of ``rev``, which
+    #: fetchTarball checks (git sources fetch by commit hash and need none)
+    sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -309,7 +312,40 @@ def resolve_github(
         raise SpecError(
             spec_file, "date", f"{day.isoformat()} is before the first commit on {branch!r}", "use a later date"
         )
+    # (what `lock --check` and builds ask about the rev: answered from the cache here)
+    _github_store(_github_cache(f"{source.api}/repos/{repo}/commits/{found['sha']}"), found)
     return NixpkgsPin(branch, found["sha"], _utc_seconds(found["commit"]["committer"]["date"]), False)
+
+
+_DOWNLOAD_FAILED = ("unable to download", "couldn't resolve", "could not resolve", "connection refused", "timed out")
+
+
+def tarball_sha256(source: NixpkgsSource, rev: str) -> str:
+    """The NAR hash of the unpacked GitHub tarball of ``rev`` -- what ``fetchTarball {
+    url; sha256; }`` checks -- as ``nix-prefetch-url --unpack`` gives it. The prefetch
+    also puts the tree into the nix store under the very path the build's fetchTarball
+    uses, so the build then needs no network. Cached per URL (the content of a commit
+    does not change; the compressed bytes GitHub serves may, the NAR hash does not)."""
+    url = source.fetch_url.format(rev=rev)
+    cache = _github_cache("nar-sha256 " + url)
+    if cache.exists():
+        cached = json.loads(cache.read_text())
+        if isinstance(cached, str):
+            return cached
+    proc.require("nix-prefetch-url")
+    r = proc.run(["nix-prefetch-url", "--unpack", "--name", "source", url], check=False, timeout=3600)
+    lines = r.stdout.split()
+    if r.returncode != 0 or not lines or not re.fullmatch(r"[0-9a-z]{52}", lines[-1]):
+        why = proc.tail(r.stderr or r.stdout, 3).replace("\n", " ")
+        if any(m in why.lower() for m in _DOWNLOAD_FAILED):
+            raise NixsnakeError(
+                f"cannot download the nixpkgs tarball {url}: {why}",
+                Exit.UNAVAILABLE,
+                "check network access to GitHub, or use nixpkgs_source = a local nixpkgs mirror",
+            )
+        raise NixsnakeError(f"nix-prefetch-url --unpack {url} failed: {why}", Exit.SOFTWARE)
+    _github_store(cache, lines[-1])
+    return lines[-1]
 
 
 def resolve_nixpkgs(spec: EnvFile, source: NixpkgsSource, spec_file: str) -> NixpkgsPin:
@@ -324,7 +360,11 @@ def missing_rev(rev: str, source: NixpkgsSource) -> str | None:
     a lock made against another source, or a mirror that lost the commit, fails here
     with a message instead of inside nix."""
     if source.kind == "github":
-        if _github_get(f"{source.api}/repos/{source.location}/commits/{rev}") is None:
+        try:
+            known = _github_get(f"{source.api}/repos/{source.location}/commits/{rev}")
+        except NixsnakeError:  # GitHub unreachable: nix may have the tarball in its store already
+            return None
+        if known is None:
             return f"commit {rev} is not in github:{source.location}"
         return None
 

@@ -350,7 +350,7 @@ def _instantiate_with_remote(url: str, tmp_path: Path) -> None:
     spec = parse_spec(f'date = 2024-06-01\n[nixpkgs]\nrev = "{rev}"\npackages = ["hello"]\n'.encode())
     lock = Lock(spec.spec_hash(), "2024-06-01", NixpkgsPin("nixos-unstable", rev, "2025-03-01T12:00:00Z", True))
     data = NixInput.of(spec, lock, NixpkgsSource("git", "/unused", url))
-    data = dataclasses.replace(data, nixpkgs=NixpkgsFetch("git", url, rev, "nixos-unstable"))
+    data = dataclasses.replace(data, nixpkgs=NixpkgsFetch("git", url, rev, "nixos-unstable", ""))
     (tmp_path / "remote-input.json").write_text(data.to_json())
     cp = subprocess.run(
         ["nix-instantiate", *nix_option_args(), str(nix_dir() / "env.nix"), "--argstr", "inputFile", str(tmp_path / "remote-input.json")],
@@ -358,3 +358,105 @@ def _instantiate_with_remote(url: str, tmp_path: Path) -> None:
         env={**os.environ, **demo.nix_env(), "XDG_CACHE_HOME": str(tmp_path / "fresh-nix-cache")},
     )  # fmt: skip
     assert cp.returncode == 0, cp.stderr[-2000:]
+
+
+def _nar_hash_of_archive(repo: Path, rev: str, tmp: Path) -> str:
+    """The NAR hash of ``git archive REV`` unpacked, computed without the nix store."""
+    tree = tmp / "unpacked"
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", rev], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    return subprocess.run(
+        ["nix-hash", "--type", "sha256", "--base32", str(tree)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_github_tarball_is_pinned_by_its_nar_hash(workspace, run_cli, tmp_path):
+    """A GitHub source: the lock records the NAR hash of the rev's tarball (as
+    nix-prefetch-url --unpack gives it), the build passes it to fetchTarball -- so it
+    works offline from the store the prefetch seeded, and a tarball with other content
+    is refused (one line, 65) instead of being built."""
+    from github_standin import GitHubStandIn
+
+    from snakemake_deploy_nixsnake import demo
+    from snakemake_deploy_nixsnake.lock import read_lock
+
+    repo = demo.default_repo()
+    settings = workspace / "nixsnake.toml"
+    demo_settings = settings.read_text()
+    env = write_env(workspace, "gh", 'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n')
+    with GitHubStandIn(repo) as gh:
+        settings.write_text(demo_settings.replace('nixpkgs_source = "demo"', f'nixpkgs_source = "{gh.source}"'))
+        r = run_cli("lock", str(env))
+        assert r.returncode == 0, r.stderr
+        assert any(p.endswith(".tar.gz") for p in gh.requests)
+    lock = read_lock(env)
+    rev = demo.demo_revs(repo)["nixos-unstable"]
+    assert lock.nixpkgs.rev == subprocess.run(
+        ["git", "-C", str(repo), "rev-list", "-1", "--first-parent", "--before=2024-06-01T00:00:00Z", "nixos-unstable"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip() != rev  # fmt: skip
+    assert lock.nixpkgs.sha256 == _nar_hash_of_archive(repo, lock.nixpkgs.rev, tmp_path)
+    assert f'sha256 = "{lock.nixpkgs.sha256}"' in lock_path_for_text(env)
+
+    # the server is gone: the build takes nixpkgs from the store (fetchTarball with sha256)
+    r = run_cli("build", str(env), env={**demo.nix_env(), "XDG_CACHE_HOME": str(tmp_path / "c1")})
+    assert r.returncode == 0, r.stderr
+
+    # GitHub now serves other content for the rev: refused before anything is built
+    store_path = subprocess.run(
+        ["nix-store", "--print-fixed-path", "--recursive", "sha256", lock.nixpkgs.sha256, "source"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    subprocess.run(["nix-store", "--delete", store_path], capture_output=True, check=True)
+    tampered = tmp_path / "tampered"
+    subprocess.run(["git", "clone", "-q", str(repo), str(tampered)], check=True)
+    subprocess.run(["git", "-C", str(tampered), "checkout", "-q", lock.nixpkgs.rev], check=True)
+    (tampered / "pkgs.nix").write_text((tampered / "pkgs.nix").read_text() + "\n# changed\n")
+    name = "nixpkgs"
+    data = subprocess.run(
+        ["tar", "-czf", "-", f"--transform=s,^\\.,{name}-{lock.nixpkgs.rev},", "--exclude=.git", "-C", str(tampered), "."],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    with GitHubStandIn(repo) as gh:
+        gh.tarballs[lock.nixpkgs.rev] = data
+        settings.write_text(demo_settings.replace('nixpkgs_source = "demo"', f'nixpkgs_source = "{gh.source}"'))
+        r = run_cli(
+            "build", str(env), "--store", str(tmp_path / "store2"),
+            env={**demo.nix_env(), "XDG_CACHE_HOME": str(tmp_path / "c2")},
+        )  # fmt: skip
+    assert r.returncode == 65, r.stderr
+    assert f"{env.with_name('gh.lock.toml')}: nixpkgs.sha256: the nixpkgs tarball {gh.base}/" in r.stderr
+    assert "does not match the lock" in r.stderr and len(r.stderr.strip().splitlines()) <= 3
+    assert not list((tmp_path / "store2" / "images").glob("*.sif"))
+
+
+def lock_path_for_text(env: Path) -> str:
+    return env.with_name(env.name.replace(".toml", ".lock.toml")).read_text()
+
+
+def test_a_github_lock_without_the_tarball_hash_is_stale(workspace, run_cli):
+    """Locks written before nixsnake recorded the hash: `lock --check` and builds say
+    what is missing (65) instead of fetching nixpkgs unchecked."""
+    from github_standin import GitHubStandIn
+
+    from snakemake_deploy_nixsnake import demo
+    from snakemake_deploy_nixsnake.lock import Lock, render_lock
+    from snakemake_deploy_nixsnake.nixpkgs import NixpkgsPin
+
+    env = write_env(workspace, "old", 'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n')
+    rev = demo.demo_revs(demo.default_repo())["nixos-24.05"]
+    lock = Lock(
+        parse_spec(env.read_bytes()).spec_hash(),
+        "2024-06-01",
+        NixpkgsPin("nixos-unstable", rev, "2025-03-01T12:00:00Z", False),
+    )
+    env.with_name("old.lock.toml").write_text(render_lock(lock, env.name))
+    with GitHubStandIn(demo.default_repo()) as gh:
+        r = run_cli("lock", "--check", "--nixpkgs-source", gh.source, str(env))
+        assert r.returncode == 65, r.stderr
+        assert "old.lock.toml: nixpkgs.sha256: missing" in r.stderr
+        settings = workspace / "nixsnake.toml"
+        settings.write_text(settings.read_text().replace('nixpkgs_source = "demo"', f'nixpkgs_source = "{gh.source}"'))
+        r = run_cli("build", str(env))
+        assert r.returncode == 65 and "nixpkgs.sha256: missing" in r.stderr, r.stderr
