@@ -83,7 +83,8 @@ def check(specs: SpecArgs) -> None:
         spec = load_spec(path)
         parts = [f"date {spec.date}", f"{len(spec.nixpkgs.packages)} nixpkgs"]
         if spec.python:
-            parts.append(f"python {spec.python.version} with {len(spec.python.packages)} requirements")
+            version = spec.python.version or "(nixpkgs' python3)"
+            parts.append(f"python {version} with {len(spec.python.packages)} requirements")
         if spec.r:
             parts.append(f"{len(spec.r.packages)} R packages")
         out.print(f"{path}: ok ({', '.join(parts)})")

@@ -82,13 +82,18 @@ def make_lock(spec: EnvFile, spec_path: Path, cfg: Config, source: NixpkgsSource
         raise too_old
     if src.kind == "github":  # pinned to content: fetchTarball checks this NAR hash
         pin = replace(pin, sha256=tarball_sha256(src, pin.rev))
-    wheels = resolve_python(spec, str(spec_path))
+    python_version = None
+    if spec.python is not None:  # the env file's version, else the date's nixpkgs python3
+        from .nixbuild import nixpkgs_python3
+
+        python_version = spec.python.version or nixpkgs_python3(src, pin, cfg, str(spec_path))
+    wheels = resolve_python(spec, python_version, str(spec_path)) if python_version else ()
     conda = conda_layer.resolve(spec, str(spec_path))
     return Lock(
         spec_sha256=spec.spec_hash(),
         date=spec.date.isoformat(),
         nixpkgs=pin,
-        python_version=spec.python.version if spec.python else None,
+        python_version=python_version,
         python_platform=PY_PLATFORM if wheels else None,
         wheels=wheels,
         conda=conda,

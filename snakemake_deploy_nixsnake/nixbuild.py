@@ -27,7 +27,7 @@ from .lock import Lock
 
 if TYPE_CHECKING:
     from .conda import CondaBuilt, CondaLock
-from .nixpkgs import NixpkgsSource
+from .nixpkgs import NixpkgsPin, NixpkgsSource
 from .spec import EnvFile
 
 
@@ -114,23 +114,18 @@ class NixInput:
 
     @classmethod
     def of(cls, env: EnvFile, lock: Lock, source: NixpkgsSource) -> NixInput:
-        rev = lock.nixpkgs.rev
-        if source.kind == "github":
-            if lock.nixpkgs.sha256 is None:  # (deploy refuses such a lock first, with the file's name)
-                raise NixsnakeError("a lock for a GitHub source has no nixpkgs.sha256", Exit.DATAERR)
-            fetch = NixpkgsFetch("tarball", source.fetch_url.format(rev=rev), rev, "", lock.nixpkgs.sha256)
-        else:
-            fetch = NixpkgsFetch("git", source.fetch_url, rev, lock.nixpkgs.branch, "")
         python = None
         if env.python is not None:
-            major, minor = env.python.version.split(".")
+            if lock.python_version is None:  # (a lock always records it with [python])
+                raise NixsnakeError("the lock has no [python] version", Exit.DATAERR, "re-run `nixsnake lock`")
+            major, minor = lock.python_version.split(".")
             python = PythonInput(
                 f"python{major}{minor}",
-                env.python.version,
+                lock.python_version,
                 tuple(WheelFetch(w.url, w.sha256, wheel_store_name(w.url)) for w in lock.wheels),
             )
         return cls(
-            nixpkgs=fetch,
+            nixpkgs=nixpkgs_fetch(lock.nixpkgs, source),
             # CUDA is unfree in nixpkgs: asking for it is consent to build it.
             allow_unfree=env.nixpkgs.allow_unfree or env.gpu.cuda is True,
             cuda_support=env.gpu.cuda is True,
@@ -143,6 +138,45 @@ class NixInput:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, indent=1)
+
+
+def nixpkgs_fetch(pin: NixpkgsPin, source: NixpkgsSource) -> NixpkgsFetch:
+    """How nix fetches the locked nixpkgs from ``source`` (``nix/nixpkgs-src.nix``)."""
+    if source.kind == "github":
+        if pin.sha256 is None:  # (deploy refuses such a lock first, with the file's name)
+            raise NixsnakeError("a lock for a GitHub source has no nixpkgs.sha256", Exit.DATAERR)
+        return NixpkgsFetch("tarball", source.fetch_url.format(rev=pin.rev), pin.rev, "", pin.sha256)
+    return NixpkgsFetch("git", source.fetch_url, pin.rev, pin.branch, "")
+
+
+def nixpkgs_python3(source: NixpkgsSource, pin: NixpkgsPin, cfg: Config, spec_file: str) -> str:
+    """The version of nixpkgs' ``python3`` at the pin (``nix/nixpkgs-info.nix``): the
+    env's Python when the env file names none. Needs nix (it evaluates nixpkgs)."""
+    import tempfile
+
+    if proc.which("nix-instantiate") is None:
+        raise NixsnakeError(
+            f"{spec_file}: finding the default Python of nixpkgs {pin.rev[:12]} needs nix",
+            Exit.UNAVAILABLE,
+            f'{proc.INSTALL_HINTS["nix"]}, or write the version in the env file ([python] version = "3.12")',
+        )
+    with tempfile.TemporaryDirectory(prefix="nixsnake-info-") as tmp:
+        input_file = Path(tmp) / "nixpkgs.json"
+        input_file.write_text(json.dumps(asdict(nixpkgs_fetch(pin, source))))
+        argv = ["nix-instantiate", "--eval", "--strict", "--json", str(nix_dir() / "nixpkgs-info.nix"),
+                "--argstr", "inputFile", str(input_file), *nix_option_args(cfg)]  # fmt: skip
+        try:
+            out = proc.run(argv, env=nix_env(source), what="nix-instantiate (nixpkgs' python3)", timeout=1800)
+        except NixsnakeError as exc:
+            raise explain_failure(exc, rev=pin.rev, env_file=spec_file, lock_file=spec_file) from None
+    version = json.loads(out.stdout).get("python3")
+    if not isinstance(version, str) or not re.fullmatch(r"3\.[0-9]{1,2}", version):
+        raise NixsnakeError(
+            f"{spec_file}: nixpkgs {pin.rev[:12]} has no usable python3 ({version!r})",
+            Exit.DATAERR,
+            'write the version in the env file ([python] version = "3.12")',
+        )
+    return version
 
 
 def _conda_input(c: CondaLock) -> CondaInput:
@@ -288,6 +322,8 @@ _NIXPKGS_NEEDS_FEATURES = re.compile(
 )
 
 
+#: env.nix's envError (one line: "nixsnake-env-file-error KEY: PROBLEM; fix: FIX")
+_ENV_FILE_ERROR = re.compile(r"nixsnake-env-file-error (\S+): (.+?); fix: ([^\n]+)")
 _TARBALL_MISMATCH = re.compile(r"hash mismatch in file downloaded from '([^']+)':\s*specified:\s*(\S+)\s*got:\s*(\S+)")
 
 
@@ -295,6 +331,9 @@ def explain_failure(exc: NixsnakeError, *, rev: str, env_file: str, lock_file: s
     """A failed nix build whose cause the user can act on, as nixsnake's one line;
     any other failure is returned unchanged."""
     text = exc.message
+    m = _ENV_FILE_ERROR.search(text)
+    if m is not None:  # env.nix: something the env file names does not fit this nixpkgs
+        return SpecError(env_file, m[1], m[2], m[3])
     m = _TARBALL_MISMATCH.search(text)
     if m is not None and rev in m[1]:  # fetchTarball of nixpkgs: the content is not the locked one
         return SpecError(

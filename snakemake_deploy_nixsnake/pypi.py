@@ -49,8 +49,9 @@ _NETWORK_MARKERS = (
 )
 
 
-def resolve_python(spec: EnvFile, spec_file: str) -> tuple[Wheel, ...]:
-    """Date-locked resolution through uv, wheels only, for the image's platform."""
+def resolve_python(spec: EnvFile, python_version: str, spec_file: str) -> tuple[Wheel, ...]:
+    """Date-locked resolution through uv, wheels only, for the image's platform and
+    Python (``python_version``: the env file's, or nixpkgs' python3)."""
     py = spec.python
     if py is None or not py.packages:
         return ()
@@ -68,7 +69,7 @@ def resolve_python(spec: EnvFile, spec_file: str) -> tuple[Wheel, ...]:
             "--format",
             "pylock.toml",
             "--python-version",
-            py.version,
+            python_version,
             "--python-platform",
             PY_PLATFORM,
             "--exclude-newer",

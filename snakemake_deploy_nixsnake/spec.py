@@ -237,7 +237,8 @@ class Nixpkgs(_Strict):
 
 
 class Python(_Strict):
-    version: str = "3.11"
+    #: None: the locked nixpkgs' python3 (found at lock time, recorded in the lock)
+    version: str | None = None
     packages: Annotated[list[PyReq], unique("requirement", _req_name)] = Field(default_factory=list, max_length=500)
     #: Per-package ecosystem dates: the escape hatch for "I need a newer torch than the
     #: env's date allows". Still a date, so the lock stays reproducible.
@@ -245,8 +246,8 @@ class Python(_Strict):
 
     @field_validator("version")
     @classmethod
-    def _version(cls, v: str) -> str:
-        return check_py_version(v)
+    def _version(cls, v: str | None) -> str | None:
+        return v if v is None else check_py_version(v)
 
     @field_validator("package_dates")
     @classmethod

@@ -460,3 +460,56 @@ def test_a_github_lock_without_the_tarball_hash_is_stale(workspace, run_cli):
         settings.write_text(settings.read_text().replace('nixpkgs_source = "demo"', f'nixpkgs_source = "{gh.source}"'))
         r = run_cli("build", str(env))
         assert r.returncode == 65 and "nixpkgs.sha256: missing" in r.stderr, r.stderr
+
+
+# ------------------------------------------------------------------ the env's Python
+
+
+def test_python_package_of_another_python_fails_the_build_naming_the_right_attribute(workspace, run_cli):
+    """python312Packages.x in an env whose Python is 3.11 would not be importable: the
+    build fails (65) naming the attribute for the env's Python, not silently."""
+    env = write_env(
+        workspace,
+        "mismatch",
+        'date = 2025-06-01\n[nixpkgs]\npackages = ["hello", "python3Packages.demo-greet"]\n[python]\nversion = "3.11"\n',
+    )
+    r = run_cli("build", str(env))
+    assert r.returncode == 65, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith(
+        f"nixsnake: {env}: nixpkgs.packages[1]: 'python3Packages.demo-greet' is built for Python 3.12"
+    )
+    assert "the env's Python is 3.11" in line and "fix: use python311Packages.demo-greet" in line
+    assert 'or set [python] version = "3.12"' in line
+    assert not list((workspace / "store" / "images").glob("*.sif"))
+
+
+def test_python_version_defaults_to_the_nixpkgs_python3_of_the_date(workspace, run_cli, mount_image, tmp_path):
+    """Without [python] version the env gets the locked nixpkgs' python3 (the least
+    surprising choice: python3Packages match it), recorded in the lock."""
+    from snakemake_deploy_nixsnake.lock import read_lock
+
+    old = write_env(workspace, "py2024", "date = 2024-06-01\n[python]\n")
+    new = write_env(
+        workspace, "py2025", 'date = 2025-06-01\n[nixpkgs]\npackages = ["python3Packages.demo-greet"]\n[python]\n'
+    )
+    r = run_cli("lock", str(old), str(new))
+    assert r.returncode == 0, r.stderr
+    assert read_lock(old).python_version == "3.11"  # the 2024-01-15 commit's python3
+    assert read_lock(new).python_version == "3.12"  # the 2025-03-01 commit's python3
+    assert 'version = "3.12"' in new.with_name("py2025.lock.toml").read_text()
+    r = run_cli("build", str(new))
+    assert r.returncode == 0, r.stderr
+    root = mount_image(Path(r.stdout.strip().split(": ")[1]), tmp_path / "m")
+    out = run_in_mounted_image(
+        root, "python -c 'import sys, demo_greet; print(sys.version_info[:2], demo_greet.greet())'"
+    )
+    assert out.stdout.strip() == "(3, 12) hello from the demo package set", out.stderr
+
+
+def test_a_python_version_nixpkgs_lacks_is_65(workspace, run_cli):
+    env = write_env(workspace, "py39", 'date = 2024-06-01\n[python]\nversion = "3.9"\n')
+    r = run_cli("build", str(env))
+    assert r.returncode == 65, r.stderr
+    assert f"{env}: python.version: nixpkgs (rev " in r.stderr and "has no python39" in r.stderr
+    assert "its python3 is 3.11" in r.stderr

@@ -156,7 +156,7 @@ def test_package_date_exemption(tmp_path, dated_repo):
 
 def test_unresolvable_requirement_is_65(tmp_path, dated_repo, run_cli):
     repo, _ = dated_repo
-    spec = _env(tmp_path, 'date = 2024-01-01\n[python]\npackages = ["numpy>=99"]\n')
+    spec = _env(tmp_path, 'date = 2024-01-01\n[python]\nversion = "3.11"\npackages = ["numpy>=99"]\n')
     r = run_cli("lock", "--nixpkgs-source", str(repo), str(spec))
     if "cannot reach" in r.stderr:
         pytest.skip("package index not reachable")
@@ -166,7 +166,7 @@ def test_unresolvable_requirement_is_65(tmp_path, dated_repo, run_cli):
 
 def test_no_network_is_69(tmp_path, dated_repo, run_cli):
     repo, _ = dated_repo
-    spec = _env(tmp_path, 'date = 2024-01-01\n[python]\npackages = ["numpy"]\n')
+    spec = _env(tmp_path, 'date = 2024-01-01\n[python]\nversion = "3.11"\npackages = ["numpy"]\n')
     r = run_cli(
         "lock",
         "--nixpkgs-source",

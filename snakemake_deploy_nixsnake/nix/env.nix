@@ -19,22 +19,18 @@
 let
   input = builtins.fromJSON (builtins.readFile inputFile);
 
-  src =
-    if input.nixpkgs.type == "git" then
-      # allRefs: a rev pinned in the env file need not be on the branch (nix only looks
-      # at refs/heads/<ref> otherwise: "Cannot find Git revision ... in ref")
-      builtins.fetchGit { url = input.nixpkgs.url; rev = input.nixpkgs.rev; ref = input.nixpkgs.ref; allRefs = true; }
-    else if input.nixpkgs.type == "tarball" then
-      # the NAR hash of the unpacked tree, recorded at lock time: a changed tarball is
-      # refused, and a store that has the tree (the lock's prefetch put it there) needs no
-      # network
-      builtins.fetchTarball { url = input.nixpkgs.url; sha256 = input.nixpkgs.sha256; }
-    else throw "nixsnake: unknown nixpkgs source type";
+  src = import ./nixpkgs-src.nix input.nixpkgs;
 
   pkgs = import src {
     config = { allowUnfree = input.allow_unfree; cudaSupport = input.cuda_support; };
     overlays = [ ];
   };
+
+  rev = input.nixpkgs.rev;
+  # What the env file can fix is thrown as one line nixsnake turns into its own
+  # "FILE: KEY: PROBLEM; fix: FIX" (exit 65; nixbuild.py, explain_failure).
+  envError = key: problem: fix: throw "nixsnake-env-file-error ${key}: ${problem}; fix: ${fix}";
+  tryOr = default: x: let t = builtins.tryEval x; in if t.success then t.value else default;
 
   splitDots = s: builtins.filter builtins.isString (builtins.split "\\." s);
   getAttrPath = path:
@@ -46,7 +42,10 @@ let
 
   system = builtins.currentSystem;
   base = [ pkgs.bash pkgs.coreutils pkgs.findutils pkgs.gnugrep pkgs.gnused pkgs.which ];
-  userPkgs = map getAttrPath input.packages;
+  userPkgs = builtins.genList
+    (i: let path = builtins.elemAt input.packages i; in
+      checkPythonModule "nixpkgs.packages[${toString i}]" path (getAttrPath path))
+    (builtins.length input.packages);
   toolPath = builtins.concatStringsSep ":" (map (p: "${p}/bin") [ pkgs.coreutils pkgs.findutils pkgs.gnugrep pkgs.gnused ]);
 
   # Libraries that manylinux wheels expect from the "system" (the LD_pkgs lesson), plus
@@ -59,7 +58,38 @@ let
   conda = if input.conda == null then null
     else import ./conda.nix { inherit pkgs system toolPath; conda = input.conda; };
 
-  python = if input.python == null then null else getAttrPath input.python.attr;
+  # The env's Python: [python] version, or (recorded in the lock) nixpkgs' python3.
+  pyVersion = if input.python == null then null else input.python.version;
+  python = if input.python == null then null
+    else if builtins.hasAttr input.python.attr pkgs then builtins.getAttr input.python.attr pkgs
+    else envError "python.version"
+      "nixpkgs (rev ${rev}) has no ${input.python.attr} (its python3 is ${tryOr "?" pkgs.python3.pythonVersion})"
+      "pick a version this nixpkgs has, or leave version out to get its python3";
+
+  # A python package of another Python would not be importable by the env's Python:
+  # refuse it, naming the attribute for the env's Python (nixpkgs: passthru.pythonModule,
+  # set by buildPythonPackage / toPythonModule; applications have none).
+  attrPathOrNull = path: builtins.foldl'
+    (acc: name: if builtins.isAttrs acc && builtins.hasAttr name acc then builtins.getAttr name acc else null)
+    pkgs (splitDots path);
+  checkPythonModule = key: path: pkg:
+    let
+      module = if builtins.isAttrs pkg then tryOr null (pkg.pythonModule or null) else null;
+      moduleVersion = if builtins.isAttrs module then tryOr null (module.pythonVersion or null) else null;
+      segments = splitDots path;
+      setName = "python" + builtins.replaceStrings [ "." ] [ "" ] pyVersion + "Packages";
+      inSet = builtins.length segments > 1 && builtins.match "python[0-9]*Packages" (builtins.head segments) != null;
+      same = setName + "." + builtins.concatStringsSep "." (builtins.tail segments);
+      orVersion = "set [python] version = \"${moduleVersion}\"";
+      fix =
+        if !inSet then "use the ${setName} attribute of this package, or ${orVersion}"
+        else if tryOr false (attrPathOrNull same != null) then "use ${same}, or ${orVersion}"
+        else "this nixpkgs has no ${same}: ${orVersion}";
+    in
+    if pyVersion == null || moduleVersion == null || moduleVersion == pyVersion then pkg
+    else envError key
+      "'${path}' is built for Python ${moduleVersion}, but the env's Python is ${pyVersion} (nixpkgs rev ${rev}): it would not be importable"
+      fix;
 
   # Each wheel is a fixed-output fetch: nix downloads, verifies and caches it by sha256.
   wheels = if input.python == null then [ ] else
