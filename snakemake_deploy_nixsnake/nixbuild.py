@@ -126,9 +126,10 @@ class NixInput:
             )
         return cls(
             nixpkgs=nixpkgs_fetch(lock.nixpkgs, source),
-            # CUDA is unfree in nixpkgs: asking for it is consent to build it.
-            allow_unfree=env.nixpkgs.allow_unfree or env.gpu.cuda is True,
-            cuda_support=env.gpu.cuda is True,
+            # CUDA is unfree in nixpkgs: asking for it is consent to use it. cuda = true is
+            # the driver (--nv) only; nixpkgs' cudaSupport (a mass rebuild) is its own opt-in.
+            allow_unfree=env.nixpkgs.allow_unfree or env.gpu.cuda is True or env.gpu.cuda_support,
+            cuda_support=env.gpu.cuda_support,
             packages=tuple(env.nixpkgs.packages),
             libraries=tuple(env.nixpkgs.libraries),
             python=python,

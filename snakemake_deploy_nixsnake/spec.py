@@ -27,6 +27,7 @@ from pydantic import (
     Field,
     StrictBool,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -291,7 +292,12 @@ class Conda(_Strict):
 
 
 class Gpu(_Strict):
+    #: Run-time GPUs: true = always --nv (and allowUnfree: CUDA is unfree), false = never,
+    #: "auto" = decided per node. Never a rebuild: PyPI/conda CUDA code needs the driver only.
     cuda: Any = "auto"
+    #: nixpkgs' config.cudaSupport: rebuilds every package that takes the flag (not in
+    #: the binary cache: Hydra does not build unfree CUDA), hours of compiling. Opt-in.
+    cuda_support: StrictBool = False
 
     @field_validator("cuda")
     @classmethod
@@ -299,6 +305,16 @@ class Gpu(_Strict):
         if v is True or v is False or v == "auto":
             return v
         raise _bad(f'{v!r} is not true, false or "auto"', 'write cuda = true, cuda = false or cuda = "auto"')
+
+    @field_validator("cuda_support")
+    @classmethod
+    def _support(cls, v: bool, info: ValidationInfo) -> bool:
+        if v and info.data.get("cuda") is False:
+            raise _bad(
+                "builds for CUDA, but cuda = false never gives the jobs a GPU",
+                'set cuda = true (or "auto"), or drop cuda_support',
+            )
+        return v
 
 
 class Run(_Strict):

@@ -513,3 +513,57 @@ def test_a_python_version_nixpkgs_lacks_is_65(workspace, run_cli):
     assert r.returncode == 65, r.stderr
     assert f"{env}: python.version: nixpkgs (rev " in r.stderr and "has no python39" in r.stderr
     assert "its python3 is 3.11" in r.stderr
+
+
+# ------------------------------------------------------------------ [gpu]
+
+
+def _env_drv(workspace: Path, body: str, tmp: Path) -> str:
+    """The .drv of an env (nixsnake's env.nix, instantiated, nothing built)."""
+    from helpers import nix_option_args
+
+    from snakemake_deploy_nixsnake import demo
+    from snakemake_deploy_nixsnake.lock import Lock
+    from snakemake_deploy_nixsnake.nixbuild import NixInput, nix_dir
+    from snakemake_deploy_nixsnake.nixpkgs import NixpkgsPin, parse_source
+
+    spec = parse_spec(body.encode())
+    repo = demo.default_repo()
+    rev = demo.demo_revs(repo)["nixos-unstable"]
+    lock = Lock(spec.spec_hash(), "2025-06-01", NixpkgsPin("nixos-unstable", rev, "2025-03-01T12:00:00Z", False))
+    f = tmp / f"input-{abs(hash(body))}.json"
+    f.write_text(NixInput.of(spec, lock, parse_source("demo")).to_json())
+    cp = subprocess.run(
+        ["nix-instantiate", *nix_option_args(), str(nix_dir() / "env.nix"), "--argstr", "inputFile", str(f)],
+        capture_output=True, text=True, env={**os.environ, **demo.nix_env()}, timeout=300,
+    )  # fmt: skip
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    return cp.stdout.strip()
+
+
+def test_cuda_true_is_driver_and_unfree_not_a_mass_rebuild(workspace, tmp_path):
+    """cuda = true: --nv at run time and allowUnfree (CUDA wheels need only the driver),
+    but not config.cudaSupport, which changes every package that takes it (libdemo here;
+    opencv, mpi, torch ... in nixpkgs) and misses the binary cache. cuda_support = true is
+    the separate opt-in for that."""
+    from snakemake_deploy_nixsnake.lock import Lock
+    from snakemake_deploy_nixsnake.nixbuild import NixInput
+    from snakemake_deploy_nixsnake.nixpkgs import NixpkgsPin, parse_source
+    from snakemake_deploy_nixsnake.runtime import gpu_mode
+
+    base = 'date = 2025-06-01\n[nixpkgs]\nlibraries = ["libdemo"]\n'
+    auto = _env_drv(workspace, base, tmp_path)
+    cuda = _env_drv(workspace, base + "[gpu]\ncuda = true\n", tmp_path)
+    support = _env_drv(workspace, base + "[gpu]\ncuda = true\ncuda_support = true\n", tmp_path)
+    assert cuda == auto  # the same derivations: nothing is rebuilt
+    assert support != auto
+    spec = parse_spec(b'date = 2025-06-01\n[nixpkgs]\npackages = ["cudaPackages.cudatoolkit"]\n[gpu]\ncuda = true\n')
+    lock = Lock(spec.spec_hash(), "2025-06-01", NixpkgsPin("nixos-unstable", "a" * 40, "2025-03-01T12:00:00Z", False))
+    data = NixInput.of(spec, lock, parse_source("demo"))
+    assert data.allow_unfree and not data.cuda_support
+    assert gpu_mode(spec.gpu.cuda, "auto") == "always"  # --nv on every node
+    _env_drv(
+        workspace,
+        'date = 2025-06-01\n[nixpkgs]\npackages = ["cudaPackages.cudatoolkit"]\n[gpu]\ncuda = true\n',
+        tmp_path,
+    )

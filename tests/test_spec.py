@@ -389,3 +389,14 @@ def test_refused_variables_are_all_documented_and_refused():
             parse_spec(f'date = 2024-01-01\n[env]\n{name.lower()} = "x"\n'.encode(), "x.toml")
     for prefix in REFUSED_ENV_PREFIXES:
         assert f"`{prefix}*`" in section or f"`{prefix}`" in section or f"`{prefix.rstrip('_')}*`" in section, prefix
+
+
+def test_cuda_support_is_a_separate_opt_in():
+    spec = parse_spec(b"date = 2024-01-01\n[gpu]\ncuda = true\ncuda_support = true\n")
+    assert spec.gpu.cuda is True and spec.gpu.cuda_support is True
+    assert parse_spec(b"date = 2024-01-01\n[gpu]\ncuda = true\n").gpu.cuda_support is False
+    with pytest.raises(SpecError) as e:
+        parse_spec(b"date = 2024-01-01\n[gpu]\ncuda = false\ncuda_support = true\n", "g.toml")
+    assert str(e.value).startswith("g.toml: gpu.cuda_support:") and "cuda = false" in str(e.value)
+    with pytest.raises(SpecError, match=r"gpu\.cuda_support"):
+        parse_spec(b'date = 2024-01-01\n[gpu]\ncuda_support = "yes"\n', "g.toml")
