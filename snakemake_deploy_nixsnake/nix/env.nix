@@ -41,7 +41,9 @@ let
       pkgs (splitDots path);
 
   system = builtins.currentSystem;
-  base = [ pkgs.bash pkgs.coreutils pkgs.findutils pkgs.gnugrep pkgs.gnused pkgs.which ];
+  # The image's bash is bashInteractive (readline: line editing and history in `nixsnake
+  # shell`); nixpkgs' plain bash, without readline, is the one builders use.
+  base = [ pkgs.bashInteractive pkgs.coreutils pkgs.findutils pkgs.gnugrep pkgs.gnused pkgs.which ];
   userPkgs = builtins.genList
     (i: let path = builtins.elemAt input.packages i; in
       checkPythonModule "nixpkgs.packages[${toString i}]" path (getAttrPath path))
@@ -127,7 +129,7 @@ derivation ({
   # "${p}/lib", which for glib, curl, openssl, libtiff, cyrus_sasl ... is the bin output
   ldLibraryPath = pkgs.lib.makeLibraryPath ldLibs;
   sslCertFile = "${pkgs.cacert}/etc/ssl/certs/ca-bundle.crt";
-  bash = "${pkgs.bash}/bin/bash";
+  bash = "${pkgs.bashInteractive}/bin/bash";
 } // (if conda == null then { } else {
   # the same root, plus the conda prefix (mkenv-conda.sh); envs without [conda] keep
   # exactly the derivation they had before [conda] existed
