@@ -105,6 +105,7 @@ class NixInput:
 
     nixpkgs: NixpkgsFetch
     allow_unfree: bool
+    permitted_insecure: tuple[str, ...]  # "name-version" (nixpkgs' permittedInsecurePackages)
     cuda_support: bool
     packages: tuple[str, ...]  # attribute paths
     libraries: tuple[str, ...]  # attribute paths whose lib/ goes on LD_LIBRARY_PATH
@@ -130,6 +131,7 @@ class NixInput:
             # the driver (--nv) only; nixpkgs' cudaSupport (a mass rebuild) is its own opt-in.
             allow_unfree=env.nixpkgs.allow_unfree or env.gpu.cuda is True or env.gpu.cuda_support,
             cuda_support=env.gpu.cuda_support,
+            permitted_insecure=tuple(env.nixpkgs.permitted_insecure),
             packages=tuple(env.nixpkgs.packages),
             libraries=tuple(env.nixpkgs.libraries),
             python=python,
@@ -325,6 +327,14 @@ _NIXPKGS_NEEDS_FEATURES = re.compile(
 
 #: env.nix's envError (one line: "nixsnake-env-file-error KEY: PROBLEM; fix: FIX")
 _ENV_FILE_ERROR = re.compile(r"nixsnake-env-file-error (\S+): (.+?); fix: ([^\n]+)")
+#: nixpkgs' check-meta refusals, in its older ("Package ‘x’ in ... has an unfree license
+#: (‘unfree’), refusing to evaluate.") and newer ("Refusing to evaluate package 'x' in ...
+#: because it has an unfree license") wording
+_REFUSED = re.compile(
+    r"Package ‘(?P<a>[^’]+)’ in .*? (?P<why_a>has an unfree license|is marked as insecure|is marked as broken)"
+    r"|Refusing to evaluate package '(?P<b>[^']+)' in .*? because it (?P<why_b>has an unfree license|is marked as insecure|is marked as broken)"
+)
+_KNOWN_ISSUE = re.compile(r"Known issues:\s*\n\s*-\s*([^\n]+)")
 _TARBALL_MISMATCH = re.compile(r"hash mismatch in file downloaded from '([^']+)':\s*specified:\s*(\S+)\s*got:\s*(\S+)")
 
 
@@ -335,6 +345,31 @@ def explain_failure(exc: NixsnakeError, *, rev: str, env_file: str, lock_file: s
     m = _ENV_FILE_ERROR.search(text)
     if m is not None:  # env.nix: something the env file names does not fit this nixpkgs
         return SpecError(env_file, m[1], m[2], m[3])
+    m = _REFUSED.search(text)
+    if m is not None:  # nixpkgs refuses a package for its meta: say which setting accepts it
+        name, why = m["a"] or m["b"], m["why_a"] or m["why_b"]
+        if why == "has an unfree license":
+            return SpecError(
+                env_file,
+                "nixpkgs.allow_unfree",
+                f"nixpkgs (rev {rev}) refuses {name}: it has an unfree license",
+                "set [nixpkgs] allow_unfree = true if its license allows your use ([gpu] cuda = true implies it)",
+            )
+        if why == "is marked as insecure":
+            issue = _KNOWN_ISSUE.search(text)
+            return SpecError(
+                env_file,
+                "nixpkgs.permitted_insecure",
+                f"nixpkgs (rev {rev}) refuses {name}: it is marked as insecure"
+                + (f" ({issue[1].strip()})" if issue else ""),
+                f'if you accept its known vulnerabilities, add "{name}" to [nixpkgs] permitted_insecure',
+            )
+        return SpecError(
+            env_file,
+            "nixpkgs.packages",
+            f"nixpkgs (rev {rev}) marks {name} as broken",
+            "pick another date (or a [nixpkgs] rev) where it builds, or another package",
+        )
     m = _TARBALL_MISMATCH.search(text)
     if m is not None and rev in m[1]:  # fetchTarball of nixpkgs: the content is not the locked one
         return SpecError(

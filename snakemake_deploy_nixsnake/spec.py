@@ -59,6 +59,8 @@ CONDA_CHANNEL_URL_RE = re.compile(
 )
 CONDA_NAME_RE = re.compile(r"[a-z0-9_][a-z0-9_.-]*")
 R_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.]*")
+#: "name-version" as nixpkgs' permittedInsecurePackages lists them (openssl-1.1.1w)
+INSECURE_NAME_RE = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9_+.-]*-[0-9][A-Za-z0-9_+.-]*")
 #: Characters a shell (or nix) would treat as code, or a requirements file as a comment;
 #: never allowed in requirement strings. (Quotes stay allowed: PEP 508 markers use them.)
 SHELL_META = set("$`|&\\\n\r\t{}#?")
@@ -169,6 +171,15 @@ def check_conda_name(value: str) -> str:
     return value
 
 
+def check_insecure_name(value: str) -> str:
+    if not INSECURE_NAME_RE.fullmatch(value):
+        raise _bad(
+            f"{value!r} is not a package name with its version",
+            'write the name nixpkgs refuses, with its version, e.g. "openssl-1.1.1w"',
+        )
+    return value
+
+
 def check_bind(value: str) -> str:
     try:
         parse_user_bind(value)
@@ -206,6 +217,7 @@ RName = Annotated[NonEmpty, AfterValidator(check_r_name)]
 CondaSpec = Annotated[NonEmpty, AfterValidator(check_conda_spec)]
 Channel = Annotated[Annotated[str, Field(min_length=1, max_length=1000)], AfterValidator(check_channel)]
 CondaName = Annotated[NonEmpty, AfterValidator(check_conda_name)]
+InsecureName = Annotated[NonEmpty, AfterValidator(check_insecure_name)]
 BindSpec = Annotated[Annotated[str, Field(min_length=1, max_length=1000)], AfterValidator(check_bind)]
 
 
@@ -221,6 +233,11 @@ class Nixpkgs(_Strict):
     branch: str = "nixos-unstable"
     rev: str | None = None
     allow_unfree: StrictBool = False
+    #: "name-version" of packages nixpkgs refuses for known vulnerabilities, accepted
+    #: anyway (nixpkgs' config.permittedInsecurePackages)
+    permitted_insecure: Annotated[list[InsecureName], unique("permitted_insecure entry")] = Field(
+        default_factory=list, max_length=100
+    )
 
     @field_validator("branch")
     @classmethod

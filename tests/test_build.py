@@ -182,12 +182,55 @@ def test_gzip_compression_and_inspect(workspace, run_cli, mount_image, tmp_path)
 
 
 def test_unknown_attribute_fails_clearly_and_leaves_nothing(workspace, run_cli):
-    env = write_env(workspace, "bad", 'date = 2024-06-01\n[nixpkgs]\npackages = ["no-such-tool"]\n')
+    env = write_env(workspace, "bad", 'date = 2024-06-01\n[nixpkgs]\npackages = ["hello", "no-such-tool"]\n')
     r = run_cli("build", str(env))
-    assert r.returncode == 70, r.stderr
-    assert "no attribute 'no-such-tool'" in r.stderr
+    assert r.returncode == 65, r.stderr
+    from snakemake_deploy_nixsnake.lock import read_lock
+
+    rev = read_lock(env).nixpkgs.rev
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith(
+        f"nixsnake: {env}: nixpkgs.packages[1]: nixpkgs (rev {rev}) has no attribute 'no-such-tool'; fix: "
+    )
+    assert "error:" not in r.stderr and "show-trace" not in r.stderr  # nixsnake's line, not nix's trace
     assert not list((workspace / "store" / "images").glob("*"))
     assert list((workspace / "store" / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "says"),
+    [
+        ('[nixpkgs]\nlibraries = ["zlib", "libnope"]\n', "nixpkgs.libraries[1]", "has no attribute 'libnope'"),
+        ('[nixpkgs]\npackages = ["python311Packages.nope"]\n', "nixpkgs.packages[0]", "has no attribute 'python311Packages.nope'"),
+        ('[R]\npackages = ["ggplot2", "notAnRPackage"]\n', "R.packages[1]", "has no R package rPackages.notAnRPackage"),
+        ('[nixpkgs]\npackages = ["openssl_1_1"]\n', "nixpkgs.permitted_insecure", "refuses openssl-1.1.1w: it is marked as insecure (OpenSSL 1.1 reached its end of life"),
+        ('[nixpkgs]\npackages = ["cudaPackages.cudatoolkit"]\n', "nixpkgs.allow_unfree", "refuses cudatoolkit-0.0.0-demo: it has an unfree license"),
+    ],
+)  # fmt: skip
+def test_what_nixpkgs_lacks_or_refuses_is_one_line_65(workspace, run_cli, body, key, says):
+    """A missing attribute, library or R package, and nixpkgs' refusals (insecure,
+    unfree): one line naming the env file's key, the rev and the fix -- not nix's trace."""
+    env = write_env(workspace, "bad", "date = 2024-06-01\n" + body)
+    r = run_cli("build", str(env))
+    if "apt-get install" in r.stderr:
+        pytest.skip("this host lacks R's Debian packages")
+    assert r.returncode == 65, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"nixsnake: {env}: {key}: nixpkgs (rev ") and says in line and "; fix: " in line, line
+    assert "show-trace" not in r.stderr
+
+
+def test_permitted_insecure_accepts_a_package_nixpkgs_refuses(workspace, run_cli):
+    bad = write_env(workspace, "insecure", 'date = 2024-06-01\n[nixpkgs]\npackages = ["openssl_1_1"]\n')
+    r = run_cli("build", str(bad))
+    assert r.returncode == 65 and 'add "openssl-1.1.1w" to [nixpkgs] permitted_insecure' in r.stderr, r.stderr
+    ok = write_env(
+        workspace,
+        "accepted",
+        'date = 2024-06-01\n[nixpkgs]\npackages = ["openssl_1_1"]\npermitted_insecure = ["openssl-1.1.1w"]\n',
+    )
+    r = run_cli("build", str(ok))
+    assert r.returncode == 0, r.stderr
 
 
 def test_gc_keeps_referenced_and_recent(workspace, run_cli):

@@ -400,3 +400,12 @@ def test_cuda_support_is_a_separate_opt_in():
     assert str(e.value).startswith("g.toml: gpu.cuda_support:") and "cuda = false" in str(e.value)
     with pytest.raises(SpecError, match=r"gpu\.cuda_support"):
         parse_spec(b'date = 2024-01-01\n[gpu]\ncuda_support = "yes"\n', "g.toml")
+
+
+def test_permitted_insecure_names_with_versions():
+    spec = parse_spec(b'date = 2024-01-01\n[nixpkgs]\npermitted_insecure = ["openssl-1.1.1w", "python-2.7.18.8"]\n')
+    assert spec.nixpkgs.permitted_insecure == ["openssl-1.1.1w", "python-2.7.18.8"]
+    for bad in ('["openssl"]', '["openssl-1.1.1w", "openssl-1.1.1w"]', '["a b-1"]', '["x-1\\"; }"]'):
+        with pytest.raises(SpecError) as e:
+            parse_spec(f"date = 2024-01-01\n[nixpkgs]\npermitted_insecure = {bad}\n".encode(), "i.toml")
+        assert str(e.value).startswith("i.toml: nixpkgs.permitted_insecure"), str(e.value)
