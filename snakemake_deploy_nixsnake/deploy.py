@@ -225,6 +225,8 @@ def _build(r: ResolvedEnv, cfg: Config, store: Store, rep: Reporter) -> Path:
             raise explain_failure(
                 exc, rev=r.lock.nixpkgs.rev, env_file=str(r.path), lock_file=str(lock_path_for(r.path))
             ) from None
+        for warning in built.info.warnings:
+            rep.stage(f"warning: {r.path}: {warning}")
         if built.info.conda is not None:
             for warning in built.info.conda.warnings():
                 rep.stage(f"warning: {r.path}: {warning}")

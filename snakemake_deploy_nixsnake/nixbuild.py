@@ -232,6 +232,8 @@ class EnvInfo:
     python: str  # the interpreter's bin dir, "" without [python]
     conda: CondaBuilt | None = None  # the [conda] layer (mkenv-conda.sh)
     loader: str | None = None  # the glibc loader conda's binaries expect at /lib64
+    system: str = "x86_64-linux"  # nix's system of the build (the image's architecture)
+    warnings: tuple[str, ...] = ()  # what the build could not do, but went on (not conda's)
 
     @classmethod
     def parse(cls, text: str, where: Path) -> EnvInfo:
@@ -248,6 +250,8 @@ class EnvInfo:
                 python=str(data["python"]),
                 conda=CondaBuilt.parse(conda) if conda is not None else None,
                 loader=str(data["loader"]) if conda is not None else None,
+                system=str(data["system"]),
+                warnings=tuple(_strings(data["warnings"])),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise NixsnakeError(f"nix built {where} with unusable environment data ({exc!r})", Exit.SOFTWARE) from None

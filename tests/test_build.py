@@ -610,3 +610,63 @@ def test_cuda_true_is_driver_and_unfree_not_a_mass_rebuild(workspace, tmp_path):
         'date = 2025-06-01\n[nixpkgs]\npackages = ["cudaPackages.cudatoolkit"]\n[gpu]\ncuda = true\n',
         tmp_path,
     )
+
+
+def _wheel(path: Path, files: dict[str, str]) -> str:
+    """A minimal wheel (zip with dist-info) at ``path``; returns its sha256."""
+    import zipfile
+
+    name, version = path.name.split("-")[:2]
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        **files,
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: nixsnake-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{dist}/RECORD": "",
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as zf:
+        for arc, text in files.items():
+            zf.writestr(zipfile.ZipInfo(arc, date_time=(2024, 1, 1, 0, 0, 0)), text)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_wheel_file_python_cannot_compile_is_a_warning(workspace, run_cli, mount_image, tmp_path):
+    """Wheels ship .py files that are not Python (templates, Python 2 examples):
+    byte-compiling them fails, which must not fail the build: the build warns, naming
+    them, and the package works (those files are never imported, or compiled on import)."""
+    from snakemake_deploy_nixsnake import demo
+    from snakemake_deploy_nixsnake.lock import Lock, render_lock
+    from snakemake_deploy_nixsnake.nixpkgs import NixpkgsPin
+    from snakemake_deploy_nixsnake.pypi import Wheel
+
+    whl = tmp_path / "wheels" / "tplpkg-1.0-py3-none-any.whl"
+    sha = _wheel(
+        whl,
+        {
+            "tplpkg/__init__.py": "VALUE = 42\n",
+            "tplpkg/templates/page.py": "{% if user %}hello {{ user }}{% endif %}\n",
+            "tplpkg/examples/old.py": "print 'python 2'\n",
+        },
+    )
+    subprocess.run(["nix-store", "--add-fixed", "sha256", str(whl)], check=True, capture_output=True)
+    env = write_env(workspace, "tpl", 'date = 2024-06-01\n[python]\nversion = "3.11"\npackages = ["tplpkg"]\n')
+    rev = subprocess.run(
+        ["git", "-C", str(demo.default_repo()), "rev-list", "-1", "--first-parent", "--before=2024-06-01T00:00:00Z", "nixos-unstable"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    url = "https://files.pythonhosted.org/packages/00/00/tplpkg-1.0-py3-none-any.whl"
+    lock = Lock(
+        parse_spec(env.read_bytes()).spec_hash(), "2024-06-01",
+        NixpkgsPin("nixos-unstable", rev, "2024-01-15T12:00:00Z", False),
+        "3.11", "x86_64-manylinux_2_28", (Wheel("tplpkg", "1.0", url, sha),),
+    )  # fmt: skip
+    env.with_name("tpl.lock.toml").write_text(render_lock(lock, env.name))
+    r = run_cli("build", str(env))
+    assert r.returncode == 0, r.stderr
+    assert f"warning: {env}: python.packages: 2 files of the locked wheels could not be byte-compiled" in r.stderr
+    assert "tplpkg/examples/old.py, tplpkg/templates/page.py" in r.stderr
+    root = mount_image(Path(r.stdout.strip().split(": ")[-1]), tmp_path / "m")
+    code = "import os, importlib.util, tplpkg; print(tplpkg.VALUE, os.path.exists(importlib.util.cache_from_source(tplpkg.__file__)))"
+    out = run_in_mounted_image(root, f'python -c "{code}"')
+    assert out.stdout.strip() == "42 True", out.stderr  # the rest is byte-compiled

@@ -51,5 +51,10 @@ done
 # Every requested package stays in the image's closure, also those without bin/ (data,
 # libraries): nix keeps what the output names, so name them all.
 for p in $paths; do echo "$p"; done > "$out/nix-support/nixsnake-paths"
-printf '{"path": ["%s"], "ld_library_path": "%s", "ssl_cert_file": "%s", "bash": "%s", "python": "%s"}\n' \
-  "$out/bin" "$ldLibraryPath" "$sslCertFile" "$bash" "$python" > "$out/nix-support/nixsnake-env.json"
+# warnings of the parts (JSON lists of strings, written by their builders)
+warnings="[]"
+if [ -n "${pythonPackages:-}" ] && [ -f "$pythonPackages/nix-support/nixsnake-warnings.json" ]; then
+  warnings=$(cat "$pythonPackages/nix-support/nixsnake-warnings.json")
+fi
+printf '{"path": ["%s"], "ld_library_path": "%s", "ssl_cert_file": "%s", "bash": "%s", "python": "%s", "system": "%s", "warnings": %s}\n' \
+  "$out/bin" "$ldLibraryPath" "$sslCertFile" "$bash" "$python" "$system" "$warnings" > "$out/nix-support/nixsnake-env.json"
