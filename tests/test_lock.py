@@ -509,3 +509,65 @@ def test_github_walk_costs_one_request_per_page_and_reuses_the_cache(tmp_path):
         before = len(gh.api_requests())
         assert resolve_github(source, "nixos-unstable", dt.date(2024, 1, 3), "x.toml").rev == first[1]
         assert len(gh.api_requests()) - before == 1  # the head page covers the 30 new commits
+
+
+# ------------------------------------------------------------------ wheels by platform tag
+
+UV_DATA = Path(__file__).parent / "data" / "uv"
+
+
+def _pylock(platform: str) -> dict:
+    import tomllib
+
+    return tomllib.loads((UV_DATA / f"pylock.{platform}.toml").read_text())
+
+
+def _files(wheels) -> dict[str, str]:
+    return {w.name: w.url.rsplit("/", 1)[-1] for w in wheels}
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_wheels_are_chosen_by_tag_not_by_uv_s_order(arch):
+    """uv's output (recorded: cryptography, orjson, charset-normalizer as of 2024-06-01
+    for CPython 3.11) lists several fitting wheels per package; nixsnake takes the one
+    the interpreter ranks first: cp311 over abi3 over pure Python, abi3 of the newer
+    CPython, the newest manylinux."""
+    from snakemake_deploy_nixsnake.pypi import select_wheels
+
+    platform = f"{arch}-manylinux_2_28"
+    data = _pylock(platform)
+    got = _files(select_wheels(data, "3.11", platform, "x.toml"))
+    assert got == {
+        "cffi": f"cffi-1.16.0-cp311-cp311-manylinux_2_17_{arch}.manylinux2014_{arch}.whl",
+        "charset-normalizer": f"charset_normalizer-3.3.2-cp311-cp311-manylinux_2_17_{arch}.manylinux2014_{arch}.whl",
+        "cryptography": f"cryptography-42.0.7-cp39-abi3-manylinux_2_28_{arch}.whl",
+        "orjson": f"orjson-3.10.3-cp311-cp311-manylinux_2_17_{arch}.manylinux2014_{arch}.whl",
+        "pycparser": "pycparser-2.22-py3-none-any.whl",
+    }
+    # uv's first wheel would have been another file for two of them
+    firsts = {p["name"]: p["wheels"][0]["url"].rsplit("/", 1)[-1] for p in data["packages"]}
+    assert firsts["cryptography"] != got["cryptography"]
+    # an index listing every file (both architectures, macOS, musllinux; reversed): the same choice
+    other = "aarch64" if arch == "x86_64" else "x86_64"
+    mixed = _pylock(f"{other}-manylinux_2_28")
+    for pkg, more in zip(data["packages"], mixed["packages"]):
+        extra = [
+            dict(w, url=w["url"].replace("manylinux_2_28", "macosx_11_0").replace(other, "arm64"))
+            for w in more["wheels"]
+        ]
+        extra += [dict(w, url=w["url"].replace("manylinux_2_17", "musllinux_1_1")) for w in pkg["wheels"]]
+        pkg["wheels"] = list(reversed(pkg["wheels"] + more["wheels"] + extra))
+    assert _files(select_wheels(data, "3.11", platform, "x.toml")) == got
+
+
+def test_no_wheel_for_the_platform_is_65():
+    from snakemake_deploy_nixsnake.pypi import select_wheels
+
+    data = _pylock("aarch64-manylinux_2_28")
+    with pytest.raises(SpecError) as e:
+        select_wheels(data, "3.11", "x86_64-manylinux_2_28", "x.toml")
+    assert e.value.key == "python.packages" and "has no wheel for CPython 3.11 on x86_64-manylinux_2_28" in str(e.value)
+    assert "uv listed cffi-1.16.0-cp311-cp311-manylinux_2_17_aarch64" in str(e.value)
+    # a wheel for another CPython does not fit either
+    with pytest.raises(SpecError, match=r"no wheel for CPython 3\.12"):
+        select_wheels(_pylock("x86_64-manylinux_2_28"), "3.12", "x86_64-manylinux_2_28", "x.toml")
