@@ -24,6 +24,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_core import PydanticCustomError
 
 from . import conda as conda_layer
+from .arch import host_system, py_platform
 from .config import Config
 from .errors import MissingFileError, SpecError
 from .nixpkgs import (
@@ -35,7 +36,7 @@ from .nixpkgs import (
     resolve_nixpkgs,
     tarball_sha256,
 )
-from .pypi import PY_PLATFORM, Wheel, resolve_python
+from .pypi import Wheel, resolve_python
 from .spec import EnvFile, check_branch, check_py_version, error_from_validation, lock_path_for
 
 LOCK_VERSION = 1
@@ -87,14 +88,22 @@ def make_lock(spec: EnvFile, spec_path: Path, cfg: Config, source: NixpkgsSource
         from .nixbuild import nixpkgs_python3
 
         python_version = spec.python.version or nixpkgs_python3(src, pin, cfg, str(spec_path))
-    wheels = resolve_python(spec, python_version, str(spec_path)) if python_version else ()
+    platform = py_platform(host_system())  # wheels for this machine's architecture
+    wheels = resolve_python(spec, python_version, platform, str(spec_path)) if python_version else ()
+    if spec.conda is not None and spec.conda.packages and host_system() != "x86_64-linux":
+        raise SpecError(
+            str(spec_path),
+            "conda",
+            f"[conda] installs linux-64 packages only; this machine builds {host_system()} images",
+            "build this env on an x86_64 head node, or take the packages from [nixpkgs] or [python]",
+        )
     conda = conda_layer.resolve(spec, str(spec_path))
     return Lock(
         spec_sha256=spec.spec_hash(),
         date=spec.date.isoformat(),
         nixpkgs=pin,
         python_version=python_version,
-        python_platform=PY_PLATFORM if wheels else None,
+        python_platform=platform if wheels else None,
         wheels=wheels,
         conda=conda,
     )

@@ -19,9 +19,6 @@ from . import proc
 from .errors import Exit, NixsnakeError, SpecError
 from .spec import EnvFile, cutoff
 
-#: The platform wheels are chosen for (the image's).
-PY_PLATFORM = "x86_64-manylinux_2_28"
-
 
 @dataclass(frozen=True)
 class Wheel:
@@ -55,9 +52,10 @@ _NETWORK_MARKERS = (
 )
 
 
-def resolve_python(spec: EnvFile, python_version: str, spec_file: str) -> tuple[Wheel, ...]:
-    """Date-locked resolution through uv, wheels only, for the image's platform and
-    Python (``python_version``: the env file's, or nixpkgs' python3)."""
+def resolve_python(spec: EnvFile, python_version: str, platform: str, spec_file: str) -> tuple[Wheel, ...]:
+    """Date-locked resolution through uv, wheels only, for the image's platform
+    (``x86_64-manylinux_2_28``: the build machine's, arch.py) and Python
+    (``python_version``: the env file's, or nixpkgs' python3)."""
     py = spec.python
     if py is None or not py.packages:
         return ()
@@ -77,7 +75,7 @@ def resolve_python(spec: EnvFile, python_version: str, spec_file: str) -> tuple[
             "--python-version",
             python_version,
             "--python-platform",
-            PY_PLATFORM,
+            platform,
             "--exclude-newer",
             cutoff(spec.date),
             "--only-binary",
@@ -106,7 +104,7 @@ def resolve_python(spec: EnvFile, python_version: str, spec_file: str) -> tuple[
                 "relax the requirements, pick a later date, or give a package its own date in python.package_dates",
             )
         data = tomllib.loads(out.read_text())
-    return select_wheels(data, python_version, PY_PLATFORM, spec_file)
+    return select_wheels(data, python_version, platform, spec_file)
 
 
 def target_tags(python_version: str, platform: str) -> list[Tag]:

@@ -670,3 +670,56 @@ def test_a_wheel_file_python_cannot_compile_is_a_warning(workspace, run_cli, mou
     code = "import os, importlib.util, tplpkg; print(tplpkg.VALUE, os.path.exists(importlib.util.cache_from_source(tplpkg.__file__)))"
     out = run_in_mounted_image(root, f'python -c "{code}"')
     assert out.stdout.strip() == "42 True", out.stderr  # the rest is byte-compiled
+
+
+def test_sif_arch_and_wheels_follow_the_build_system(workspace, run_cli, monkeypatch):
+    """The SIF header's architecture is nix's system of the build (amd64 here; arm64 for
+    an aarch64-linux build), and a lock whose wheels are for another architecture is
+    refused before building."""
+    from snakemake_deploy_nixsnake import arch, nixbuild
+    from snakemake_deploy_nixsnake.config import load_config
+    from snakemake_deploy_nixsnake.image.sif import read_sif
+
+    env = write_env(workspace, "arch", 'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n')
+    r = run_cli("build", str(env))
+    assert r.returncode == 0, r.stderr
+    assert read_sif(Path(r.stdout.strip().split(": ")[-1])).arch == "amd64"
+
+    # the same pipeline where nix reports aarch64-linux (this machine cannot run such a build)
+    real = nixbuild.nix_build
+
+    def as_aarch64(*a, **k):
+        import dataclasses
+
+        res = real(*a, **k)
+        return dataclasses.replace(res, info=dataclasses.replace(res.info, system="aarch64-linux"))
+
+    monkeypatch.setattr(nixbuild, "nix_build", as_aarch64)
+    monkeypatch.setattr(arch, "host_system", lambda: "aarch64-linux")
+    from snakemake_deploy_nixsnake import deploy
+
+    monkeypatch.setattr(deploy, "host_system", lambda: "aarch64-linux")
+    cfg = load_config(workspace)
+    image = ensure_image(resolve(env, cfg), cfg)
+    assert read_sif(image).arch == "arm64"
+
+    locked = env.with_name("arch.lock.toml")
+    locked.write_text(
+        locked.read_text()
+        + '\n[python]\nversion = "3.11"\nplatform = "x86_64-manylinux_2_28"\n\n[[python.wheels]]\nname = "six"\n'
+        'version = "1.16.0"\nurl = "https://files.pythonhosted.org/packages/d9/5a/e7c31adbe875f2abbb91bd84cf2dc52d792b5a01506781dbcf25c91daf11/six-1.16.0-py2.py3-none-any.whl"\n'
+        'sha256 = "8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254"\n'
+    )
+    env.write_text(env.read_text() + '[python]\nversion = "3.11"\npackages = ["six"]\n')
+    from snakemake_deploy_nixsnake.spec import load_spec
+
+    text = locked.read_text()
+    import re as _re
+
+    locked.write_text(_re.sub(r'spec_sha256 = "[0-9a-f]+"', f'spec_sha256 = "{load_spec(env).spec_hash()}"', text))
+    with pytest.raises(Exception) as e:
+        ensure_image(resolve(env, cfg, auto_lock=False), cfg)
+    assert (
+        "python.platform: the wheels were locked for x86_64-manylinux_2_28, this machine builds aarch64-linux images"
+        in str(e.value)
+    )

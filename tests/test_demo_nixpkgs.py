@@ -470,7 +470,7 @@ def _env_drv(repo: Path, tmp_path: Path) -> str:
     from snakemake_deploy_nixsnake.lock import Lock
     from snakemake_deploy_nixsnake.nixbuild import NixInput, nix_dir
     from snakemake_deploy_nixsnake.nixpkgs import NixpkgsPin, NixpkgsSource
-    from snakemake_deploy_nixsnake.pypi import PY_PLATFORM, Wheel
+    from snakemake_deploy_nixsnake.pypi import Wheel
     from snakemake_deploy_nixsnake.spec import parse_spec
 
     tools = debian_tools()
@@ -491,7 +491,7 @@ def _env_drv(repo: Path, tmp_path: Path) -> str:
         "2024-06-01",
         NixpkgsPin("nixos-unstable", rev, "2024-01-15T12:00:00Z", False),
         "3.11",
-        PY_PLATFORM,
+        "x86_64-manylinux_2_28",
         (Wheel("numpy", "1.26.2", NUMPY_URL, NUMPY_SHA256),),
     )
     data = NixInput.of(spec, lock, NixpkgsSource("git", str(repo), f"file://{repo}", demo=True))

@@ -571,3 +571,51 @@ def test_no_wheel_for_the_platform_is_65():
     # a wheel for another CPython does not fit either
     with pytest.raises(SpecError, match=r"no wheel for CPython 3\.12"):
         select_wheels(_pylock("x86_64-manylinux_2_28"), "3.12", "x86_64-manylinux_2_28", "x.toml")
+
+
+# ------------------------------------------------------------------ x86_64 and aarch64
+
+
+def test_the_architecture_is_the_build_machine_s(monkeypatch):
+    import platform
+
+    from snakemake_deploy_nixsnake import arch
+    from snakemake_deploy_nixsnake.deploy import image_id
+    from snakemake_deploy_nixsnake.errors import NixsnakeError
+    from snakemake_deploy_nixsnake.lock import Lock
+    from snakemake_deploy_nixsnake.nixpkgs import NixpkgsPin
+    from snakemake_deploy_nixsnake.spec import parse_spec
+
+    for machine, system, py, sif in (
+        ("x86_64", "x86_64-linux", "x86_64-manylinux_2_28", "amd64"),
+        ("aarch64", "aarch64-linux", "aarch64-manylinux_2_28", "arm64"),
+        ("arm64", "aarch64-linux", "aarch64-manylinux_2_28", "arm64"),
+    ):
+        monkeypatch.setattr(platform, "machine", lambda m=machine: m)
+        assert arch.host_system() == system and arch.py_platform(system) == py and arch.sif_arch(system) == sif
+    monkeypatch.setattr(platform, "machine", lambda: "riscv64")
+    with pytest.raises(NixsnakeError) as e:
+        arch.host_system()
+    assert e.value.code == 69 and "x86_64-linux and aarch64-linux" in str(e.value)
+    # one env, two architectures: two images
+    env = parse_spec(b"date = 2024-01-01\n")
+    lock = Lock(env.spec_hash(), "2024-01-01", NixpkgsPin("b", "a" * 40, "2024-01-01T00:00:00Z", False))
+    assert image_id(env, lock, "zstd", "x86_64-linux") != image_id(env, lock, "zstd", "aarch64-linux")
+
+
+@pytest.mark.network
+def test_an_aarch64_machine_locks_aarch64_wheels(tmp_path, dated_repo, monkeypatch):
+    import platform
+
+    repo, _ = dated_repo
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    spec = _env(tmp_path, 'date = 2024-06-01\n[python]\nversion = "3.11"\npackages = ["orjson"]\n')
+    lock_file(spec, Config(nixpkgs_source=str(repo)))
+    lock = read_lock(spec)
+    assert lock.python_platform == "aarch64-manylinux_2_28"
+    [w] = lock.wheels
+    assert w.url.endswith("orjson-3.10.3-cp311-cp311-manylinux_2_17_aarch64.manylinux2014_aarch64.whl")
+    conda = _env(tmp_path, 'date = 2024-06-01\n[conda]\npackages = ["samtools"]\n')
+    with pytest.raises(SpecError) as e:
+        lock_file(conda, Config(nixpkgs_source=str(repo)))
+    assert e.value.key == "conda" and "linux-64 packages only" in str(e.value)
