@@ -30,6 +30,9 @@ from snakemake_deploy_nixsnake.nixbuild import nix_dir
 #: new digest here (keep the old lines: they document what each version was).
 KNOWN = {
     2: "7acfe48f6b2a3c0c22c2aa652ba8e94ba681f7747c88508dd42d6de6b2d604b3",
+    # bashInteractive, lib.makeLibraryPath, nixpkgs-src.nix/nixpkgs-info.nix, the
+    # pythonModule check, env-file errors, wheel warnings and nix's system in the env data
+    3: "c1f0aceeb98a90f1bff8d732de878b43246a96af14c89596af016d8034495822",
 }
 
 #: name -> (content, mode): added to the store content-addressed, so the same store
