@@ -346,6 +346,10 @@ def _check_not_future(day: dt.date) -> dt.date:
     return day
 
 
+#: (section, key, default) of keys that joined the env file later (see normalized())
+_LATER_KEYS: tuple[tuple[str, str, Any], ...] = (("nixpkgs", "permitted_insecure", []), ("gpu", "cuda_support", False))
+
+
 class EnvFile(_Strict):
     """The whole env file. Field aliases keep the TOML spelling (``[R]``)."""
 
@@ -392,8 +396,16 @@ class EnvFile(_Strict):
         return v
 
     def normalized(self) -> dict[str, Any]:
-        """Canonical data: what the image's software depends on, in a stable form."""
-        return self.model_dump(mode="json", by_alias=True)
+        """Canonical data: what the image's software depends on, in a stable form.
+
+        Keys added after env files were in use appear only when they differ from their
+        default, so that existing env files keep their data, and their locks stay
+        current, when nixsnake learns a new key."""
+        data = self.model_dump(mode="json", by_alias=True)
+        for section, key, default in _LATER_KEYS:
+            if data[section].get(key) == default:
+                del data[section][key]
+        return data
 
     def spec_hash(self) -> str:
         return sha256_json(self.normalized())

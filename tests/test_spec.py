@@ -409,3 +409,17 @@ def test_permitted_insecure_names_with_versions():
         with pytest.raises(SpecError) as e:
             parse_spec(f"date = 2024-01-01\n[nixpkgs]\npermitted_insecure = {bad}\n".encode(), "i.toml")
         assert str(e.value).startswith("i.toml: nixpkgs.permitted_insecure"), str(e.value)
+
+
+def test_keys_added_later_do_not_change_existing_env_files_data():
+    """permitted_insecure and cuda_support joined the env file later: an env file
+    without them keeps its normalized data (and its lock stays current); setting them
+    changes it."""
+    body = b'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n[gpu]\ncuda = true\n'
+    data = parse_spec(body).normalized()
+    assert "permitted_insecure" not in data["nixpkgs"] and "cuda_support" not in data["gpu"]
+    assert (
+        parse_spec(body).spec_hash() == "4858bf92af1435ae0aced35ab3e1e8010220da0d8d9d8a41394ee4cd6107ca0f"
+    )  # as before
+    more = parse_spec(body + b"cuda_support = true\n")
+    assert more.normalized()["gpu"]["cuda_support"] is True and more.spec_hash() != parse_spec(body).spec_hash()
