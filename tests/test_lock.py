@@ -619,3 +619,25 @@ def test_an_aarch64_machine_locks_aarch64_wheels(tmp_path, dated_repo, monkeypat
     with pytest.raises(SpecError) as e:
         lock_file(conda, Config(nixpkgs_source=str(repo)))
     assert e.value.key == "conda" and "linux-64 packages only" in str(e.value)
+
+
+@pytest.mark.nix
+def test_lock_from_github_reads_the_nix_version_from_the_raw_file(workspace, run_cli):
+    """The GitHub path reads lib/minver.nix / lib/minfeatures.nix at the rev as a raw file
+    (no tarball download before the check)."""
+    if not _local_nix_below("2.18"):
+        pytest.skip("the nix here is 2.18 or newer")
+    from github_standin import GitHubStandIn
+
+    from snakemake_deploy_nixsnake import demo
+
+    spec = workspace / "envs" / "new.toml"
+    spec.write_text('date = 2025-12-01\n[nixpkgs]\nbranch = "nixos-25.11"\npackages = ["hello"]\n')
+    with GitHubStandIn(demo.default_repo()) as gh:
+        r = run_cli("lock", "--nixpkgs-source", gh.source, str(spec))
+        asked = list(gh.requests)
+    assert r.returncode == 69, r.stderr
+    assert "needs Nix >= 2.18 (its lib/minfeatures.nix)" in r.stderr
+    rev = demo.demo_revs(demo.default_repo())["nixos-25.11"]
+    assert f"/NixOS/nixpkgs/raw/{rev}/lib/minfeatures.nix" in asked
+    assert not any(p.endswith(".tar.gz") for p in asked)
