@@ -88,18 +88,18 @@ def lock(
 ) -> None:
     """Resolve each env file's date and write ENV.lock.toml beside it."""
     specs = _env_files(specs)
-    from .lock import lock_file, missing_rev, parse_source, read_lock, stale_error, stale_reason
+    from .lock import lock_file, parse_source, read_lock, source_problem, stale_error, stale_reason
     from .spec import load_spec, lock_path_for
 
     cfg = _config(nixpkgs_source=nixpkgs_source)
-    source = parse_source(cfg.nixpkgs_source) if specs else None
+    source = parse_source(cfg.nixpkgs_source, update=not check_only) if specs else None
     if check_only:
         stale = []
         for path in specs:
             reason = stale_reason(load_spec(path), path)
             if reason is None and source is not None:
-                problem = missing_rev(read_lock(path).nixpkgs.rev, source)
-                reason = f"{lock_path_for(path)}: nixpkgs.rev: {problem}" if problem else None
+                problem = source_problem(read_lock(path), source)
+                reason = f"{lock_path_for(path)}: {problem[0]}: {problem[1]}" if problem else None
             if reason:
                 stale.append(reason)
                 err.print(f"nixsnake: {stale_error(path, reason)}")
@@ -480,26 +480,33 @@ def shell(
 
 @app.command()
 def doctor(
+    specs: Annotated[
+        list[Path] | None,
+        typer.Argument(help="env files: also check that the nix here can evaluate their nixpkgs", show_default=False),
+    ] = None,
     store: StoreOpt = None,
     runtime: RuntimeOpt = None,
+    nixpkgs_source: SourceOpt = None,
     slurm_partition: Annotated[
         str | None, typer.Option("--slurm-partition", help="also run a short job there to check the compute nodes")
     ] = None,
 ) -> None:
-    """Check this site: nix, store, runtime, squashfuse, SLURM/GPU partitions, glibc."""
+    """Check this site: nix (and, per env file, its nixpkgs' minimum Nix), store, runtime,
+    squashfuse, SLURM/GPU partitions, glibc."""
+    from rich.markup import escape
     from rich.table import Table
 
     from .doctor import run_checks
 
-    cfg = _config(store=store, runtime=runtime)
-    checks = run_checks(cfg, slurm_partition)
+    cfg = _config(store=store, runtime=runtime, nixpkgs_source=nixpkgs_source)
+    checks = run_checks(cfg, slurm_partition, _env_files(specs or []))
     t = Table(box=None, show_header=True, header_style="bold")
     t.add_column("check")
     t.add_column("status")
     t.add_column("detail", overflow="fold")
     colour = {"ok": "green", "warn": "yellow", "fail": "red"}
-    for c in checks:
-        t.add_row(c.name, f"[{colour[c.status]}]{c.status}[/]", c.detail)
+    for c in checks:  # (names and details are text, not markup: "[nixpkgs] rev" stays)
+        t.add_row(escape(c.name), f"[{colour[c.status]}]{c.status}[/]", escape(c.detail))
     out.print(t)
     failed = [c for c in checks if c.status == "fail"]
     if failed:

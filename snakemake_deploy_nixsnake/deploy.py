@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from . import __version__, proc
+from .arch import host_system
 from .binds import Bind, parse_user_bind
 from .config import Config
-from .errors import Exit, NixsnakeError
+from .errors import Exit, NixsnakeError, SpecError
 from .image.metadata import ImageMetadata
 from .lock import Lock, lock_file, missing_rev_error, read_lock, stale_error, stale_reason
 from .spec import EnvFile, load_spec, lock_path_for, sha256_json
@@ -45,10 +46,10 @@ if TYPE_CHECKING:  # (imported where used: the fast path and the CLI's start-up 
 #: image layout, the skeleton, the packing, the SIF writer, nix/*): the image id hashes
 #: it, so every store then builds afresh. tests/test_image_identity.py fails when the bytes
 #: change without a bump.
-IMAGE_FORMAT_VERSION = 4
+IMAGE_FORMAT_VERSION = 5
 
 
-def image_id(env: EnvFile, lock: Lock, compression: str) -> str:
+def image_id(env: EnvFile, lock: Lock, compression: str, system: str | None = None) -> str:
     """Content address of an image: normalized env file + lock + image format +
     compression. Every byte of the image follows from these, so one id always means one
     SHA-256 (the nixsnake version is not part of it: a release that does not change the
@@ -56,10 +57,18 @@ def image_id(env: EnvFile, lock: Lock, compression: str) -> str:
 
     Hashing canonical JSON (not concatenated strings) means two different inputs can only
     share an id through a SHA-256 collision; the nixpkgs *source location* is left out on
-    purpose: the same rev from a mirror or from GitHub is the same software.
+    purpose: the same rev from a mirror or from GitHub is the same software. ``system``
+    (default: this machine's, arch.py) is in: an x86_64 and an aarch64 image of one env
+    are different images in a store shared by both.
     """
     return sha256_json(
-        {"format": IMAGE_FORMAT_VERSION, "spec": env.normalized(), "lock": lock.as_data(), "compression": compression}
+        {
+            "format": IMAGE_FORMAT_VERSION,
+            "spec": env.normalized(),
+            "lock": lock.as_data(),
+            "compression": compression,
+            "system": system or host_system(),
+        }
     )[:40]
 
 
@@ -219,11 +228,12 @@ def glibc_of_loader(loader: str | None) -> str:
 
 
 def _build(r: ResolvedEnv, cfg: Config, store: Store, rep: Reporter) -> Path:
+    from .arch import py_platform, sif_arch, wheel_arch
     from .conda import explain_build_failure
     from .conda import software as conda_software
     from .image.sif import write_sif
     from .image.squashfs import pack_squashfs
-    from .nixbuild import NixInput, nix_build
+    from .nixbuild import NixInput, explain_failure, nix_build
     from .nixpkgs import parse_source
     from .store import temp_workdir
 
@@ -232,16 +242,35 @@ def _build(r: ResolvedEnv, cfg: Config, store: Store, rep: Reporter) -> Path:
     gone = missing_rev_error(r.lock, source, r.path)
     if gone is not None:
         raise gone
+    system = host_system()
+    if r.lock.python_platform and wheel_arch(r.lock.python_platform) != wheel_arch(py_platform(system)):
+        raise SpecError(
+            str(lock_path_for(r.path)),
+            "python.platform",
+            f"the wheels were locked for {r.lock.python_platform}, this machine builds {system} images",
+            f"re-run `nixsnake lock {r.path}` on a machine of the architecture the images are for",
+        )
     with temp_workdir() as wd:
         work = Path(wd)
         rep.stage(f"nix build of {r.path.name}")
         try:
             built = nix_build(NixInput.of(r.env, r.lock, source), source, cfg, work, on_line=rep.log)
-        except NixsnakeError as exc:  # a conda archive that no longer matches the lock: one line, 65
-            raise explain_build_failure(exc, str(lock_path_for(r.path))) from None
+        except NixsnakeError as exc:  # what the user can act on: one line (65 or 69)
+            exc = explain_build_failure(exc, str(lock_path_for(r.path)))  # a conda archive that changed
+            raise explain_failure(
+                exc, rev=r.lock.nixpkgs.rev, env_file=str(r.path), lock_file=str(lock_path_for(r.path))
+            ) from None
+        for warning in built.info.warnings:
+            rep.stage(f"warning: {r.path}: {warning}")
         if built.info.conda is not None:
             for warning in built.info.conda.warnings():
                 rep.stage(f"warning: {r.path}: {warning}")
+        if built.info.system != system:
+            raise NixsnakeError(
+                f"nix built for {built.info.system}, but this machine is {system} (nix's `system` setting?)",
+                Exit.SOFTWARE,
+                "build images with nix's default system for the machine",
+            )
         plan = plan_image(r, built, cfg)
         # The squashfs is packed in the local work directory and then copied into the
         # SIF in the store (one sequential write to what is shared storage on a
@@ -254,7 +283,7 @@ def _build(r: ResolvedEnv, cfg: Config, store: Store, rep: Reporter) -> Path:
         tmp = store.temp_path(r.image_id)
         try:
             rep.stage("writing SIF")
-            write_sif(tmp, sqfs, plan.metadata.to_dict())
+            write_sif(tmp, sqfs, plan.metadata.to_dict(), arch=sif_arch(built.info.system))
             proc.check_interrupted()  # the last moment to stop: after this, it is published
             final, sha256 = store.publish(r.image_id, tmp)
         except BaseException:

@@ -287,9 +287,68 @@ def check_compute_node(partition: str, cfg: Config, gpu: bool) -> list[Check]:
     return rows
 
 
-def run_checks(cfg: Config, partition: str | None = None) -> list[Check]:
+def check_env_nix(cfg: Config, paths: list[Path]) -> list[Check]:
+    """Per env file: can the nix here evaluate its nixpkgs? (the lock's rev when the lock is
+    current, else the date resolved now, without writing a lock)"""
+    from .lock import read_lock, stale_reason
+    from .nixpkgs import (
+        NEWER_NIX_HINT,
+        compare_versions,
+        local_nix_version,
+        missing_rev,
+        parse_source,
+        required_nix,
+        resolve_nixpkgs,
+    )
+    from .spec import load_spec, lock_path_for
+
+    rows = []
+    local = local_nix_version()
+    try:
+        source = parse_source(cfg.nixpkgs_source)
+    except NixsnakeError as exc:
+        return [Check("nixpkgs source", "fail", str(exc))]
+    for path in paths:
+        name = f"nix for {path}"
+        try:
+            env = load_spec(path)
+            lock = read_lock(path) if lock_path_for(path).exists() else None
+            if lock is not None and stale_reason(env, path, lock) is None:
+                pin, how = lock.nixpkgs, "locked"
+            else:
+                pin, how = resolve_nixpkgs(env, source, str(path)), "no current lock: resolved now"
+            gone = missing_rev(pin.rev, source)
+            if gone is not None:
+                rows.append(Check(name, "fail", f"{gone}: re-run `nixsnake lock {path}`"))
+                continue
+            need = required_nix(source, pin.rev)
+        except NixsnakeError as exc:
+            rows.append(Check(name, "fail", str(exc)))
+            continue
+        where = f"nixpkgs {pin.rev[:12]} ({pin.commit_time[:10]}, {how})"
+        if need is None:
+            rows.append(
+                Check(name, "ok", f"{where} states no minimum Nix version; the nix here is {local or 'missing'}")
+            )
+        elif local is None:
+            rows.append(Check(name, "fail", f"{where} needs Nix >= {need.version}; there is no nix here"))
+        elif compare_versions(need.version, local) > 0:
+            rows.append(
+                Check(
+                    name,
+                    "fail",
+                    f"{where} needs Nix >= {need.version} (its {need.file}); the nix here is {local}: {NEWER_NIX_HINT}",
+                )
+            )
+        else:
+            rows.append(Check(name, "ok", f"{where} needs Nix >= {need.version}; the nix here is {local}"))
+    return rows
+
+
+def run_checks(cfg: Config, partition: str | None = None, envs: list[Path] | None = None) -> list[Check]:
     return [
         *check_nix(),
+        *check_env_nix(cfg, envs or []),
         *check_image_tools(),
         *check_store(cfg),
         *check_runtime(cfg),

@@ -13,7 +13,7 @@ import os
 import tempfile
 import tomllib
 import urllib.parse
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,10 +24,19 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_core import PydanticCustomError
 
 from . import conda as conda_layer
+from .arch import host_system, py_platform
 from .config import Config
 from .errors import Exit, MissingFileError, NixsnakeError, SpecError
-from .nixpkgs import NixpkgsPin, NixpkgsSource, missing_rev, parse_source, resolve_nixpkgs
-from .pypi import PY_PLATFORM, Wheel, resolve_python
+from .nixpkgs import (
+    NixpkgsPin,
+    NixpkgsSource,
+    missing_rev,
+    nix_too_old,
+    parse_source,
+    resolve_nixpkgs,
+    tarball_sha256,
+)
+from .pypi import Wheel, resolve_python
 from .spec import EnvFile, check_branch, check_py_version, error_from_validation, lock_path_for
 
 LOCK_VERSION = 1
@@ -53,6 +62,9 @@ class Lock:
         d = asdict(self)
         if d["conda"] is None:
             del d["conda"]
+        # how GitHub's copy of the rev is checked, not what the rev is: the same rev from
+        # a mirror or from GitHub is the same software (and the same image)
+        del d["nixpkgs"]["sha256"]
         return d
 
     def software(self) -> list[tuple[str, str]]:
@@ -63,16 +75,35 @@ class Lock:
 
 
 def make_lock(spec: EnvFile, spec_path: Path, cfg: Config, source: NixpkgsSource | None = None) -> Lock:
-    src = source or parse_source(cfg.nixpkgs_source)
+    src = source or parse_source(cfg.nixpkgs_source, update=True)
     pin = resolve_nixpkgs(spec, src, str(spec_path))
-    wheels = resolve_python(spec, str(spec_path))
+    # a nixpkgs this machine's nix cannot evaluate fails here, not at build time
+    too_old = nix_too_old(src, pin, str(spec_path))
+    if too_old is not None:
+        raise too_old
+    if src.kind == "github":  # pinned to content: fetchTarball checks this NAR hash
+        pin = replace(pin, sha256=tarball_sha256(src, pin.rev))
+    python_version = None
+    if spec.python is not None:  # the env file's version, else the date's nixpkgs python3
+        from .nixbuild import nixpkgs_python3
+
+        python_version = spec.python.version or nixpkgs_python3(src, pin, cfg, str(spec_path))
+    platform = py_platform(host_system())  # wheels for this machine's architecture
+    wheels = resolve_python(spec, python_version, platform, str(spec_path)) if python_version else ()
+    if spec.conda is not None and spec.conda.packages and host_system() != "x86_64-linux":
+        raise SpecError(
+            str(spec_path),
+            "conda",
+            f"[conda] installs linux-64 packages only; this machine builds {host_system()} images",
+            "build this env on an x86_64 head node, or take the packages from [nixpkgs] or [python]",
+        )
     conda = conda_layer.resolve(spec, str(spec_path))
     return Lock(
         spec_sha256=spec.spec_hash(),
         date=spec.date.isoformat(),
         nixpkgs=pin,
-        python_version=spec.python.version if spec.python else None,
-        python_platform=PY_PLATFORM if wheels else None,
+        python_version=python_version,
+        python_platform=platform if wheels else None,
         wheels=wheels,
         conda=conda,
     )
@@ -93,6 +124,8 @@ def render_lock(lock: Lock, spec_name: str) -> str:
     nix.add("rev", lock.nixpkgs.rev)
     nix.add("commit_time", lock.nixpkgs.commit_time)
     nix.add("pinned", lock.nixpkgs.pinned)
+    if lock.nixpkgs.sha256 is not None:
+        nix.add("sha256", lock.nixpkgs.sha256)
     doc.add("nixpkgs", nix)
     if lock.python_version is not None:
         py = tomlkit.table()
@@ -124,6 +157,7 @@ class _LockNixpkgs(_LockModel):
     rev: Annotated[str, Field(pattern=r"\A[0-9a-f]{40}\z")]
     commit_time: Annotated[str, Field(pattern=r"\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\z")]
     pinned: bool
+    sha256: Annotated[str, Field(pattern=r"\A[0-9abcdfghijklmnpqrsvwxyz]{52}\z")] | None = None
 
 
 class _LockWheel(_LockModel):
@@ -240,7 +274,7 @@ def parse_lock(text: str, path: str) -> Lock:
     return Lock(
         spec_sha256=m.spec_sha256,
         date=m.date,
-        nixpkgs=NixpkgsPin(n.branch, n.rev, n.commit_time, n.pinned),
+        nixpkgs=NixpkgsPin(n.branch, n.rev, n.commit_time, n.pinned, n.sha256),
         python_version=py.version if py else None,
         python_platform=py.platform if py else None,
         wheels=tuple(Wheel(w.name, w.version, w.url, w.sha256) for w in (py.wheels if py else [])),
@@ -280,13 +314,25 @@ def write_if_changed(path: Path, text: str) -> bool:
     return True
 
 
-def missing_rev_error(lock: Lock, source: NixpkgsSource, spec_path: Path) -> SpecError | None:
+def source_problem(lock: Lock, source: NixpkgsSource) -> tuple[str, str] | None:
+    """(key, problem) when the lock's nixpkgs cannot be fetched from ``source`` as it is:
+    a commit the source lacks, or a GitHub source and no tarball hash to check."""
     problem = missing_rev(lock.nixpkgs.rev, source)
-    if problem is None:
+    if problem is not None:
+        return "nixpkgs.rev", problem
+    if source.kind == "github" and lock.nixpkgs.sha256 is None:
+        return "nixpkgs.sha256", "missing: a GitHub source needs the hash of the nixpkgs tarball to check it"
+    return None
+
+
+def missing_rev_error(lock: Lock, source: NixpkgsSource, spec_path: Path) -> SpecError | None:
+    found = source_problem(lock, source)
+    if found is None:
         return None
+    key, problem = found
     return SpecError(
         str(lock_path_for(spec_path)),
-        "nixpkgs.rev",
+        key,
         problem,
         f"re-run `nixsnake lock {spec_path}` (the lock was made against another nixpkgs source or version)",
     )

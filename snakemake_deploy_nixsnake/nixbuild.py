@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import proc
 from .config import Config
-from .errors import Exit, NixsnakeError
+from .errors import Exit, NixsnakeError, SpecError
 from .lock import Lock
 
 if TYPE_CHECKING:
     from .conda import CondaBuilt, CondaLock
-from .nixpkgs import NixpkgsSource
+from .nixpkgs import NixpkgsPin, NixpkgsSource
 from .spec import EnvFile
 
 
@@ -50,6 +50,7 @@ class NixpkgsFetch:
     url: str
     rev: str
     ref: str  # the branch (git); "" for tarballs
+    sha256: str  # the NAR hash of the unpacked tarball (tarballs); "" for git
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class NixInput:
 
     nixpkgs: NixpkgsFetch
     allow_unfree: bool
+    permitted_insecure: tuple[str, ...]  # "name-version" (nixpkgs' permittedInsecurePackages)
     cuda_support: bool
     packages: tuple[str, ...]  # attribute paths
     libraries: tuple[str, ...]  # attribute paths whose lib/ goes on LD_LIBRARY_PATH
@@ -113,24 +115,23 @@ class NixInput:
 
     @classmethod
     def of(cls, env: EnvFile, lock: Lock, source: NixpkgsSource) -> NixInput:
-        rev = lock.nixpkgs.rev
-        if source.kind == "github":
-            fetch = NixpkgsFetch("tarball", source.fetch_url.format(rev=rev), rev, "")
-        else:
-            fetch = NixpkgsFetch("git", source.fetch_url, rev, lock.nixpkgs.branch)
         python = None
         if env.python is not None:
-            major, minor = env.python.version.split(".")
+            if lock.python_version is None:  # (a lock always records it with [python])
+                raise NixsnakeError("the lock has no [python] version", Exit.DATAERR, "re-run `nixsnake lock`")
+            major, minor = lock.python_version.split(".")
             python = PythonInput(
                 f"python{major}{minor}",
-                env.python.version,
+                lock.python_version,
                 tuple(WheelFetch(w.url, w.sha256, wheel_store_name(w.url)) for w in lock.wheels),
             )
         return cls(
-            nixpkgs=fetch,
-            # CUDA is unfree in nixpkgs: asking for it is consent to build it.
-            allow_unfree=env.nixpkgs.allow_unfree or env.gpu.cuda is True,
-            cuda_support=env.gpu.cuda is True,
+            nixpkgs=nixpkgs_fetch(lock.nixpkgs, source),
+            # CUDA is unfree in nixpkgs: asking for it is consent to use it. cuda = true is
+            # the driver (--nv) only; nixpkgs' cudaSupport (a mass rebuild) is its own opt-in.
+            allow_unfree=env.nixpkgs.allow_unfree or env.gpu.cuda is True or env.gpu.cuda_support,
+            cuda_support=env.gpu.cuda_support,
+            permitted_insecure=tuple(env.nixpkgs.permitted_insecure),
             packages=tuple(env.nixpkgs.packages),
             libraries=tuple(env.nixpkgs.libraries),
             python=python,
@@ -140,6 +141,45 @@ class NixInput:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, indent=1)
+
+
+def nixpkgs_fetch(pin: NixpkgsPin, source: NixpkgsSource) -> NixpkgsFetch:
+    """How nix fetches the locked nixpkgs from ``source`` (``nix/nixpkgs-src.nix``)."""
+    if source.kind == "github":
+        if pin.sha256 is None:  # (deploy refuses such a lock first, with the file's name)
+            raise NixsnakeError("a lock for a GitHub source has no nixpkgs.sha256", Exit.DATAERR)
+        return NixpkgsFetch("tarball", source.fetch_url.format(rev=pin.rev), pin.rev, "", pin.sha256)
+    return NixpkgsFetch("git", source.fetch_url, pin.rev, pin.branch, "")
+
+
+def nixpkgs_python3(source: NixpkgsSource, pin: NixpkgsPin, cfg: Config, spec_file: str) -> str:
+    """The version of nixpkgs' ``python3`` at the pin (``nix/nixpkgs-info.nix``): the
+    env's Python when the env file names none. Needs nix (it evaluates nixpkgs)."""
+    import tempfile
+
+    if proc.which("nix-instantiate") is None:
+        raise NixsnakeError(
+            f"{spec_file}: finding the default Python of nixpkgs {pin.rev[:12]} needs nix",
+            Exit.UNAVAILABLE,
+            f'{proc.INSTALL_HINTS["nix"]}, or write the version in the env file ([python] version = "3.12")',
+        )
+    with tempfile.TemporaryDirectory(prefix="nixsnake-info-") as tmp:
+        input_file = Path(tmp) / "nixpkgs.json"
+        input_file.write_text(json.dumps(asdict(nixpkgs_fetch(pin, source))))
+        argv = ["nix-instantiate", "--eval", "--strict", "--json", str(nix_dir() / "nixpkgs-info.nix"),
+                "--argstr", "inputFile", str(input_file), *nix_option_args(cfg)]  # fmt: skip
+        try:
+            out = proc.run(argv, env=nix_env(source), what="nix-instantiate (nixpkgs' python3)", timeout=1800)
+        except NixsnakeError as exc:
+            raise explain_failure(exc, rev=pin.rev, env_file=spec_file, lock_file=spec_file) from None
+    version = json.loads(out.stdout).get("python3")
+    if not isinstance(version, str) or not re.fullmatch(r"3\.[0-9]{1,2}", version):
+        raise NixsnakeError(
+            f"{spec_file}: nixpkgs {pin.rev[:12]} has no usable python3 ({version!r})",
+            Exit.DATAERR,
+            'write the version in the env file ([python] version = "3.12")',
+        )
+    return version
 
 
 def _conda_input(c: CondaLock) -> CondaInput:
@@ -194,6 +234,8 @@ class EnvInfo:
     perl5lib: tuple[str, ...] = ()
     conda: CondaBuilt | None = None  # the [conda] layer (mkenv-conda.sh)
     loader: str | None = None  # the glibc loader offered at /lib64 (None: no path known for this system)
+    system: str = "x86_64-linux"  # nix's system of the build (the image's architecture)
+    warnings: tuple[str, ...] = ()  # what the build could not do, but went on (not conda's)
 
     @classmethod
     def parse(cls, text: str, where: Path) -> EnvInfo:
@@ -211,6 +253,8 @@ class EnvInfo:
                 perl5lib=tuple(p for p in str(data["perl5lib"]).split(":") if p),
                 conda=CondaBuilt.parse(conda) if conda is not None else None,
                 loader=str(data["loader"]) or None,
+                system=str(data["system"]),
+                warnings=tuple(_strings(data["warnings"])),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise NixsnakeError(f"nix built {where} with unusable environment data ({exc!r})", Exit.SOFTWARE) from None
@@ -279,6 +323,80 @@ def nix_build(
             f"nix built {out} without a readable {info_path.name}: {exc.strerror}", Exit.SOFTWARE
         ) from None
     return NixResult(out, tuple(sorted(closure)), EnvInfo.parse(text, out))
+
+
+_NIXPKGS_NEEDS_NIX = re.compile(r"This version of Nixpkgs.*?requires Nix >= ([0-9][^\s,:'\"]*)")
+_NIXPKGS_NEEDS_FEATURES = re.compile(
+    r"This version of Nixpkgs.*?requires an implementation of Nix with the following features"
+    r"(?:.|\n)*?reports at least ([0-9][^\s`'\"]*)"
+)
+
+
+#: env.nix's envError (one line: "nixsnake-env-file-error KEY: PROBLEM; fix: FIX")
+_ENV_FILE_ERROR = re.compile(r"nixsnake-env-file-error (\S+): (.+?); fix: ([^\n]+)")
+#: nixpkgs' check-meta refusals, in its older ("Package ‘x’ in ... has an unfree license
+#: (‘unfree’), refusing to evaluate.") and newer ("Refusing to evaluate package 'x' in ...
+#: because it has an unfree license") wording
+_REFUSED = re.compile(
+    r"Package ‘(?P<a>[^’]+)’ in .*? (?P<why_a>has an unfree license|is marked as insecure|is marked as broken)"
+    r"|Refusing to evaluate package '(?P<b>[^']+)' in .*? because it (?P<why_b>has an unfree license|is marked as insecure|is marked as broken)"
+)
+_KNOWN_ISSUE = re.compile(r"Known issues:\s*\n\s*-\s*([^\n]+)")
+_TARBALL_MISMATCH = re.compile(r"hash mismatch in file downloaded from '([^']+)':\s*specified:\s*(\S+)\s*got:\s*(\S+)")
+
+
+def explain_failure(exc: NixsnakeError, *, rev: str, env_file: str, lock_file: str) -> NixsnakeError:
+    """A failed nix build whose cause the user can act on, as nixsnake's one line;
+    any other failure is returned unchanged."""
+    text = exc.message
+    m = _ENV_FILE_ERROR.search(text)
+    if m is not None:  # env.nix: something the env file names does not fit this nixpkgs
+        return SpecError(env_file, m[1], m[2], m[3])
+    m = _REFUSED.search(text)
+    if m is not None:  # nixpkgs refuses a package for its meta: say which setting accepts it
+        name, why = m["a"] or m["b"], m["why_a"] or m["why_b"]
+        if why == "has an unfree license":
+            return SpecError(
+                env_file,
+                "nixpkgs.allow_unfree",
+                f"nixpkgs (rev {rev}) refuses {name}: it has an unfree license",
+                "set [nixpkgs] allow_unfree = true if its license allows your use ([gpu] cuda = true implies it)",
+            )
+        if why == "is marked as insecure":
+            issue = _KNOWN_ISSUE.search(text)
+            return SpecError(
+                env_file,
+                "nixpkgs.permitted_insecure",
+                f"nixpkgs (rev {rev}) refuses {name}: it is marked as insecure"
+                + (f" ({issue[1].strip()})" if issue else ""),
+                f'if you accept its known vulnerabilities, add "{name}" to [nixpkgs] permitted_insecure',
+            )
+        return SpecError(
+            env_file,
+            "nixpkgs.packages",
+            f"nixpkgs (rev {rev}) marks {name} as broken",
+            "pick another date (or a [nixpkgs] rev) where it builds, or another package",
+        )
+    m = _TARBALL_MISMATCH.search(text)
+    if m is not None and rev in m[1]:  # fetchTarball of nixpkgs: the content is not the locked one
+        return SpecError(
+            lock_file,
+            "nixpkgs.sha256",
+            f"the nixpkgs tarball {m[1]} does not match the lock (the lock says {m[2]}, the download is {m[3]}); "
+            "refusing to build",
+            "the source served other content for this commit: check it (or a proxy in between); "
+            "if the change is expected, re-run `nixsnake lock` and review it",
+        )
+    m = _NIXPKGS_NEEDS_NIX.search(text) or _NIXPKGS_NEEDS_FEATURES.search(text)
+    if m is not None:  # nixpkgs' own abort: the nix here is too old for this rev
+        from .nixpkgs import NEWER_NIX_HINT, local_nix_version
+
+        return NixsnakeError(
+            f"{env_file}: nixpkgs {rev[:12]} needs Nix >= {m[1]}; the nix here is {local_nix_version() or '?'}",
+            Exit.UNAVAILABLE,
+            NEWER_NIX_HINT,
+        )
+    return exc
 
 
 def nix_available() -> bool:

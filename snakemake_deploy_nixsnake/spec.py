@@ -26,6 +26,7 @@ from pydantic import (
     Field,
     StrictBool,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -57,6 +58,8 @@ CONDA_CHANNEL_URL_RE = re.compile(
 )
 CONDA_NAME_RE = re.compile(r"[a-z0-9_][a-z0-9_.-]*")
 R_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.]*")
+#: "name-version" as nixpkgs' permittedInsecurePackages lists them (openssl-1.1.1w)
+INSECURE_NAME_RE = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9_+.-]*-[0-9][A-Za-z0-9_+.-]*")
 #: Characters a shell (or nix) would treat as code, or a requirements file as a comment;
 #: never allowed in requirement strings. (Quotes stay allowed: PEP 508 markers use them.)
 SHELL_META = set("$`|&\\\n\r\t{}#?")
@@ -174,6 +177,15 @@ def check_conda_name(value: str) -> str:
     return value
 
 
+def check_insecure_name(value: str) -> str:
+    if not INSECURE_NAME_RE.fullmatch(value):
+        raise _bad(
+            f"{value!r} is not a package name with its version",
+            'write the name nixpkgs refuses, with its version, e.g. "openssl-1.1.1w"',
+        )
+    return value
+
+
 def check_bind(value: str) -> str:
     try:
         parse_user_bind(value)
@@ -213,6 +225,7 @@ RName = Annotated[NonEmpty, AfterValidator(check_r_name)]
 CondaSpec = Annotated[NonEmpty, AfterValidator(check_conda_spec)]
 Channel = Annotated[Annotated[str, Field(min_length=1, max_length=1000)], AfterValidator(check_channel)]
 CondaName = Annotated[NonEmpty, AfterValidator(check_conda_name)]
+InsecureName = Annotated[NonEmpty, AfterValidator(check_insecure_name)]
 BindSpec = Annotated[Annotated[str, Field(min_length=1, max_length=1000)], AfterValidator(check_bind)]
 
 
@@ -228,6 +241,11 @@ class Nixpkgs(_Strict):
     branch: str = "nixos-unstable"
     rev: str | None = None
     allow_unfree: StrictBool = False
+    #: "name-version" of packages nixpkgs refuses for known vulnerabilities, accepted
+    #: anyway (nixpkgs' config.permittedInsecurePackages)
+    permitted_insecure: Annotated[list[InsecureName], unique("permitted_insecure entry")] = Field(
+        default_factory=list, max_length=100
+    )
 
     @field_validator("branch")
     @classmethod
@@ -245,7 +263,8 @@ class Nixpkgs(_Strict):
 
 
 class Python(_Strict):
-    version: str = "3.11"
+    #: None: the locked nixpkgs' python3 (found at lock time, recorded in the lock)
+    version: str | None = None
     packages: Annotated[list[PyReq], unique("requirement", _req_name)] = Field(default_factory=list, max_length=500)
     #: Per-package ecosystem dates: the escape hatch for "I need a newer torch than the
     #: env's date allows". Still a date, so the lock stays reproducible.
@@ -253,8 +272,8 @@ class Python(_Strict):
 
     @field_validator("version")
     @classmethod
-    def _version(cls, v: str) -> str:
-        return check_py_version(v)
+    def _version(cls, v: str | None) -> str | None:
+        return v if v is None else check_py_version(v)
 
     @field_validator("package_dates")
     @classmethod
@@ -298,7 +317,12 @@ class Conda(_Strict):
 
 
 class Gpu(_Strict):
+    #: Run-time GPUs: true = always --nv (and allowUnfree: CUDA is unfree), false = never,
+    #: "auto" = decided per node. Never a rebuild: PyPI/conda CUDA code needs the driver only.
     cuda: Any = "auto"
+    #: nixpkgs' config.cudaSupport: rebuilds every package that takes the flag (not in
+    #: the binary cache: Hydra does not build unfree CUDA), hours of compiling. Opt-in.
+    cuda_support: StrictBool = False
 
     @field_validator("cuda")
     @classmethod
@@ -306,6 +330,16 @@ class Gpu(_Strict):
         if v is True or v is False or v == "auto":
             return v
         raise _bad(f'{v!r} is not true, false or "auto"', 'write cuda = true, cuda = false or cuda = "auto"')
+
+    @field_validator("cuda_support")
+    @classmethod
+    def _support(cls, v: bool, info: ValidationInfo) -> bool:
+        if v and info.data.get("cuda") is False:
+            raise _bad(
+                "builds for CUDA, but cuda = false never gives the jobs a GPU",
+                'set cuda = true (or "auto"), or drop cuda_support',
+            )
+        return v
 
 
 class Run(_Strict):
@@ -318,6 +352,10 @@ def _check_not_future(day: dt.date) -> dt.date:
     if day < dt.date(2015, 1, 1):
         raise _bad(f"{day.isoformat()} is before 2015", "use a date from 2015 on")
     return day
+
+
+#: (section, key, default) of keys that joined the env file later (see normalized())
+_LATER_KEYS: tuple[tuple[str, str, Any], ...] = (("nixpkgs", "permitted_insecure", []), ("gpu", "cuda_support", False))
 
 
 class EnvFile(_Strict):
@@ -366,8 +404,16 @@ class EnvFile(_Strict):
         return v
 
     def normalized(self) -> dict[str, Any]:
-        """Canonical data: what the image's software depends on, in a stable form."""
-        return self.model_dump(mode="json", by_alias=True)
+        """Canonical data: what the image's software depends on, in a stable form.
+
+        Keys added after env files were in use appear only when they differ from their
+        default, so that existing env files keep their data, and their locks stay
+        current, when nixsnake learns a new key."""
+        data = self.model_dump(mode="json", by_alias=True)
+        for section, key, default in _LATER_KEYS:
+            if data[section].get(key) == default:
+                del data[section][key]
+        return data
 
     def spec_hash(self) -> str:
         return sha256_json(self.normalized())
@@ -380,7 +426,8 @@ class EnvFile(_Strict):
 
         parts = [f"date {self.date}", n(len(self.nixpkgs.packages), "nixpkgs package")]
         if self.python:
-            parts.append(f"python {self.python.version} with {n(len(self.python.packages), 'requirement')}")
+            version = self.python.version or "(nixpkgs' python3)"
+            parts.append(f"python {version} with {n(len(self.python.packages), 'requirement')}")
         if self.r:
             parts.append(n(len(self.r.packages), "R package"))
         if self.conda:

@@ -191,12 +191,55 @@ def test_gzip_compression_and_inspect(workspace, run_cli, mount_image, tmp_path)
 
 
 def test_unknown_attribute_fails_clearly_and_leaves_nothing(workspace, run_cli):
-    env = write_env(workspace, "bad", 'date = 2024-06-01\n[nixpkgs]\npackages = ["no-such-tool"]\n')
+    env = write_env(workspace, "bad", 'date = 2024-06-01\n[nixpkgs]\npackages = ["hello", "no-such-tool"]\n')
     r = run_cli("build", str(env))
-    assert r.returncode == 70, r.stderr
-    assert "no attribute 'no-such-tool'" in r.stderr
+    assert r.returncode == 65, r.stderr
+    from snakemake_deploy_nixsnake.lock import read_lock
+
+    rev = read_lock(env).nixpkgs.rev
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith(
+        f"nixsnake: {env}: nixpkgs.packages[1]: nixpkgs (rev {rev}) has no attribute 'no-such-tool'; fix: "
+    )
+    assert "error:" not in r.stderr and "show-trace" not in r.stderr  # nixsnake's line, not nix's trace
     assert not list((workspace / "store" / "images").glob("*"))
     assert list((workspace / "store" / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "says"),
+    [
+        ('[nixpkgs]\nlibraries = ["zlib", "libnope"]\n', "nixpkgs.libraries[1]", "has no attribute 'libnope'"),
+        ('[nixpkgs]\npackages = ["python311Packages.nope"]\n', "nixpkgs.packages[0]", "has no attribute 'python311Packages.nope'"),
+        ('[R]\npackages = ["ggplot2", "notAnRPackage"]\n', "R.packages[1]", "has no R package rPackages.notAnRPackage"),
+        ('[nixpkgs]\npackages = ["openssl_1_1"]\n', "nixpkgs.permitted_insecure", "refuses openssl-1.1.1w: it is marked as insecure (OpenSSL 1.1 reached its end of life"),
+        ('[nixpkgs]\npackages = ["cudaPackages.cudatoolkit"]\n', "nixpkgs.allow_unfree", "refuses cudatoolkit-0.0.0-demo: it has an unfree license"),
+    ],
+)  # fmt: skip
+def test_what_nixpkgs_lacks_or_refuses_is_one_line_65(workspace, run_cli, body, key, says):
+    """A missing attribute, library or R package, and nixpkgs' refusals (insecure,
+    unfree): one line naming the env file's key, the rev and the fix -- not nix's trace."""
+    env = write_env(workspace, "bad", "date = 2024-06-01\n" + body)
+    r = run_cli("build", str(env))
+    if "apt-get install" in r.stderr:
+        pytest.skip("this host lacks R's Debian packages")
+    assert r.returncode == 65, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"nixsnake: {env}: {key}: nixpkgs (rev ") and says in line and "; fix: " in line, line
+    assert "show-trace" not in r.stderr
+
+
+def test_permitted_insecure_accepts_a_package_nixpkgs_refuses(workspace, run_cli):
+    bad = write_env(workspace, "insecure", 'date = 2024-06-01\n[nixpkgs]\npackages = ["openssl_1_1"]\n')
+    r = run_cli("build", str(bad))
+    assert r.returncode == 65 and 'add "openssl-1.1.1w" to [nixpkgs] permitted_insecure' in r.stderr, r.stderr
+    ok = write_env(
+        workspace,
+        "accepted",
+        'date = 2024-06-01\n[nixpkgs]\npackages = ["openssl_1_1"]\npermitted_insecure = ["openssl-1.1.1w"]\n',
+    )
+    r = run_cli("build", str(ok))
+    assert r.returncode == 0, r.stderr
 
 
 def test_gc_keeps_referenced_and_recent(workspace, run_cli):
@@ -341,8 +384,442 @@ def test_mkenv_puts_glibc_on_ld_library_path_only_for_a_loader_that_needs_it(tmp
     loader.chmod(0o755)
     env = {"PATH": os.environ["PATH"], "out": str(tmp_path / "out"), "paths": "", "python": "", "pythonVersion": "",
            "pythonPackages": "", "ldLibraryPath": "/nix/store/a-gcc/lib", "sslCertFile": "/c", "bash": "/b",
-           "loader": str(loader)}  # fmt: skip
+           "loader": str(loader), "system": "x86_64-linux"}  # fmt: skip
     subprocess.run(["bash", "-eu", "-o", "pipefail", str(nix_dir() / "mkenv.sh")], env=env, check=True)
     info = json.loads((tmp_path / "out" / "nix-support" / "nixsnake-env.json").read_text())
     assert info["loader"] == str(loader)
     assert info["ld_library_path"] == "/nix/store/a-gcc/lib" + (f":{lib}" if appended else "")
+
+
+def test_libraries_of_a_bin_first_package_come_from_its_lib_output(workspace, run_cli, mount_image, tmp_path):
+    """glib, curl, openssl, libtiff, cyrus_sasl: the first output is `bin`, so "${pkg}/lib"
+    does not exist; the library directory is the one lib.makeLibraryPath finds (the lib
+    output, else out). The demo's libdemo has nixpkgs' shape (outputs bin, out, dev)."""
+    env = write_env(
+        workspace,
+        "binfirst",
+        'date = 2024-06-01\n[nixpkgs]\nlibraries = ["libdemo"]\n[python]\nversion = "3.11"\n',
+    )
+    r = run_cli("build", str(env))
+    assert r.returncode == 0, r.stderr
+    root = mount_image(Path(r.stdout.strip().split(": ")[1]), tmp_path / "m")
+    entries = run_in_mounted_image(root, 'echo "$LD_LIBRARY_PATH"').stdout.strip().split(":")
+    assert entries[2].endswith("-libdemo-1.0-demo/lib"), entries  # out, not libdemo-1.0-demo-bin
+    assert (root / entries[2].lstrip("/") / "libdemo.so.1").is_file()
+    out = run_in_mounted_image(root, "python -c 'import ctypes; print(ctypes.CDLL(\"libdemo.so.1\").zlibVersion)'")
+    assert out.returncode == 0 and "_FuncPtr" in out.stdout, out.stderr
+
+
+def test_a_pinned_rev_that_is_not_on_the_branch_builds(workspace, run_cli, tmp_path):
+    """[nixpkgs] rev from another branch (the branch stays nixos-unstable): nix must fetch
+    it by commit from all refs (fetchGit allRefs), not only refs/heads/<branch> ("Cannot
+    find Git revision ... in ref"). (A fresh nix cache: nix would otherwise find the
+    commit in its own git cache from earlier fetches.)"""
+    from snakemake_deploy_nixsnake import demo
+
+    rev = demo.demo_revs(demo.default_repo())["nixos-24.05"]
+    env = write_env(workspace, "pinned", f'date = 2024-06-01\n[nixpkgs]\nrev = "{rev}"\npackages = ["hello"]\n')
+    r = run_cli("build", str(env), env={"XDG_CACHE_HOME": str(tmp_path / "fresh-nix-cache")})
+    assert r.returncode == 0, r.stderr
+    lock = (workspace / "envs" / "pinned.lock.toml").read_text()
+    assert f'rev = "{rev}"' in lock and "pinned = true" in lock and 'branch = "nixos-unstable"' in lock
+
+
+def test_a_git_url_source_builds_from_nixsnake_s_mirror(workspace, run_cli, tmp_path):
+    """nixpkgs_source = a git URL: nixsnake keeps a bare mirror and nix fetches from that
+    mirror (file://), never from the remote (which would make nix clone all of nixpkgs
+    again into its own cache): with the remote gone, a build of a locked env still works."""
+    import socket
+
+    from snakemake_deploy_nixsnake import demo
+    from snakemake_deploy_nixsnake.nixbuild import NixInput
+    from snakemake_deploy_nixsnake.nixpkgs import parse_source
+
+    served = tmp_path / "served"
+    served.mkdir()
+    subprocess.run(
+        ["git", "clone", "-q", "--mirror", str(demo.default_repo()), str(served / "nixpkgs.git")], check=True
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    daemon = subprocess.Popen(
+        ["git", "daemon", "--export-all", f"--base-path={served}", "--listen=127.0.0.1", f"--port={port}", "--reuseaddr", str(served)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"git://127.0.0.1:{port}/nixpkgs.git"
+    try:
+        for _ in range(100):
+            if subprocess.run(["git", "ls-remote", url], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        (workspace / "nixsnake.toml").write_text(
+            (workspace / "nixsnake.toml").read_text().replace('nixpkgs_source = "demo"', f'nixpkgs_source = "{url}"')
+        )
+        env = write_env(workspace, "mirrored", 'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n')
+        r = run_cli("lock", str(env))
+        assert r.returncode == 0, r.stderr
+        # env.nix itself, handed the remote URL: a commit that is not on the branch is
+        # fetched (allRefs; nix only fetches refs/heads/<ref> otherwise)
+        _instantiate_with_remote(url, tmp_path)
+    finally:
+        daemon.terminate()
+        daemon.wait()
+    source = parse_source(url)  # (the mirror exists: no network)
+    assert source.location.startswith(os.environ["NIXSNAKE_CACHE_DIR"]) and source.remote == url
+    spec = parse_spec(env.read_bytes())
+    from snakemake_deploy_nixsnake.lock import read_lock
+
+    data = NixInput.of(spec, read_lock(env), source)
+    assert data.nixpkgs.url == f"file://{source.location}" and data.nixpkgs.type == "git"
+    # the remote is gone: nixsnake does not fetch it, nix fetches from the mirror
+    from snakemake_deploy_nixsnake import demo as demo_mod
+
+    r = run_cli("build", str(env), env=demo_mod.nix_env())
+    assert r.returncode == 0, r.stderr
+
+
+def _instantiate_with_remote(url: str, tmp_path: Path) -> None:
+    import dataclasses
+
+    from helpers import nix_option_args
+
+    from snakemake_deploy_nixsnake import demo
+    from snakemake_deploy_nixsnake.lock import Lock
+    from snakemake_deploy_nixsnake.nixbuild import NixInput, NixpkgsFetch, nix_dir
+    from snakemake_deploy_nixsnake.nixpkgs import NixpkgsPin, NixpkgsSource
+
+    rev = demo.demo_revs(demo.default_repo())["nixos-24.05"]
+    spec = parse_spec(f'date = 2024-06-01\n[nixpkgs]\nrev = "{rev}"\npackages = ["hello"]\n'.encode())
+    lock = Lock(spec.spec_hash(), "2024-06-01", NixpkgsPin("nixos-unstable", rev, "2025-03-01T12:00:00Z", True))
+    data = NixInput.of(spec, lock, NixpkgsSource("git", "/unused", url))
+    data = dataclasses.replace(data, nixpkgs=NixpkgsFetch("git", url, rev, "nixos-unstable", ""))
+    (tmp_path / "remote-input.json").write_text(data.to_json())
+    cp = subprocess.run(
+        ["nix-instantiate", *nix_option_args(), str(nix_dir() / "env.nix"), "--argstr", "inputFile", str(tmp_path / "remote-input.json")],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, **demo.nix_env(), "XDG_CACHE_HOME": str(tmp_path / "fresh-nix-cache")},
+    )  # fmt: skip
+    assert cp.returncode == 0, cp.stderr[-2000:]
+
+
+def _nar_hash_of_archive(repo: Path, rev: str, tmp: Path) -> str:
+    """The NAR hash of ``git archive REV`` unpacked, computed without the nix store."""
+    tree = tmp / "unpacked"
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", rev], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    return subprocess.run(
+        ["nix-hash", "--type", "sha256", "--base32", str(tree)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_github_tarball_is_pinned_by_its_nar_hash(workspace, run_cli, tmp_path):
+    """A GitHub source: the lock records the NAR hash of the rev's tarball (as
+    nix-prefetch-url --unpack gives it), the build passes it to fetchTarball -- so it
+    works offline from the store the prefetch seeded, and a tarball with other content
+    is refused (one line, 65) instead of being built."""
+    from github_standin import GitHubStandIn
+
+    from snakemake_deploy_nixsnake import demo
+    from snakemake_deploy_nixsnake.lock import read_lock
+
+    repo = demo.default_repo()
+    settings = workspace / "nixsnake.toml"
+    demo_settings = settings.read_text()
+    env = write_env(workspace, "gh", 'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n')
+    with GitHubStandIn(repo) as gh:
+        settings.write_text(demo_settings.replace('nixpkgs_source = "demo"', f'nixpkgs_source = "{gh.source}"'))
+        r = run_cli("lock", str(env))
+        assert r.returncode == 0, r.stderr
+        assert any(p.endswith(".tar.gz") for p in gh.requests)
+    lock = read_lock(env)
+    rev = demo.demo_revs(repo)["nixos-unstable"]
+    assert lock.nixpkgs.rev == subprocess.run(
+        ["git", "-C", str(repo), "rev-list", "-1", "--first-parent", "--before=2024-06-01T00:00:00Z", "nixos-unstable"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip() != rev  # fmt: skip
+    assert lock.nixpkgs.sha256 == _nar_hash_of_archive(repo, lock.nixpkgs.rev, tmp_path)
+    assert f'sha256 = "{lock.nixpkgs.sha256}"' in lock_path_for_text(env)
+
+    # the server is gone: the build takes nixpkgs from the store (fetchTarball with sha256)
+    r = run_cli("build", str(env), env={**demo.nix_env(), "XDG_CACHE_HOME": str(tmp_path / "c1")})
+    assert r.returncode == 0, r.stderr
+
+    # GitHub now serves other content for the rev: refused before anything is built
+    store_path = subprocess.run(
+        ["nix-store", "--print-fixed-path", "--recursive", "sha256", lock.nixpkgs.sha256, "source"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    subprocess.run(["nix-store", "--delete", store_path], capture_output=True, check=True)
+    tampered = tmp_path / "tampered"
+    subprocess.run(["git", "clone", "-q", str(repo), str(tampered)], check=True)
+    subprocess.run(["git", "-C", str(tampered), "checkout", "-q", lock.nixpkgs.rev], check=True)
+    (tampered / "pkgs.nix").write_text((tampered / "pkgs.nix").read_text() + "\n# changed\n")
+    name = "nixpkgs"
+    data = subprocess.run(
+        ["tar", "-czf", "-", f"--transform=s,^\\.,{name}-{lock.nixpkgs.rev},", "--exclude=.git", "-C", str(tampered), "."],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    with GitHubStandIn(repo) as gh:
+        gh.tarballs[lock.nixpkgs.rev] = data
+        settings.write_text(demo_settings.replace('nixpkgs_source = "demo"', f'nixpkgs_source = "{gh.source}"'))
+        r = run_cli(
+            "build", str(env), "--store", str(tmp_path / "store2"),
+            env={**demo.nix_env(), "XDG_CACHE_HOME": str(tmp_path / "c2")},
+        )  # fmt: skip
+    assert r.returncode == 65, r.stderr
+    assert f"{env.with_name('gh.lock.toml')}: nixpkgs.sha256: the nixpkgs tarball {gh.base}/" in r.stderr
+    assert "does not match the lock" in r.stderr and len(r.stderr.strip().splitlines()) <= 3
+    assert not list((tmp_path / "store2" / "images").glob("*.sif"))
+
+
+def lock_path_for_text(env: Path) -> str:
+    return env.with_name(env.name.replace(".toml", ".lock.toml")).read_text()
+
+
+def test_a_github_lock_without_the_tarball_hash_is_stale(workspace, run_cli):
+    """Locks written before nixsnake recorded the hash: `lock --check` and builds say
+    what is missing (65) instead of fetching nixpkgs unchecked."""
+    from github_standin import GitHubStandIn
+
+    from snakemake_deploy_nixsnake import demo
+    from snakemake_deploy_nixsnake.lock import Lock, render_lock
+    from snakemake_deploy_nixsnake.nixpkgs import NixpkgsPin
+
+    env = write_env(workspace, "old", 'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n')
+    rev = demo.demo_revs(demo.default_repo())["nixos-24.05"]
+    lock = Lock(
+        parse_spec(env.read_bytes()).spec_hash(),
+        "2024-06-01",
+        NixpkgsPin("nixos-unstable", rev, "2025-03-01T12:00:00Z", False),
+    )
+    env.with_name("old.lock.toml").write_text(render_lock(lock, env.name))
+    with GitHubStandIn(demo.default_repo()) as gh:
+        r = run_cli("lock", "--check", "--nixpkgs-source", gh.source, str(env))
+        assert r.returncode == 65, r.stderr
+        assert "old.lock.toml: nixpkgs.sha256: missing" in r.stderr
+        settings = workspace / "nixsnake.toml"
+        settings.write_text(settings.read_text().replace('nixpkgs_source = "demo"', f'nixpkgs_source = "{gh.source}"'))
+        r = run_cli("build", str(env))
+        assert r.returncode == 65 and "nixpkgs.sha256: missing" in r.stderr, r.stderr
+
+
+# ------------------------------------------------------------------ the env's Python
+
+
+def test_python_package_of_another_python_fails_the_build_naming_the_right_attribute(workspace, run_cli):
+    """python312Packages.x in an env whose Python is 3.11 would not be importable: the
+    build fails (65) naming the attribute for the env's Python, not silently."""
+    env = write_env(
+        workspace,
+        "mismatch",
+        'date = 2025-06-01\n[nixpkgs]\npackages = ["hello", "python3Packages.demo-greet"]\n[python]\nversion = "3.11"\n',
+    )
+    r = run_cli("build", str(env))
+    assert r.returncode == 65, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith(
+        f"nixsnake: {env}: nixpkgs.packages[1]: 'python3Packages.demo-greet' is built for Python 3.12"
+    )
+    assert "the env's Python is 3.11" in line and "fix: use python311Packages.demo-greet" in line
+    assert 'or set [python] version = "3.12"' in line
+    assert not list((workspace / "store" / "images").glob("*.sif"))
+
+
+def test_python_version_defaults_to_the_nixpkgs_python3_of_the_date(workspace, run_cli, mount_image, tmp_path):
+    """Without [python] version the env gets the locked nixpkgs' python3 (the least
+    surprising choice: python3Packages match it), recorded in the lock."""
+    from snakemake_deploy_nixsnake.lock import read_lock
+
+    old = write_env(workspace, "py2024", "date = 2024-06-01\n[python]\n")
+    new = write_env(
+        workspace, "py2025", 'date = 2025-06-01\n[nixpkgs]\npackages = ["python3Packages.demo-greet"]\n[python]\n'
+    )
+    r = run_cli("lock", str(old), str(new))
+    assert r.returncode == 0, r.stderr
+    assert read_lock(old).python_version == "3.11"  # the 2024-01-15 commit's python3
+    assert read_lock(new).python_version == "3.12"  # the 2025-03-01 commit's python3
+    assert 'version = "3.12"' in new.with_name("py2025.lock.toml").read_text()
+    r = run_cli("build", str(new))
+    assert r.returncode == 0, r.stderr
+    root = mount_image(Path(r.stdout.strip().split(": ")[1]), tmp_path / "m")
+    out = run_in_mounted_image(
+        root, "python -c 'import sys, demo_greet; print(sys.version_info[:2], demo_greet.greet())'"
+    )
+    assert out.stdout.strip() == "(3, 12) hello from the demo package set", out.stderr
+
+
+def test_a_python_version_nixpkgs_lacks_is_65(workspace, run_cli):
+    env = write_env(workspace, "py39", 'date = 2024-06-01\n[python]\nversion = "3.9"\n')
+    r = run_cli("build", str(env))
+    assert r.returncode == 65, r.stderr
+    assert f"{env}: python.version: nixpkgs (rev " in r.stderr and "has no python39" in r.stderr
+    assert "its python3 is 3.11" in r.stderr
+
+
+# ------------------------------------------------------------------ [gpu]
+
+
+def _env_drv(workspace: Path, body: str, tmp: Path) -> str:
+    """The .drv of an env (nixsnake's env.nix, instantiated, nothing built)."""
+    from helpers import nix_option_args
+
+    from snakemake_deploy_nixsnake import demo
+    from snakemake_deploy_nixsnake.lock import Lock
+    from snakemake_deploy_nixsnake.nixbuild import NixInput, nix_dir
+    from snakemake_deploy_nixsnake.nixpkgs import NixpkgsPin, parse_source
+
+    spec = parse_spec(body.encode())
+    repo = demo.default_repo()
+    rev = demo.demo_revs(repo)["nixos-unstable"]
+    lock = Lock(spec.spec_hash(), "2025-06-01", NixpkgsPin("nixos-unstable", rev, "2025-03-01T12:00:00Z", False))
+    f = tmp / f"input-{abs(hash(body))}.json"
+    f.write_text(NixInput.of(spec, lock, parse_source("demo")).to_json())
+    cp = subprocess.run(
+        ["nix-instantiate", *nix_option_args(), str(nix_dir() / "env.nix"), "--argstr", "inputFile", str(f)],
+        capture_output=True, text=True, env={**os.environ, **demo.nix_env()}, timeout=300,
+    )  # fmt: skip
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    return cp.stdout.strip()
+
+
+def test_cuda_true_is_driver_and_unfree_not_a_mass_rebuild(workspace, tmp_path):
+    """cuda = true: --nv at run time and allowUnfree (CUDA wheels need only the driver),
+    but not config.cudaSupport, which changes every package that takes it (libdemo here;
+    opencv, mpi, torch ... in nixpkgs) and misses the binary cache. cuda_support = true is
+    the separate opt-in for that."""
+    from snakemake_deploy_nixsnake.lock import Lock
+    from snakemake_deploy_nixsnake.nixbuild import NixInput
+    from snakemake_deploy_nixsnake.nixpkgs import NixpkgsPin, parse_source
+    from snakemake_deploy_nixsnake.runtime import gpu_mode
+
+    base = 'date = 2025-06-01\n[nixpkgs]\nlibraries = ["libdemo"]\n'
+    auto = _env_drv(workspace, base, tmp_path)
+    cuda = _env_drv(workspace, base + "[gpu]\ncuda = true\n", tmp_path)
+    support = _env_drv(workspace, base + "[gpu]\ncuda = true\ncuda_support = true\n", tmp_path)
+    assert cuda == auto  # the same derivations: nothing is rebuilt
+    assert support != auto
+    spec = parse_spec(b'date = 2025-06-01\n[nixpkgs]\npackages = ["cudaPackages.cudatoolkit"]\n[gpu]\ncuda = true\n')
+    lock = Lock(spec.spec_hash(), "2025-06-01", NixpkgsPin("nixos-unstable", "a" * 40, "2025-03-01T12:00:00Z", False))
+    data = NixInput.of(spec, lock, parse_source("demo"))
+    assert data.allow_unfree and not data.cuda_support
+    assert gpu_mode(spec.gpu.cuda, "auto") == "always"  # --nv on every node
+    _env_drv(
+        workspace,
+        'date = 2025-06-01\n[nixpkgs]\npackages = ["cudaPackages.cudatoolkit"]\n[gpu]\ncuda = true\n',
+        tmp_path,
+    )
+
+
+def _wheel(path: Path, files: dict[str, str]) -> str:
+    """A minimal wheel (zip with dist-info) at ``path``; returns its sha256."""
+    import zipfile
+
+    name, version = path.name.split("-")[:2]
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        **files,
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: nixsnake-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{dist}/RECORD": "",
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as zf:
+        for arc, text in files.items():
+            zf.writestr(zipfile.ZipInfo(arc, date_time=(2024, 1, 1, 0, 0, 0)), text)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_wheel_file_python_cannot_compile_is_a_warning(workspace, run_cli, mount_image, tmp_path):
+    """Wheels ship .py files that are not Python (templates, Python 2 examples):
+    byte-compiling them fails, which must not fail the build: the build warns, naming
+    them, and the package works (those files are never imported, or compiled on import)."""
+    from snakemake_deploy_nixsnake import demo
+    from snakemake_deploy_nixsnake.lock import Lock, render_lock
+    from snakemake_deploy_nixsnake.nixpkgs import NixpkgsPin
+    from snakemake_deploy_nixsnake.pypi import Wheel
+
+    whl = tmp_path / "wheels" / "tplpkg-1.0-py3-none-any.whl"
+    sha = _wheel(
+        whl,
+        {
+            "tplpkg/__init__.py": "VALUE = 42\n",
+            "tplpkg/templates/page.py": "{% if user %}hello {{ user }}{% endif %}\n",
+            "tplpkg/examples/old.py": "print 'python 2'\n",
+        },
+    )
+    subprocess.run(["nix-store", "--add-fixed", "sha256", str(whl)], check=True, capture_output=True)
+    env = write_env(workspace, "tpl", 'date = 2024-06-01\n[python]\nversion = "3.11"\npackages = ["tplpkg"]\n')
+    rev = subprocess.run(
+        ["git", "-C", str(demo.default_repo()), "rev-list", "-1", "--first-parent", "--before=2024-06-01T00:00:00Z", "nixos-unstable"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    url = "https://files.pythonhosted.org/packages/00/00/tplpkg-1.0-py3-none-any.whl"
+    lock = Lock(
+        parse_spec(env.read_bytes()).spec_hash(), "2024-06-01",
+        NixpkgsPin("nixos-unstable", rev, "2024-01-15T12:00:00Z", False),
+        "3.11", "x86_64-manylinux_2_28", (Wheel("tplpkg", "1.0", url, sha),),
+    )  # fmt: skip
+    env.with_name("tpl.lock.toml").write_text(render_lock(lock, env.name))
+    r = run_cli("build", str(env))
+    assert r.returncode == 0, r.stderr
+    assert f"warning: {env}: python.packages: 2 files of the locked wheels could not be byte-compiled" in r.stderr
+    assert "tplpkg/examples/old.py, tplpkg/templates/page.py" in r.stderr
+    root = mount_image(Path(r.stdout.strip().split(": ")[-1]), tmp_path / "m")
+    code = "import os, importlib.util, tplpkg; print(tplpkg.VALUE, os.path.exists(importlib.util.cache_from_source(tplpkg.__file__)))"
+    out = run_in_mounted_image(root, f'python -c "{code}"')
+    assert out.stdout.strip() == "42 True", out.stderr  # the rest is byte-compiled
+
+
+def test_sif_arch_and_wheels_follow_the_build_system(workspace, run_cli, monkeypatch):
+    """The SIF header's architecture is nix's system of the build (amd64 here; arm64 for
+    an aarch64-linux build), and a lock whose wheels are for another architecture is
+    refused before building."""
+    from snakemake_deploy_nixsnake import arch, nixbuild
+    from snakemake_deploy_nixsnake.config import load_config
+    from snakemake_deploy_nixsnake.image.sif import read_sif
+
+    env = write_env(workspace, "arch", 'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n')
+    r = run_cli("build", str(env))
+    assert r.returncode == 0, r.stderr
+    assert read_sif(Path(r.stdout.strip().split(": ")[-1])).arch == "amd64"
+
+    # the same pipeline where nix reports aarch64-linux (this machine cannot run such a build)
+    real = nixbuild.nix_build
+
+    def as_aarch64(*a, **k):
+        import dataclasses
+
+        res = real(*a, **k)
+        return dataclasses.replace(res, info=dataclasses.replace(res.info, system="aarch64-linux"))
+
+    monkeypatch.setattr(nixbuild, "nix_build", as_aarch64)
+    monkeypatch.setattr(arch, "host_system", lambda: "aarch64-linux")
+    from snakemake_deploy_nixsnake import deploy
+
+    monkeypatch.setattr(deploy, "host_system", lambda: "aarch64-linux")
+    cfg = load_config(workspace)
+    image = ensure_image(resolve(env, cfg), cfg)
+    assert read_sif(image).arch == "arm64"
+
+    locked = env.with_name("arch.lock.toml")
+    locked.write_text(
+        locked.read_text()
+        + '\n[python]\nversion = "3.11"\nplatform = "x86_64-manylinux_2_28"\n\n[[python.wheels]]\nname = "six"\n'
+        'version = "1.16.0"\nurl = "https://files.pythonhosted.org/packages/d9/5a/e7c31adbe875f2abbb91bd84cf2dc52d792b5a01506781dbcf25c91daf11/six-1.16.0-py2.py3-none-any.whl"\n'
+        'sha256 = "8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254"\n'
+    )
+    env.write_text(env.read_text() + '[python]\nversion = "3.11"\npackages = ["six"]\n')
+    from snakemake_deploy_nixsnake.spec import load_spec
+
+    text = locked.read_text()
+    import re as _re
+
+    locked.write_text(_re.sub(r'spec_sha256 = "[0-9a-f]+"', f'spec_sha256 = "{load_spec(env).spec_hash()}"', text))
+    with pytest.raises(Exception) as e:
+        ensure_image(resolve(env, cfg, auto_lock=False), cfg)
+    assert (
+        "python.platform: the wheels were locked for x86_64-manylinux_2_28, this machine builds aarch64-linux images"
+        in str(e.value)
+    )

@@ -63,18 +63,25 @@ def test_host_tools_bound_by_nv_run_in_a_built_image(workspace, run_cli, fake_dr
 
 
 def test_shell_reads_commands_from_stdin(workspace, tmp_path):
+    """`nixsnake shell` is nixpkgs' bashInteractive (readline: line editing, history),
+    not the plain bash builders use; so is the image's /bin/bash and the login shell."""
     env = write_env(workspace, "tools", TOOLS)
     import sys
 
     r = subprocess.run(
         [sys.executable, "-m", "snakemake_deploy_nixsnake.cli", "shell", "--runtime", "bwrap", str(env)],
-        input='hello; echo "in:$(test -e /.nixsnake/metadata.json && echo yes)"; exit 0\n',
+        input='hello; echo "in:$(test -e /.nixsnake/metadata.json && echo yes)"; '
+        'echo "sh:$(readlink -f /proc/$$/exe)"; echo "bin:$(readlink -f /bin/bash)"; '
+        'echo "login:$(grep ^root: /etc/passwd | cut -d: -f7)"; exit 0\n',
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert r.returncode == 0, r.stderr
     assert "Hello, world!" in r.stdout and "in:yes" in r.stdout
+    lines = dict(line.split(":", 1) for line in r.stdout.splitlines() if line.startswith(("sh:", "bin:", "login:")))
+    assert lines["sh"].endswith("-bash-interactive-host-demo/bin/bash"), r.stdout
+    assert lines["bin"] == lines["sh"] and lines["login"] == lines["sh"], r.stdout
 
 
 def test_doctor_ok_and_refuses_tampered_store(workspace, run_cli):

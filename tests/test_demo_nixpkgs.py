@@ -104,6 +104,7 @@ def built(repo) -> dict[str, str]:
         "ccLib",
         "cacert",
         "python311",
+        "python312",
         "python3",
     ]
     return dict(zip(names, nix_build(repo, *names)))
@@ -201,7 +202,7 @@ def test_hello_and_python_from_fetchgit(repo, built):
     assert hello.stdout == "Hello, world!\n"
 
     py = built["python311"]
-    assert built["python3"] == py
+    assert built["python3"] == built["python312"]  # the tip's python3 (nixpkgs 24.11/25.05: 3.12)
     assert {"python", "python3", "python3.11"} <= {p.name for p in Path(py, "bin").iterdir()}
     assert Path(py, "lib/python3.11/site-packages").is_dir()
     assert not Path(py, "lib/python3.11/test").exists() and not Path(py, "lib/python3.11/tkinter").exists()
@@ -305,7 +306,7 @@ def test_nixpkgs_like_interface(repo):
     assert got["config2"] == {"allowUnfree": True, "cudaSupport": True}
     assert got["release"] == "25.03-demo"
     assert got["overlay"].startswith("hello-") and got["overlayFinal"] == got["overlay"]
-    assert got["pythonVersion"] == "3.11" and got["sitePackages"] == "lib/python3.11/site-packages"
+    assert got["pythonVersion"] == "3.12" and got["sitePackages"] == "lib/python3.12/site-packages"
     assert got["interpreter"] == got["python311"] + "/bin/python3.11"
     assert got["unfree"].startswith("cudatoolkit") and got["rHas"]
     assert got["libPath"].count("/nix/store/") == 2 and got["libPath"].endswith("/lib")
@@ -316,6 +317,92 @@ def test_nixpkgs_like_interface(repo):
     assert missing.returncode != 0 and "attribute 'notAnRPackage' missing" in missing.stderr
     unfree = nix_eval(repo, "(pkgsFor {}).cudaPackages.cudatoolkit.name", check=False)
     assert unfree.returncode != 0 and "unfree license" in unfree.stderr and "allowUnfree" in unfree.stderr
+
+
+def test_commits_carry_nixpkgs_nix_check_and_python3(tmp_path):
+    """Each commit has the Nix version check nixpkgs had at its date (lib/minver.nix, then
+    lib/minfeatures.nix) and its python3 in version.json; nixos-25.11 needs Nix >= 2.18."""
+    a = demo.materialize(tmp_path / "a")
+    plan = demo.demo_plan()
+    assert set(plan) == set(demo.DEMO_BRANCHES) and "nixos-25.11" in plan
+    seen = set()
+    for branch, commits in plan.items():
+        revs = git(a, "rev-list", "--first-parent", "--reverse", branch).split()
+        assert len(revs) == len(commits)
+        for rev, c in zip(revs, commits):
+            info = json.loads(git(a, "show", f"{rev}:version.json"))
+            assert info == {"demoRelease": c.release, "python3": c.python3}
+            files = set(git(a, "ls-tree", "--name-only", rev, "lib/").split())
+            kind, version = c.min_nix
+            assert files == {f"lib/{kind}.nix"}
+            text = git(a, "show", f"{rev}:lib/{kind}.nix")
+            assert (f'"{version}"' in text) and (kind == "minver" or "builtins.nixVersion" in text)
+            seen.add((c.python3, c.min_nix))
+    assert ("3.13", ("minfeatures", "2.18")) in seen and ("3.12", ("minver", "2.18")) in seen
+    assert ("3.12", ("minver", "2.3.17")) in seen and ("3.10", ("minver", "2.3")) in seen
+
+
+@pytest.mark.nix
+def test_real_nixpkgs_shapes(repo):
+    """What the first build against the real nixpkgs meets, in the demo set: a library
+    whose first output is bin, python packages that name their interpreter, a per-date
+    python3, an insecure package, bash vs bashInteractive, nixpkgs' abort below its
+    minimum Nix version."""
+    got = json.loads(
+        nix_eval(
+            repo,
+            """
+      let p = pkgsFor { }; in {
+        outputs = p.libdemo.outputs; default = "${p.libdemo}"; bin = p.libdemo.bin.outPath; out = p.libdemo.out.outPath;
+        libPath = p.lib.makeLibraryPath [ p.libdemo ]; getLib = "${p.lib.getLib p.libdemo}";
+        cudaDrv = (pkgsFor { config.cudaSupport = true; }).libdemo.drvPath; drv = p.libdemo.drvPath;
+        py311 = p.python311Packages.demo-greet.pythonModule.pythonVersion;
+        py312 = p.python312Packages.demo-greet.pythonModule.pythonVersion;
+        py3 = p.python3Packages.demo-greet.pythonModule.pythonVersion; python3 = p.python3.pythonVersion;
+        app = p.hello ? pythonModule;
+        bash = p.bash.name; bashInteractive = p.bashInteractive.name;
+        permitted = (pkgsFor { config.permittedInsecurePackages = [ "openssl-1.1.1w" ]; }).openssl_1_1.name;
+      }""",
+        ).stdout
+    )
+    assert got["outputs"] == ["bin", "out", "dev"] and got["default"] == got["bin"] != got["out"]
+    assert got["libPath"] == got["out"] + "/lib" and got["getLib"] == got["out"]
+    assert got["cudaDrv"] != got["drv"]  # config.cudaSupport rebuilds it (like opencv, mpi)
+    assert (got["py311"], got["py312"], got["py3"], got["python3"]) == ("3.11", "3.12", "3.12", "3.12")
+    assert got["app"] is False
+    assert got["bash"] == "bash-host-demo" and got["bashInteractive"] == "bash-interactive-host-demo"
+    assert got["permitted"] == "openssl-1.1.1w"
+    insecure = nix_eval(repo, "(pkgsFor { }).openssl_1_1.name", check=False)
+    assert insecure.returncode != 0
+    assert (
+        "Package ‘openssl-1.1.1w’" in insecure.stderr
+        and "is marked as insecure, refusing to evaluate" in insecure.stderr
+    )
+    assert "permittedInsecurePackages" in insecure.stderr
+    bin_out, out = nix_build(repo, "libdemo.bin", "libdemo.out")
+    assert not Path(bin_out, "lib").exists() and Path(bin_out, "bin", "libdemo-config").is_file()
+    assert Path(out, "lib", "libdemo.so.1").is_file()
+    # python3 follows the date: 23.05 -> 3.10, 24.05 -> 3.11
+    old = git(repo, "rev-list", "-1", "--first-parent", "--before=2024-01-01T00:00:00Z", "nixos-unstable")
+    assert json.loads(nix_eval(repo, "(pkgsFor { }).python3.pythonVersion", rev=old).stdout) == "3.10"
+    assert (
+        json.loads(
+            nix_eval(repo, "(pkgsFor { }).python3.pythonVersion", rev=git(repo, "rev-parse", "nixos-24.05")).stdout
+        )
+        == "3.11"
+    )
+    # below the minimum Nix version importing aborts, worded like nixpkgs (Nix 2.8 < 2.18)
+    from snakemake_deploy_nixsnake.nixpkgs import compare_versions, local_nix_version
+
+    if compare_versions("2.18", local_nix_version() or "0") <= 0:
+        return  # (a nix this new evaluates them)
+    for ref, says in (
+        ("nixos-25.11~1", "requires Nix >= 2.18, please upgrade"),
+        ("nixos-25.11", "requires an implementation of Nix with the following features:"),
+    ):
+        res = nix_eval(repo, "(pkgsFor { }).hello.name", rev=git(repo, "rev-parse", ref), check=False)
+        assert res.returncode != 0 and "This version of Nixpkgs" in res.stderr and says in res.stderr, res.stderr
+    assert "reports at least 2.18" in res.stderr
 
 
 @pytest.mark.nix
@@ -383,7 +470,7 @@ def _env_drv(repo: Path, tmp_path: Path) -> str:
     from snakemake_deploy_nixsnake.lock import Lock
     from snakemake_deploy_nixsnake.nixbuild import NixInput, nix_dir
     from snakemake_deploy_nixsnake.nixpkgs import NixpkgsPin, NixpkgsSource
-    from snakemake_deploy_nixsnake.pypi import PY_PLATFORM, Wheel
+    from snakemake_deploy_nixsnake.pypi import Wheel
     from snakemake_deploy_nixsnake.spec import parse_spec
 
     tools = debian_tools()
@@ -404,7 +491,7 @@ def _env_drv(repo: Path, tmp_path: Path) -> str:
         "2024-06-01",
         NixpkgsPin("nixos-unstable", rev, "2024-01-15T12:00:00Z", False),
         "3.11",
-        PY_PLATFORM,
+        "x86_64-manylinux_2_28",
         (Wheel("numpy", "1.26.2", NUMPY_URL, NUMPY_SHA256),),
     )
     data = NixInput.of(spec, lock, NixpkgsSource("git", str(repo), f"file://{repo}", demo=True))

@@ -93,10 +93,14 @@ def test_the_lock_file_example_has_the_keys_of_the_lock_model():
 def _placeholder() -> re.Pattern[str]:
     from snakemake_deploy_nixsnake.config import COMPRESSIONS
     from snakemake_deploy_nixsnake.runtime import GPU_MODES, RUNTIMES
+    from snakemake_deploy_nixsnake.spec import EnvFile
 
     allowed = "|".join(re.escape(v) for v in (*COMPRESSIONS, *RUNTIMES, *GPU_MODES))
+    # an env file's key as SpecError names it: nixpkgs.packages[1], python.version, date
+    sections = "|".join(f.alias or name for name, f in EnvFile.model_fields.items())
     return re.compile(
-        r"\.\.\.|<[^>]*>|'[^']*'|`[^`]*`|\b[A-Z][A-Z0-9_]+(?:\.\w+)?\b|\S*/\S*|[\w.-]+\.(?:toml|sif|json|whl)\b"
+        rf"\b(?:{sections})(?:\.\w+)?(?:\[\d+\])?(?=: )"
+        r"|\.\.\.|<[^>]*>|'[^']*'|`[^`]*`|\b[A-Z][A-Z0-9_]+(?:\.\w+)?\b|\S*/\S*|[\w.-]+\.(?:toml|sif|json|whl)\b"
         rf"|\b\d[\d.]*\b|\b(?:{allowed})\b|; fix: | \(hint: |\bfix: "
     )
 

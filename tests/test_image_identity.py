@@ -35,6 +35,10 @@ KNOWN = {
     # dirs on LD_LIBRARY_PATH instead of /.singularity.d/libs, 99-base.sh without it, the
     # glibc version in the metadata; 4 has both)
     4: "1564228cde8a42c90831078c57f8a1515195f3614dff7914c9d13408db4577bd",
+    # (3 was also, on a third branch, "c1f0acee...": bashInteractive, lib.makeLibraryPath,
+    # nixpkgs-src.nix/nixpkgs-info.nix, the pythonModule check, env-file errors, wheel
+    # warnings and nix's system in the env data; 5 has all of them)
+    5: "8d99313588e747114b20d4c8b7bc0a76c11f14b3314c8ab56c04ed3721d0fa98",
 }
 
 #: name -> (content, mode): added to the store content-addressed, so the same store

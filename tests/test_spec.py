@@ -384,3 +384,37 @@ def test_refused_variables_are_all_documented_and_refused():
             parse_spec(f'date = 2024-01-01\n[env]\n{name.lower()} = "x"\n'.encode(), "x.toml")
     for prefix in REFUSED_ENV_PREFIXES:
         assert f"`{prefix}*`" in section or f"`{prefix}`" in section or f"`{prefix.rstrip('_')}*`" in section, prefix
+
+
+def test_cuda_support_is_a_separate_opt_in():
+    spec = parse_spec(b"date = 2024-01-01\n[gpu]\ncuda = true\ncuda_support = true\n")
+    assert spec.gpu.cuda is True and spec.gpu.cuda_support is True
+    assert parse_spec(b"date = 2024-01-01\n[gpu]\ncuda = true\n").gpu.cuda_support is False
+    with pytest.raises(SpecError) as e:
+        parse_spec(b"date = 2024-01-01\n[gpu]\ncuda = false\ncuda_support = true\n", "g.toml")
+    assert str(e.value).startswith("g.toml: gpu.cuda_support:") and "cuda = false" in str(e.value)
+    with pytest.raises(SpecError, match=r"gpu\.cuda_support"):
+        parse_spec(b'date = 2024-01-01\n[gpu]\ncuda_support = "yes"\n', "g.toml")
+
+
+def test_permitted_insecure_names_with_versions():
+    spec = parse_spec(b'date = 2024-01-01\n[nixpkgs]\npermitted_insecure = ["openssl-1.1.1w", "python-2.7.18.8"]\n')
+    assert spec.nixpkgs.permitted_insecure == ["openssl-1.1.1w", "python-2.7.18.8"]
+    for bad in ('["openssl"]', '["openssl-1.1.1w", "openssl-1.1.1w"]', '["a b-1"]', '["x-1\\"; }"]'):
+        with pytest.raises(SpecError) as e:
+            parse_spec(f"date = 2024-01-01\n[nixpkgs]\npermitted_insecure = {bad}\n".encode(), "i.toml")
+        assert str(e.value).startswith("i.toml: nixpkgs.permitted_insecure"), str(e.value)
+
+
+def test_keys_added_later_do_not_change_existing_env_files_data():
+    """permitted_insecure and cuda_support joined the env file later: an env file
+    without them keeps its normalized data (and its lock stays current); setting them
+    changes it."""
+    body = b'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n[gpu]\ncuda = true\n'
+    data = parse_spec(body).normalized()
+    assert "permitted_insecure" not in data["nixpkgs"] and "cuda_support" not in data["gpu"]
+    assert (
+        parse_spec(body).spec_hash() == "4858bf92af1435ae0aced35ab3e1e8010220da0d8d9d8a41394ee4cd6107ca0f"
+    )  # as before
+    more = parse_spec(body + b"cuda_support = true\n")
+    assert more.normalized()["gpu"]["cuda_support"] is True and more.spec_hash() != parse_spec(body).spec_hash()

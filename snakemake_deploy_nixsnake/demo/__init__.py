@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .host import HOST_ENV_VAR, host_manifest, nix_env
 from .hostpkgs import unavailable_error
-from .repo import DEMO_BRANCHES, DEMO_NIX_DIR, demo_commit_dates, demo_revs, materialize
+from .repo import DEMO_BRANCHES, DEMO_NIX_DIR, DemoCommit, demo_commit_dates, demo_plan, demo_revs, materialize
 
 #: The ``nixpkgs_source`` value meaning "the embedded demo package set".
 SOURCE_NAME = "demo"
@@ -33,8 +33,10 @@ __all__ = [
     "DEMO_NIX_DIR",
     "HOST_ENV_VAR",
     "SOURCE_NAME",
+    "DemoCommit",
     "default_repo",
     "demo_commit_dates",
+    "demo_plan",
     "demo_revs",
     "host_manifest",
     "materialize",

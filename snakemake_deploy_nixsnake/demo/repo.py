@@ -16,12 +16,13 @@ import os
 import secrets
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 from .. import proc
 from ..errors import Exit, NixsnakeError
 
 #: Branches of the materialized repository (the first one is checked out).
-DEMO_BRANCHES = ("nixos-unstable", "nixos-24.05")
+DEMO_BRANCHES = ("nixos-unstable", "nixos-24.05", "nixos-25.11")
 #: Where the .nix files of the package set live inside the installed package.
 DEMO_NIX_DIR = Path(__file__).resolve().parent / "nixpkgs"
 
@@ -33,26 +34,81 @@ def _utc(y: int, m: int, d: int) -> _dt.datetime:
     return _dt.datetime(y, m, d, 12, 0, tzinfo=_dt.UTC)
 
 
-# The commit plan: (date, demoRelease) per branch. Both branches share the first two
-# commits; nixos-24.05 forks after 2024-01-15, like a release branch.
+class DemoCommit(NamedTuple):
+    """One commit of the demo repository. Besides the shipped files it gets
+    ``version.json`` (``demoRelease``, ``python3``) and the Nix version check nixpkgs had
+    at that time: ``lib/minver.nix`` (a bare version string, nixpkgs until 2025-08-22) or
+    ``lib/minfeatures.nix`` (a feature list whose version condition says "2.18", nixpkgs
+    since then); ``default.nix`` aborts below it, like nixpkgs'."""
+
+    date: _dt.datetime
+    release: str
+    #: what ``python3`` is at this commit (nixpkgs: 23.05 3.10, 23.11/24.05 3.11,
+    #: 24.11/25.05 3.12, 25.11 3.13)
+    python3: str
+    #: ("minver" | "minfeatures", the minimum Nix version)
+    min_nix: tuple[str, str]
+
+
+# The commit plan per branch. All branches share the first two commits; nixos-24.05 forks
+# after 2024-01-15, like a release branch; nixos-25.11 continues nixos-unstable with two
+# commits that need Nix >= 2.18 (nixpkgs raised lib/minver.nix to 2.18 on 2025-08-12 and
+# replaced it by lib/minfeatures.nix on 2025-08-22): no Debian 12 nix (2.8) evaluates them.
 _BASE = [
-    (_utc(2023, 6, 1), "23.05-demo"),
-    (_utc(2024, 1, 15), "24.01-demo"),
+    DemoCommit(_utc(2023, 6, 1), "23.05-demo", "3.10", ("minver", "2.3")),
+    DemoCommit(_utc(2024, 1, 15), "24.01-demo", "3.11", ("minver", "2.3")),
 ]
-_PLAN: dict[str, list[tuple[_dt.datetime, str]]] = {
-    "nixos-unstable": [*_BASE, (_utc(2024, 6, 1), "24.06-demo"), (_utc(2025, 3, 1), "25.03-demo")],
-    "nixos-24.05": [*_BASE, (_utc(2024, 6, 1), "24.05-demo"), (_utc(2025, 3, 1), "24.05.1-demo")],
+_UNSTABLE = [
+    *_BASE,
+    DemoCommit(_utc(2024, 6, 1), "24.06-demo", "3.11", ("minver", "2.3")),
+    DemoCommit(_utc(2025, 3, 1), "25.03-demo", "3.12", ("minver", "2.3.17")),
+]
+_PLAN: dict[str, list[DemoCommit]] = {
+    "nixos-unstable": _UNSTABLE,
+    "nixos-24.05": [
+        *_BASE,
+        DemoCommit(_utc(2024, 6, 1), "24.05-demo", "3.11", ("minver", "2.3")),
+        DemoCommit(_utc(2025, 3, 1), "24.05.1-demo", "3.11", ("minver", "2.3")),
+    ],
+    "nixos-25.11": [
+        *_UNSTABLE,
+        DemoCommit(_utc(2025, 8, 15), "25.08-demo", "3.12", ("minver", "2.18")),
+        DemoCommit(_utc(2025, 11, 30), "25.11-demo", "3.13", ("minfeatures", "2.18")),
+    ],
 }
 
 #: Written by the materialization, never copied from DEMO_NIX_DIR.
-_GENERATED = ("version.json",)
+_GENERATED = ("version.json", "lib/minver.nix", "lib/minfeatures.nix")
 #: Written into ``.git/`` (outside the tracked tree) once a repository is complete.
 _MARKER = "nixsnake-demo.json"
 
 
+def _min_nix_file(kind: str, version: str) -> tuple[str, str]:
+    """(path, content) of a commit's Nix version check, in the shape nixpkgs has it."""
+    if kind == "minver":
+        return "lib/minver.nix", f'# The minimum Nix version this (demo) package set needs.\n"{version}"\n'
+    return "lib/minfeatures.nix", (
+        "# The Nix features this (demo) package set needs (nixpkgs' lib/minfeatures.nix shape).\n"
+        "let\n"
+        "  features = [\n"
+        '    { description = "the `nixVersion` builtin"; condition = builtins ? nixVersion; }\n'
+        f'    {{ description = "`builtins.nixVersion` reports at least {version}";\n'
+        f'      condition = builtins ? nixVersion && builtins.compareVersions "{version}" builtins.nixVersion != 1; }}\n'
+        "  ];\n"
+        "  evaluated = builtins.partition ({ condition, ... }: condition) features;\n"
+        "in\n"
+        "{ all = features; supported = evaluated.right; missing = evaluated.wrong; }\n"
+    )
+
+
+def demo_plan() -> dict[str, list[DemoCommit]]:
+    """Branch -> its commits, oldest first (what each commit's python3 and Nix check are)."""
+    return {b: list(cs) for b, cs in _PLAN.items()}
+
+
 def demo_commit_dates() -> list[_dt.datetime]:
     """The (UTC) dates of the commits of the demo repository, oldest first."""
-    return sorted({d for commits in _PLAN.values() for d, _ in commits})
+    return sorted({c.date for commits in _PLAN.values() for c in commits})
 
 
 def _shipped_files() -> dict[str, bytes]:
@@ -96,7 +152,7 @@ def _fingerprint(files: dict[str, bytes]) -> str:
     h = hashlib.sha256()
     for rel, data in sorted(files.items()):
         h.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
-    h.update(repr(sorted((b, [(d.isoformat(), r) for d, r in c]) for b, c in _PLAN.items())).encode())
+    h.update(repr(sorted((b, [(c.date.isoformat(), *c[1:]) for c in cs]) for b, cs in _PLAN.items())).encode())
     return h.hexdigest()
 
 
@@ -115,25 +171,31 @@ def _build_repo(tmp: Path, files: dict[str, bytes], fingerprint: str) -> dict[st
         target.write_bytes(data)
         target.chmod(0o644)
 
-    def commit(date: _dt.datetime, release: str) -> None:
-        (tmp / "version.json").write_text(json.dumps({"demoRelease": release}, indent=2) + "\n")
-        (tmp / "version.json").chmod(0o644)
+    def commit(c: DemoCommit) -> str:
+        (tmp / "version.json").write_text(json.dumps({"demoRelease": c.release, "python3": c.python3}, indent=2) + "\n")
+        for rel in _GENERATED[1:]:
+            (tmp / rel).unlink(missing_ok=True)
+        rel, text = _min_nix_file(*c.min_nix)
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / rel).write_text(text)
+        for rel in _GENERATED:
+            if (tmp / rel).exists():
+                (tmp / rel).chmod(0o644)
         _git(tmp, "add", "-A")
-        _git(tmp, "commit", "-q", "--no-verify", "-m", f"demo release {release}", date=date)
+        _git(tmp, "commit", "-q", "--no-verify", "-m", f"demo release {c.release}", date=c.date)
+        return _git(tmp, "rev-parse", "HEAD")
 
+    # the first branch, then every other one forked from the last commit it shares with it
     base = _PLAN[DEMO_BRANCHES[0]]
-    shared = 0
-    while shared < len(base) and all(len(c) > shared and c[shared] == base[shared] for c in _PLAN.values()):
-        shared += 1
-    for date, release in base[:shared]:
-        commit(date, release)
-    fork = _git(tmp, "rev-parse", "HEAD")
-    for date, release in base[shared:]:
-        commit(date, release)
+    base_revs = [commit(c) for c in base]
     for branch in DEMO_BRANCHES[1:]:
-        _git(tmp, "checkout", "-q", "-b", branch, fork)
-        for date, release in _PLAN[branch][shared:]:
-            commit(date, release)
+        plan = _PLAN[branch]
+        shared = 0
+        while shared < min(len(base), len(plan)) and plan[shared] == base[shared]:
+            shared += 1
+        _git(tmp, "checkout", "-q", "-b", branch, base_revs[shared - 1])
+        for c in plan[shared:]:
+            commit(c)
     _git(tmp, "checkout", "-q", DEMO_BRANCHES[0])
     revs = {b: _git(tmp, "rev-parse", f"refs/heads/{b}") for b in DEMO_BRANCHES}
     (tmp / ".git" / _MARKER).write_text(json.dumps({"fingerprint": fingerprint, "revs": revs}, indent=2))

@@ -91,5 +91,10 @@ if [ -n "$loader" ]; then
        esac ;;
   esac
 fi
-printf '{"path": ["%s"], "ld_library_path": "%s", "ssl_cert_file": "%s", "bash": "%s", "python": "%s", "loader": "%s", "perl5lib": "%s"}\n' \
-  "$out/bin" "$ldLibraryPath" "$sslCertFile" "$bash" "$python" "$loader" "$perl5lib" > "$out/nix-support/nixsnake-env.json"
+# warnings of the parts (JSON lists of strings, written by their builders)
+warnings="[]"
+if [ -n "${pythonPackages:-}" ] && [ -f "$pythonPackages/nix-support/nixsnake-warnings.json" ]; then
+  warnings=$(cat "$pythonPackages/nix-support/nixsnake-warnings.json")
+fi
+printf '{"path": ["%s"], "ld_library_path": "%s", "ssl_cert_file": "%s", "bash": "%s", "python": "%s", "loader": "%s", "perl5lib": "%s", "system": "%s", "warnings": %s}\n' \
+  "$out/bin" "$ldLibraryPath" "$sslCertFile" "$bash" "$python" "$loader" "$perl5lib" "$system" "$warnings" > "$out/nix-support/nixsnake-env.json"

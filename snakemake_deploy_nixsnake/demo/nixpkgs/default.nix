@@ -44,9 +44,32 @@ let
     if hostFile == "" then
       throw "nixsnake demo package set: NIXSNAKE_DEMO_HOST is not set; build through nixsnake (nixpkgs_source = \"demo\") or set it to the manifest that `python -m snakemake_deploy_nixsnake.demo DIR` prints"
     else builtins.fromJSON (builtins.readFile hostFile);
-  release = (builtins.fromJSON (builtins.readFile ./version.json)).demoRelease;
+  versionInfo = builtins.fromJSON (builtins.readFile ./version.json);
+  release = versionInfo.demoRelease;
   lib = import ./lib.nix { version = release; };
+
+  # ---- the Nix version check of nixpkgs' default.nix ----------------------------------
+  # Each commit of the demo repository has the check nixpkgs had at its date (demo/repo.py):
+  # lib/minver.nix, a bare version string (nixpkgs until 2025-08-22: "2.3", "2.3.17",
+  # "2.18"), or lib/minfeatures.nix, a list of { description; condition; } whose version
+  # condition says "2.18" (nixpkgs since 2025-08-22). Below it, importing aborts with a
+  # message worded like nixpkgs' (nixsnake checks the same files at lock time, and turns
+  # this message into its own when a build meets it).
+  minNixError =
+    if builtins.pathExists ./lib/minfeatures.nix then
+      let missing = (import ./lib/minfeatures.nix).missing; in
+      if missing == [ ] then null
+      else "This version of Nixpkgs (here: the nixsnake demo package set) requires an implementation of Nix with the following features:\n"
+        + builtins.concatStringsSep "" (map (f: "- ${f.description}\n") missing)
+        + "Please upgrade Nix, or use a compatible implementation."
+    else if builtins.pathExists ./lib/minver.nix then
+      let required = import ./lib/minver.nix; in
+      if !(builtins ? nixVersion) || builtins.compareVersions required builtins.nixVersion == 1
+      then "This version of Nixpkgs (here: the nixsnake demo package set) requires Nix >= ${required}, please upgrade (the install script at https://nixos.org/nix/install, or your distribution's or site's newer nix)."
+      else null
+    else null;
 in
+if minNixError != null then abort minNixError else
 { localSystem ? null
 , system ? (
     if localSystem == null then builtins.currentSystem or host.system
@@ -62,7 +85,7 @@ in
 let
   userConfig = if builtins.isFunction config then config { inherit lib; } else config;
   cfg = { allowUnfree = false; cudaSupport = false; } // userConfig;
-  base = import ./pkgs.nix { inherit host lib release system; config = cfg; };
+  base = import ./pkgs.nix { inherit host lib release system; config = cfg; python3Version = versionInfo.python3 or "3.11"; };
   withOverlays = builtins.foldl' (f: overlay: lib.extends overlay f) base overlays;
 in
 if crossSystem != null && crossSystem != system && (crossSystem.system or null) != system

@@ -1,6 +1,6 @@
 # The packages of the nixsnake demo package set (NOT nixpkgs; see default.nix).
 # `self` is the final package set (after overlays), so overlays can replace any package.
-{ host, lib, release, system, config }:
+{ host, lib, release, system, config, python3Version ? "3.11" }:
 self:
 let
   inherit (builtins) attrNames concatStringsSep filter hasAttr listToAttrs map replaceStrings;
@@ -81,6 +81,24 @@ let
       Package ‘${pkg.name}’ in the nixsnake demo package set has an unfree license (‘${pkg.meta.license.shortName}’), refusing to evaluate.
       a) To temporarily allow unfree packages, you can use an environment variable: NIXPKGS_ALLOW_UNFREE=1 (not read by the demo)
       b) To allow unfree packages, set config.allowUnfree = true.'';
+
+  # nixpkgs refuses to evaluate packages with meta.knownVulnerabilities unless
+  # config.permittedInsecurePackages lists their name (or config.allowInsecurePredicate)
+  checkInsecure = pkg:
+    let
+      issues = pkg.meta.knownVulnerabilities or [ ];
+      permitted = builtins.elem pkg.name (config.permittedInsecurePackages or [ ])
+        || (config.allowInsecurePredicate or (_: false)) pkg;
+    in
+    if issues == [ ] || permitted then pkg
+    else throw ''
+      Package ‘${pkg.name}’ in the nixsnake demo package set is marked as insecure, refusing to evaluate.
+
+      Known issues:
+      ${lib.concatMapStrings (i: " - ${i}\n") issues}
+      You can install it anyway by allowing this package: add ‘${pkg.name}’ to
+      permittedInsecurePackages in nixpkgs' config, like so:
+        { permittedInsecurePackages = [ "${pkg.name}" ]; }'';
 
   glibcLib = "${self.glibc}/lib";
   loader = host.glibc.loader;
@@ -363,6 +381,25 @@ let
         inherit postBuild;
       };
     };
+  mkBash = { name, description }: mkDrv {
+    inherit name;
+    script = ./builders/hostprog.sh;
+    env = {
+      exe = importFile "bash" host.bash.exe;
+      exeName = "bash";
+      deps = fileLines "" (importFiles "bash" host.bash.deps);
+      links = "bin/sh bash";
+      glibc = self.glibc;
+      patchelf = "${self.patchelf}/bin/patchelf";
+      inherit loader;
+      check = ''[ "$("$out/bin/bash" -c 'x=$(echo ok | cat); cat <<EOF
+$x
+EOF')" = ok ]'';
+    };
+    passthru = { pname = "bash"; shellPath = "/bin/bash"; };
+    meta = demoMeta description { license = lib.licenses.gpl3Plus; mainProgram = "bash"; };
+  };
+
 in
 {
   inherit lib config system;
@@ -473,25 +510,11 @@ in
     meta = demoMeta "CA certificate bundle (copied from the host)" { license = lib.licenses.mpl20; };
   };
 
-  bash = mkDrv {
-    name = "bash-host-demo";
-    script = ./builders/hostprog.sh;
-    env = {
-      exe = importFile "bash" host.bash.exe;
-      exeName = "bash";
-      deps = fileLines "" (importFiles "bash" host.bash.deps);
-      links = "bin/sh bash";
-      glibc = self.glibc;
-      patchelf = "${self.patchelf}/bin/patchelf";
-      inherit loader;
-      check = ''[ "$("$out/bin/bash" -c 'x=$(echo ok | cat); cat <<EOF
-$x
-EOF')" = ok ]'';
-    };
-    passthru = { pname = "bash"; shellPath = "/bin/bash"; };
-    meta = demoMeta "the host's bash re-linked onto the demo glibc (bin/sh links to it)" { license = lib.licenses.gpl3Plus; mainProgram = "bash"; };
-  };
-  bashInteractive = self.bash;
+  bash = mkBash { name = "bash-host-demo"; description = "the host's bash re-linked onto the demo glibc (bin/sh links to it)"; };
+  # nixpkgs: bash has no readline (the one builders use); bashInteractive has it (the one
+  # for people). The demo's are the same host bash (Debian's has readline built in) under
+  # two names, so that what an image's shell is made from can be told apart.
+  bashInteractive = mkBash { name = "bash-interactive-host-demo"; description = "the host's bash (interactive: readline) re-linked onto the demo glibc"; };
 
   # patchelf itself: the host's binary and its C++ runtime, re-linked onto the demo glibc
   # by running the imported copy once through the demo loader (the bootstrap step).
@@ -575,7 +598,10 @@ EOF')" = ok ]'';
     } // (if h.outputHashAlgo == null then { inherit (h) outputHash; } else h));
 
   # ------------------------------------------------------------------ python
-  python3 = self.python311 or (if pythonAttrs == { } then throw "nixsnake demo package set: no usable host python (3.10-3.13) was found"
+  # python3 is the commit's default Python (version.json, like nixpkgs' python3 of the
+  # time), else python311, else the newest the host has
+  python3 = self.${"python" + replaceStrings [ "." ] [ "" ] python3Version} or self.python311 or (
+    if pythonAttrs == { } then throw "nixsnake demo package set: no usable host python (3.10-3.13) was found"
     else pythonAttrs.${lib.last (attrNames pythonAttrs)});
   python3Minimal = self.python3;
 
@@ -678,4 +704,54 @@ EOF')" = ok ]'';
       };
     });
   };
+
+  # ==================================================================================
+  # nixpkgs shapes nixsnake has to handle (what a first build against the real nixpkgs
+  # meets; see docs/demo-package-set.md, "Shapes of the real nixpkgs")
+  # ==================================================================================
+
+  # python3Packages is python3's package set; every python package says which
+  # interpreter it was built for (nixpkgs: passthru.pythonModule, set by
+  # buildPythonPackage / toPythonModule; applications have none)
+  python3Packages = self.${"python" + replaceStrings [ "." ] [ "" ] self.python3.pythonVersion + "Packages"};
+
+  # A library with several outputs whose FIRST output is `bin` (nixpkgs: glib, curl,
+  # openssl, libtiff, cyrus_sasl, ...): "${libdemo}" is the bin output, which has no lib/;
+  # the library is in `out` (lib.getLib / lib.makeLibraryPath find it). Like opencv or
+  # mpi it takes config.cudaSupport: the flag changes its derivation (a rebuild).
+  # lib/libdemo.so.1 is a copy of the demo zlib (a loadable library under another name).
+  libdemo = derivation {
+    name = "libdemo-1.0-demo";
+    inherit system;
+    outputs = [ "bin" "out" "dev" ];
+    builder = "${self.busybox}/bin/sh";
+    args = [ "-eu" ./builders/libdemo.sh ];
+    PATH = "${self.busybox}/bin";
+    zlib = self.zlib;
+    cudaSupport = if config.cudaSupport or false then "1" else "";
+    allowSubstitutes = false;
+    preferLocalBuild = true;
+  } // {
+    pname = "libdemo";
+    version = "1.0-demo";
+    meta = demoMeta "a library whose first output is bin (lib/ is in out): lib/libdemo.so.1 (a copy of zlib)" { license = lib.licenses.zlib; };
+  };
+
+  # A package nixpkgs refuses to evaluate because of known vulnerabilities unless
+  # config.permittedInsecurePackages names it ("name-version"), with a message worded
+  # like nixpkgs' check-meta.nix. A STAND-IN: it contains a README, no OpenSSL.
+  openssl_1_1 = checkInsecure (mkDrv {
+    name = "openssl-1.1.1w";
+    script = ./builders/text.sh;
+    env = {
+      text = "nixsnake demo stand-in for an insecure package (OpenSSL 1.1); it contains nothing else.\n";
+      passAsFile = [ "text" ];
+      destination = "/README";
+    };
+    passthru = { pname = "openssl"; version = "1.1.1w"; };
+    meta = demoMeta "STAND-IN for an insecure package (only exists to exercise config.permittedInsecurePackages)" {
+      license = lib.licenses.free;
+      knownVulnerabilities = [ "OpenSSL 1.1 reached its end of life on 2023-09-11 (demo stand-in)" ];
+    };
+  });
 } // pythonAttrs // pythonPackagesAttrs
