@@ -77,8 +77,64 @@ def settings_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def _key_type(f) -> str:
+    import datetime as dt
+    import typing
+
+    extra = f.json_schema_extra or {}
+    if extra.get("type_doc"):
+        return str(extra["type_doc"])
+    ann = f.annotation
+    args = [a for a in typing.get_args(ann) if a is not type(None)]
+    if typing.get_origin(ann) in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
+        ann = args[0]
+    origin = typing.get_origin(ann)
+    if origin is list:
+        return "list of strings"
+    if origin is dict:
+        value = typing.get_args(ann)[1]
+        return "table: name -> TOML date" if value is dt.date else "table of strings"
+    return {bool: "boolean", str: "string", dt.date: "TOML date"}[ann]
+
+
+def _key_default(f) -> str:
+    import json
+
+    extra = f.json_schema_extra or {}
+    if extra.get("default_doc"):
+        return str(extra["default_doc"])
+    if f.is_required():
+        return "required"
+    value = f.default_factory() if f.default_factory is not None else f.default
+    if value is None:
+        return "none"
+    return f"`{json.dumps(value)}`"
+
+
+def env_file_table(model) -> Callable[[], str]:
+    """One section's table in docs/env-file.md: the keys of a spec.py model, their type and
+    default from the field, the rules from its description, "At most N" from max_length."""
+
+    def make() -> str:
+        rows = ["| key | type | default | rules |", "|---|---|---|---|"]
+        for name, f in model.model_fields.items():
+            if f.description is None:
+                if model.__name__ == "EnvFile":  # the sections ([nixpkgs], ...) have their own tables
+                    continue
+                raise SystemExit(f"spec.{model.__name__}.{name} has no description: docs/env-file.md needs one")
+            rules = f.description
+            limit = next((m.max_length for m in f.metadata if getattr(m, "max_length", None)), None)
+            if limit is not None:
+                rules += f" At most {limit}."
+            rows.append(f"| `{f.alias or name}` | {_key_type(f)} | {_key_default(f)} | {rules} |")
+        return "\n".join(rows) + "\n"
+
+    return make
+
+
 def _sections() -> list[tuple[Path, str, str, Callable[[], str]]]:
     """(file, begin marker, end marker, generator) for every generated section."""
+    from snakemake_deploy_nixsnake import spec
     from snakemake_deploy_nixsnake.nixbuild import schema_fields
     from snakemake_deploy_nixsnake.runtime import bwrap_header
 
@@ -92,7 +148,17 @@ def _sections() -> list[tuple[Path, str, str, Callable[[], str]]]:
             line += " " + name
         return "\n".join([*out, line]) + "\n"
 
+    env_file_sections = [
+        (
+            REPO / "docs" / "env-file.md",
+            f"<!-- generated from spec.{model.__name__} by scripts/generate.py: do not edit -->\n",
+            "<!-- end generated -->\n",
+            env_file_table(model),
+        )
+        for model in (spec.EnvFile, spec.Nixpkgs, spec.Python, spec.R, spec.Conda, spec.Gpu, spec.Run)
+    ]
     return [
+        *env_file_sections,
         (
             REPO / "docs" / "further.md",
             "<!-- generated from config.Config, plugin.Settings and the CLI by scripts/generate.py: do not edit -->\n",
@@ -123,6 +189,7 @@ def _sections() -> list[tuple[Path, str, str, Callable[[], str]]]:
 
 
 def replace_between(text: str, begin: str, end: str, body: str) -> str:
+    """The text between ``begin`` and the next ``end`` after it, replaced by ``body``."""
     i = text.index(begin) + len(begin)
     j = text.index(end, i)
     return text[:i] + body + text[j:]

@@ -234,17 +234,57 @@ class _Strict(BaseModel):
 
 
 class Nixpkgs(_Strict):
-    packages: Annotated[list[AttrPath], unique("attribute")] = Field(default_factory=list, max_length=500)
-    #: Packages whose ``lib/`` goes on LD_LIBRARY_PATH in the image, for PyPI wheels that
-    #: dlopen system libraries (libGL, ...). Attribute paths, like ``packages``.
-    libraries: Annotated[list[AttrPath], unique("library")] = Field(default_factory=list, max_length=100)
-    branch: str = "nixos-unstable"
-    rev: str | None = None
-    allow_unfree: StrictBool = False
-    #: "name-version" of packages nixpkgs refuses for known vulnerabilities, accepted
-    #: anyway (nixpkgs' config.permittedInsecurePackages)
+    packages: Annotated[list[AttrPath], unique("attribute")] = Field(
+        default_factory=list,
+        max_length=500,
+        description=(
+            "Attribute paths: dot-separated segments, each `[A-Za-z_][A-Za-z0-9_+-]*` (so `samtools`, "
+            "`python312Packages.pysam`, `gcc13`, `gtk+3`). No quotes, spaces, `;`, `${`, `..`."
+        ),
+    )
+    libraries: Annotated[list[AttrPath], unique("library")] = Field(
+        default_factory=list,
+        max_length=100,
+        description=(
+            "Attribute paths (same grammar as `packages`) whose library directory goes on `LD_LIBRARY_PATH` "
+            "in the image, after libstdc++/libgcc and zlib: for PyPI wheels that load system libraries "
+            "(`libGL`, ...). The directory is what nixpkgs' `lib.makeLibraryPath` gives: the package's `lib` "
+            "output, else its `out` output, plus `/lib`. Many nixpkgs packages have several outputs and the "
+            "first one, which `${pkg}` means, is `bin` (glib, curl, openssl, libtiff, cyrus_sasl): their "
+            "libraries are in `out`, and that is what you get. To name one output yourself write it as an "
+            "attribute (`openssl.out`)."
+        ),
+    )
+    branch: str = Field(
+        default="nixos-unstable",
+        description=(
+            "`[A-Za-z0-9][A-Za-z0-9._/-]*`, at most 100 characters, no `..`, not ending in `.lock` or `/`. "
+            "The branch whose history the date is looked up in."
+        ),
+    )
+    rev: str | None = Field(
+        default=None,
+        description=(
+            "Exactly 40 lowercase hex digits. When given it wins over `date` for nixpkgs (the lock says "
+            "`pinned = true`); `date` still applies to Python. The commit must exist in the nixpkgs source."
+        ),
+    )
+    allow_unfree: StrictBool = Field(
+        default=False,
+        description=(
+            "Passed to nixpkgs as `config.allowUnfree` (also turned on by `[gpu] cuda = true`: CUDA is unfree)."
+        ),
+    )
     permitted_insecure: Annotated[list[InsecureName], unique("permitted_insecure entry")] = Field(
-        default_factory=list, max_length=100
+        default_factory=list,
+        max_length=100,
+        description=(
+            '`"name-version"` of packages nixpkgs refuses because of known vulnerabilities '
+            '(`meta.knownVulnerabilities`: "is marked as insecure, refusing to evaluate"), accepted anyway: '
+            "passed as `config.permittedInsecurePackages`. The name is the one in nixpkgs' message, version "
+            'included (`"openssl-1.1.1w"`, `"python-2.7.18.8"`), so a newer version is refused again until '
+            "you look at it. Unique."
+        ),
     )
 
     @field_validator("branch")
@@ -263,12 +303,37 @@ class Nixpkgs(_Strict):
 
 
 class Python(_Strict):
-    #: None: the locked nixpkgs' python3 (found at lock time, recorded in the lock)
-    version: str | None = None
-    packages: Annotated[list[PyReq], unique("requirement", _req_name)] = Field(default_factory=list, max_length=500)
-    #: Per-package ecosystem dates: the escape hatch for "I need a newer torch than the
-    #: env's date allows". Still a date, so the lock stays reproducible.
-    package_dates: dict[str, dt.date] = Field(default_factory=dict)
+    version: str | None = Field(
+        default=None,
+        description=(
+            '`"3.N"` or `"3.NN"`. Selects the nixpkgs attribute `python3NN` (`"3.12"` -> `python312`) of the '
+            "locked nixpkgs; the patch release is whatever that nixpkgs had. The attribute must exist at that "
+            "date (else the build fails, 65, `python.version: nixpkgs (rev ...) has no python39 (its python3 "
+            "is 3.11)`). Also the target version for resolving wheels. **Without it**, `nixsnake lock` "
+            "evaluates the locked nixpkgs' `python3.pythonVersion` (with nix) and records it as the lock's "
+            "`[python] version`: the env gets the Python that nixpkgs' own `python3Packages` are built for "
+            "(3.11 for a 2024-06-01 date, 3.12 for 2025-06-01, 3.13 from 25.11)."
+        ),
+        json_schema_extra={"default_doc": "the locked nixpkgs' `python3`"},
+    )
+    packages: Annotated[list[PyReq], unique("requirement", _req_name)] = Field(
+        default_factory=list,
+        max_length=500,
+        description=(
+            "PEP 508 requirements (`numpy`, `pandas>=2,<3`, `pandas[excel]`, markers allowed). Refused: URL "
+            "requirements (`name @ https://...`, they cannot be date-locked) and any of `` $ ` \\| & \\ { } # ? "
+            "`` or tab/newline. All PEP 440 operators work (`!=1.0`, `~=2.1.0`, `==1.26.*`). Duplicates are "
+            "detected after name normalisation (`Foo_Bar` = `foo-bar`)."
+        ),
+    )
+    package_dates: dict[str, dt.date] = Field(
+        default_factory=dict,
+        description=(
+            "Gives one package its own date (the escape hatch for \"I need a newer torch than the env's date "
+            'allows"). Names `[A-Za-z0-9][A-Za-z0-9._-]*`; same date rules as `date`. Passed to uv as '
+            "`--exclude-newer-package NAME=<date>T00:00:00Z`."
+        ),
+    )
 
     @field_validator("version")
     @classmethod
@@ -286,7 +351,15 @@ class Python(_Strict):
 
 
 class R(_Strict):
-    packages: Annotated[list[RName], unique("R package")] = Field(default_factory=list, max_length=500)
+    packages: Annotated[list[RName], unique("R package")] = Field(
+        default_factory=list,
+        max_length=500,
+        description=(
+            "R package names, `[A-Za-z][A-Za-z0-9_.]*`, unique. Looked up in the same nixpkgs as "
+            "`rPackages.<name>` with `.` replaced by `_` (`data.table` -> `rPackages.data_table`). The image "
+            "gets `R` and `Rscript` from `rWrapper` with these packages."
+        ),
+    )
 
 
 def _conda_key(value: str) -> str:
@@ -297,16 +370,40 @@ def _conda_key(value: str) -> str:
 
 
 class Conda(_Strict):
-    #: Channel names (conda.anaconda.org) or URLs, highest priority first (strict priority).
     channels: Annotated[list[Channel], unique("channel", lambda s: s.rstrip("/"))] = Field(
-        default_factory=lambda: ["conda-forge"], max_length=20
+        default_factory=lambda: ["conda-forge"],
+        max_length=20,
+        description=(
+            "Highest priority first (strict channel priority: a package comes from the first channel that has "
+            "it). A channel **name** (`conda-forge`, `bioconda`, `bioconda/label/main`: segments "
+            "`[A-Za-z0-9][A-Za-z0-9_.-]*`, at most 100 characters) means `https://conda.anaconda.org/<name>`. "
+            "A **URL** is a site mirror or a channel on disk: `https://HOST[:PORT]/PATH`, `http://...`, or "
+            "`file:///ABSOLUTE/PATH` (path characters `A-Z a-z 0-9 _ . ~ + % @ -`, no `..`). At least 1, no "
+            "duplicates."
+        ),
     )
-    #: conda match specs, validated with rattler's MatchSpec; never spliced into code.
     packages: Annotated[list[CondaSpec], unique("conda package", _conda_key)] = Field(
-        default_factory=list, max_length=500
+        default_factory=list,
+        max_length=500,
+        description=(
+            "Conda match specs, parsed with rattler's `MatchSpec`: `samtools`, `samtools=1.19` (= `1.19.*`), "
+            "`samtools==1.19`, `bwa >=0.7,<0.8`, `samtools 1.19 h50ea8bc_0` / `samtools=1.19=h50ea8bc_0` "
+            "(with a build string), `htslib[version='>=1.19']`. Refused: anything `MatchSpec` refuses (globs "
+            "such as `sam*`, bad names), a channel inside the spec (`bioconda::samtools`: list the channel in "
+            "`channels`), URL specs (cannot be date-locked), control characters. Unique by package name "
+            "(case-insensitive)."
+        ),
     )
-    #: Package names resolved without the date (their dependencies keep it).
-    exempt: Annotated[list[CondaName], unique("exempt package")] = Field(default_factory=list, max_length=100)
+    exempt: Annotated[list[CondaName], unique("exempt package")] = Field(
+        default_factory=list,
+        max_length=100,
+        description=(
+            "Package names (lower case, `[a-z0-9_][a-z0-9_.-]*`, no version) resolved **without** the date: "
+            'the escape hatch for "this one tool must be newer than the env\'s date". Only the named packages: '
+            "their dependencies still obey the date. Each must be part of the solution (else exit 65 naming "
+            "`conda.exempt[i]`)."
+        ),
+    )
 
     @field_validator("channels")
     @classmethod
@@ -317,12 +414,25 @@ class Conda(_Strict):
 
 
 class Gpu(_Strict):
-    #: Run-time GPUs: true = always --nv (and allowUnfree: CUDA is unfree), false = never,
-    #: "auto" = decided per node. Never a rebuild: PyPI/conda CUDA code needs the driver only.
-    cuda: Any = "auto"
-    #: nixpkgs' config.cudaSupport: rebuilds every package that takes the flag (not in
-    #: the binary cache: Hydra does not build unfree CUDA), hours of compiling. Opt-in.
-    cuda_support: StrictBool = False
+    cuda: Any = Field(
+        default="auto",
+        description=(
+            "`true`: always run with `--nv` (the host's NVIDIA driver in the image) and turn on "
+            "`allow_unfree` (CUDA is unfree). Nothing is rebuilt: PyPI and conda CUDA packages (torch, jax, "
+            'cupy, ...) need only the driver. `false`: never `--nv`. `"auto"`: `--nv` follows the `gpu` '
+            "setting (default `auto`: decided on the node when the job starts)."
+        ),
+        json_schema_extra={"type_doc": '`true`, `false` or `"auto"`'},
+    )
+    cuda_support: StrictBool = Field(
+        default=False,
+        description=(
+            "`true`: evaluate nixpkgs with `config.cudaSupport = true` (and `allowUnfree`), for nix-built "
+            "CUDA code (nixpkgs' torch, opencv, MPI with CUDA). **A mass rebuild**: every package that takes "
+            "the flag gets another hash, the binary cache does not have them (Hydra does not build unfree "
+            "CUDA), and nix compiles them on the head node, for hours. Not allowed with `cuda = false`."
+        ),
+    )
 
     @field_validator("cuda")
     @classmethod
@@ -343,7 +453,16 @@ class Gpu(_Strict):
 
 
 class Run(_Strict):
-    binds: Annotated[list[BindSpec], unique("bind")] = Field(default_factory=list, max_length=100)
+    binds: Annotated[list[BindSpec], unique("bind")] = Field(
+        default_factory=list,
+        max_length=100,
+        description=(
+            "`SRC[:DST[:ro\\|rw]]`, at most 100 entries of at most 1000 characters. Both paths absolute; no "
+            "`..` component; no `,` `:` `^` or line break inside a path and no leading or trailing whitespace "
+            "(apptainer's `--bind` splits on the first three and trims the last, with no escapes). `DST` "
+            "defaults to `SRC`."
+        ),
+    )
 
 
 def _check_not_future(day: dt.date) -> dt.date:
@@ -361,7 +480,13 @@ _LATER_KEYS: tuple[tuple[str, str, Any], ...] = (("nixpkgs", "permitted_insecure
 class EnvFile(_Strict):
     """The whole env file. Field aliases keep the TOML spelling (``[R]``)."""
 
-    date: dt.date
+    date: dt.date = Field(
+        description=(
+            "A bare TOML date (`2024-01-01`), not a string, not a date-time. Not after today (UTC), not "
+            "before 2015-01-01. Everything resolves as it was at **00:00 UTC** of this day "
+            "([date-locking.md](date-locking.md))."
+        )
+    )
     nixpkgs: Nixpkgs = Field(default_factory=Nixpkgs)
     python: Python | None = None
     r: R | None = Field(default=None, alias="R")
