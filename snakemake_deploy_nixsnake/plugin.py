@@ -165,6 +165,7 @@ class Env(DeployableEnvBase, PinnableEnvBase):
         self._lock: tuple[Lock | None, str | None] | None = None  # (lock, why unusable)
         self._resolved: ResolvedEnv | None = None
         self._image: Path | None = None
+        self._executables: frozenset[str] | None = None  # from the image, once it exists
 
     # --- reading the env file and its lock (cheap, no tools) ---------------------------
 
@@ -259,15 +260,20 @@ class Env(DeployableEnvBase, PinnableEnvBase):
         return f"if [ ! -f {image} ]; then echo {missing} >&2; exit 69; fi; " + shell_command(req, cmd)
 
     def contains_executable(self, executable: str) -> bool:
-        path = self.image_path()
-        if path.exists():
-            from .image.metadata import ImageMetadata
-            from .image.sif import read_sif
+        """Snakemake asks this per job (``script:``, notebooks): the image's list is read
+        once per Env (images are immutable); before the image exists, the env file decides."""
+        if self._executables is None:
+            path = self.image_path()
+            if path.exists():
+                from .image.metadata import ImageMetadata
+                from .image.sif import read_sif
 
-            try:
-                return executable in ImageMetadata.from_dict(read_sif(path).metadata).executables
-            except (NixsnakeError, ValueError):
-                return False
+                try:
+                    self._executables = frozenset(ImageMetadata.from_dict(read_sif(path).metadata).executables)
+                except (NixsnakeError, ValueError):
+                    self._executables = frozenset()
+        if self._executables is not None:
+            return executable in self._executables
         spec = self.env_file()
         if executable in ("python", "python3"):
             return spec.python is not None
@@ -319,6 +325,7 @@ class Env(DeployableEnvBase, PinnableEnvBase):
         except NixsnakeError as exc:
             raise WorkflowError(f"nixsnake: {exc}") from None
         self._image = None
+        self._executables = None
         self._lock = None
         self._resolved = None
         self.clear_hashes()

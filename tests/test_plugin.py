@@ -189,6 +189,44 @@ def test_contains_executable_from_image_metadata(tmp_path):
     assert not env.contains_executable("R")
 
 
+@pytest.mark.nix
+def test_per_job_calls_read_and_parse_once_per_env(tmp_path, monkeypatch):
+    """Snakemake keeps one Env per env file and calls hash(), decorate_shellcmd() and
+    contains_executable() for every job (issue 14: DAG time of 10,000 jobs). None of them
+    may read the settings, the env file, the lock or the image again: a count, not a time."""
+    from collections import Counter
+
+    from snakemake_deploy_nixsnake import plugin
+    from snakemake_deploy_nixsnake.image import sif
+
+    text = 'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n'
+    asyncio.run(_env(tmp_path, text=text, lock=True).deploy())  # locked and built: the per-job state
+    counts: Counter[str] = Counter()
+
+    def counting(owner, name):
+        orig = getattr(owner, name)
+
+        def wrapper(*a, **kw):
+            counts[name] += 1
+            return orig(*a, **kw)
+
+        monkeypatch.setattr(owner, name, wrapper)
+
+    for name in ("load_config", "parse_spec", "parse_lock", "resolved_env", "image_id", "_source_bytes"):
+        counting(plugin, name)
+    counting(sif, "read_sif")
+    env = _env(tmp_path, text=None)  # a new Env over the same files, as Snakemake makes it
+    jobs = 300
+    for j in range(jobs):
+        env.hash()
+        assert "echo" in env.decorate_shellcmd(f"echo {j}")
+        assert env.contains_executable("hello") and not env.contains_executable("R")
+    assert dict(counts) == {
+        "load_config": 1, "_source_bytes": 1, "parse_spec": 1, "parse_lock": 1, "image_id": 1,
+        "resolved_env": 1, "read_sif": 1,
+    }  # fmt: skip
+
+
 def test_settings_are_all_optional_with_help():
     for f in dataclasses.fields(Settings):
         assert f.default is None and f.metadata.get("help")
