@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_setup import REPO, Bench
+from bench_setup import CLI, REPO, Bench
 from common import interleaved, log, ratio, rmtree, run, summarize
 
 STANDIN = REPO / "tests" / "standin"
@@ -155,24 +155,33 @@ def make_workflow(b: Bench, path: Path, n_jobs: int, software: bool) -> Path:
 #: runs only) it also counts the plugin's calls in this process: Env constructions, the
 #: per-job calls, and the reads and parses of settings, env files and locks.
 WRAPPER = """\
-import atexit, collections, json, os, resource, sys
+import atexit, collections, json, os, resource, sys, time
 
-counts = collections.Counter()
+counts, seconds, cpu = collections.Counter(), collections.Counter(), collections.Counter()
 
 def _dump():
     s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(os.environ["NIXSNAKE_BENCH_RUSAGE"], "w") as f:
-        json.dump({"self": s.ru_utime + s.ru_stime, "children": c.ru_utime + c.ru_stime, "calls": counts}, f)
+        json.dump({"self": s.ru_utime + s.ru_stime, "children": c.ru_utime + c.ru_stime, "calls": counts,
+                   "seconds": seconds, "cpu_seconds": cpu}, f)
 
 if os.environ.get("NIXSNAKE_BENCH_COUNTS"):
+    t0, c0 = time.perf_counter(), time.thread_time()
     from snakemake_deploy_nixsnake import plugin
+    seconds["import the plugin"] = time.perf_counter() - t0
+    cpu["import the plugin"] = time.thread_time() - c0
 
     def _count(owner, name, key):
         orig = getattr(owner, name)
 
         def wrapper(*a, **kw):
             counts[key] += 1
-            return orig(*a, **kw)
+            t, c = time.perf_counter(), time.thread_time()
+            try:
+                return orig(*a, **kw)
+            finally:
+                seconds[key] += time.perf_counter() - t  # wall: includes waiting for the GIL
+                cpu[key] += time.thread_time() - c  # this thread's CPU: the plugin's own work
 
         setattr(owner, name, wrapper)
 
@@ -220,19 +229,31 @@ def end_to_end(b: Bench, branch: dict[str, Any], dag_jobs: int, dag_reps: int, r
     wrapper.write_text(WRAPPER)
     ru = root / "rusage.json"
 
-    def counted(argv: list[str], wf: Path, env: dict[str, str] | None = None) -> tuple[str, dict[str, int]]:
-        """One untimed run with the plugin's calls counted: (stdout, counts)."""
+    def counted(argv: list[str], wf: Path, env: dict[str, str] | None = None) -> tuple[str, dict[str, int], dict]:
+        """One untimed run with the plugin's calls counted and timed: (stdout, counts,
+        {"wall": seconds, "cpu": the calling thread's CPU seconds}). The plugin's own time
+        in Snakemake's process is the import plus its Env methods (they do not call each
+        other; the module functions counted run inside them); deploy() is apart (builds)."""
         ru.unlink(missing_ok=True)
         e = {**(env or os.environ), "NIXSNAKE_BENCH_RUSAGE": str(ru), "NIXSNAKE_BENCH_COUNTS": "1"}
         text = run([py, str(wrapper), *argv], cwd=wf, env=e).stdout
-        return text, dict(sorted(json.loads(ru.read_text())["calls"].items()))
+        data = json.loads(ru.read_text())
+        secs: dict[str, dict[str, float]] = {}
+        for kind, key in (("wall", "seconds"), ("cpu", "cpu_seconds")):
+            d = dict(sorted(data[key].items()))
+            d["total: import + Env methods"] = sum(
+                v for k, v in d.items() if k.startswith(("Env.", "import")) and k != "Env.deploy"
+            )
+            secs[kind] = d
+        return text, dict(sorted(data["calls"].items())), secs
 
     # once, not timed: the plugin is active and sees every env file (its calls counted);
     # the plain one runs
-    seen, calls = counted(["-n", "--cores", "1", "all", *sdm], with_sw)
+    seen, calls, secs = counted(["-n", "--cores", "1", "all", *sdm], with_sw)
     if f"deploy {len(b.dag_envs)} software environments" not in seen:
         raise RuntimeError(f"snakemake -n --sdm nixsnake did not report {len(b.dag_envs)} envs:\n{seen[-2000:]}")
-    log(f"  the plugin's calls in snakemake -n: {calls}")
+    log(f"  the plugin's calls in snakemake -n: {calls}; its CPU time there: "
+        f"{secs['cpu']['total: import + Env methods']:.3f} s")  # fmt: skip
     run([*smk, "-n", "--cores", "1", "--quiet", "all"], cwd=without)
 
     def dry(wf: Path, extra: list[str]):
@@ -251,6 +272,7 @@ def end_to_end(b: Bench, branch: dict[str, Any], dag_jobs: int, dag_reps: int, r
     }
     withs = st["snakemake -n --sdm nixsnake"]
     out["dry_run"]["plugin_calls"] = calls
+    out["dry_run"]["plugin_seconds"] = secs
     out["dry_run"]["ratio"] = ratio(withs, base)
     out["dry_run"]["difference_s"] = withs["median"] - base["median"]
     log(f"  -n: {base['median']:.2f} s plain, {withs['median']:.2f} s with --sdm nixsnake, "
@@ -287,16 +309,21 @@ def end_to_end(b: Bench, branch: dict[str, Any], dag_jobs: int, dag_reps: int, r
         return once
 
     fns = {name: real(name, *v) for name, v in variants.items()}
-    for name, fn in fns.items():  # warm-up, not timed: deploys the images (built here if missing)
+    # the images first (a head-node build, not what is measured), then one warm-up run of
+    # each variant, not timed; the bwrap one with the plugin's calls counted
+    run([*CLI, "build", *(f"envs/e{k}.toml" for k in range(len(b.dag_envs)))], cwd=run_sw)
+    for name, fn in fns.items():
         log(f"  warm-up: {name}")
-        fn()
+        if name != "--sdm nixsnake, bwrap runtime":
+            fn()
+            continue
+        wf, extra, env, variant = variants[name]
+        _clean_run(wf)
+        _, run_calls, run_secs = counted(["--cores", "2", "--quiet", "all", *extra], wf, env)
+        _check_outputs(wf, run_jobs, len(b.dag_envs), variant)
+        log(f"  the plugin's calls in that run: {run_calls}; its CPU time there: "
+            f"{run_secs['cpu']['total: import + Env methods']:.3f} s")  # fmt: skip
     cpu.clear()
-    # the plugin's calls in a real run (untimed, counted)
-    wf, extra, env, variant = variants["--sdm nixsnake, bwrap runtime"]
-    _clean_run(wf)
-    _, run_calls = counted(["--cores", "2", "--quiet", "all", *extra], wf, env)
-    _check_outputs(wf, run_jobs, len(b.dag_envs), variant)
-    log(f"  the plugin's calls in a real run: {run_calls}")
     t = interleaved(fns, run_reps)
     st = {k: summarize(v) for k, v in t.items()}
     base = st["no --sdm"]
@@ -305,6 +332,7 @@ def end_to_end(b: Bench, branch: dict[str, Any], dag_jobs: int, dag_reps: int, r
         "cores": 2,
         "gpu": "never",
         "plugin_calls": run_calls,
+        "plugin_seconds": run_secs,
         **{
             k: {**v, "ratio": ratio(v, base), "per_job_ms": v["median"] / run_jobs * 1000,
                 "adds_per_job_ms": (v["median"] - base["median"]) / run_jobs * 1000,

@@ -367,7 +367,18 @@ def _fmt_values(doc: dict) -> dict[str, str]:
                  e2e_dry_with=fmt_s(withs["median"]), e2e_dry_diff=f"{d['difference_s'] * 1000:+.0f} ms",
                  e2e_dry_reps=str(plain["n"]),
                  e2e_dry_verdict="within the goal of 1.05x" if d["ratio"] <= 1.05 else "**above the goal of 1.05x**")  # fmt: skip
+        calls, secs = d["plugin_calls"], d["plugin_seconds"]["cpu"]
+        total = secs["total: import + Env methods"]
+        v.update(e2e_dry_envs=str(calls.get("Env.__post_init__", 0)), e2e_dry_parses=str(calls.get("parse_spec", 0)),
+                 e2e_dry_plugin=fmt_s(total), e2e_dry_plugin_import=fmt_s(secs.get("import the plugin", 0.0)),
+                 e2e_dry_plugin_share=f"{total / withs['median'] * 100:.1f}%")  # fmt: skip
         rr = e2e["real_run"]
+        rcalls, rsecs, rwall = rr["plugin_calls"], rr["plugin_seconds"]["cpu"], rr["plugin_seconds"]["wall"]
+        n_dec = max(rcalls.get("Env.decorate_shellcmd", 0), 1)
+        v.update(e2e_run_envs=str(rcalls.get("Env.__post_init__", 0)), e2e_run_decorate_n=f"{n_dec:,}",
+                 e2e_run_decorate_us=f"{rsecs.get('Env.decorate_shellcmd', 0.0) / n_dec * 1e6:.0f}",
+                 e2e_run_decorate_wall_us=f"{rwall.get('Env.decorate_shellcmd', 0.0) / n_dec * 1e6:.0f}",
+                 e2e_run_plugin=fmt_s(rsecs["total: import + Env methods"]))  # fmt: skip
         v["e2e_run_jobs"] = f"{rr['jobs']:,}"
         v["e2e_run_plain"] = fmt_s(rr["no --sdm"]["median"])
         for key, short in (

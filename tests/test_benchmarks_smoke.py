@@ -83,6 +83,7 @@ def test_quick_benchmark_writes_valid_json(tmp_path):
         # Snakemake makes one Env per env file, and the plugin parses each file once
         calls = dry["plugin_calls"]
         assert calls["Env.__post_init__"] == calls["parse_spec"] == calls["parse_lock"] == 10, calls
+        assert dry["plugin_seconds"]["cpu"]["total: import + Env methods"] > 0
         assert _is_stat(dry["snakemake -n --sdm nixsnake"]) and _is_stat(dry["snakemake -n, no software directive"])
         real = e2e["real_run"]
         assert real["plugin_calls"]["Env.decorate_shellcmd"] == real["jobs"], real["plugin_calls"]
