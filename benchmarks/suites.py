@@ -229,6 +229,8 @@ def warm_path(b: Bench, reps: int, dag_jobs: int, dag_reps: int) -> dict[str, An
     times = interleaved(
         {
             "python -c pass": lambda: timed_run([sys.executable, "-c", "pass"]),
+            "nixsnake --version": lambda: timed_run([*CLI, "--version"], cwd=b.ws),
+            "nixsnake check ENV": lambda: timed_run([*CLI, "check", str(spec)], cwd=b.ws),
             "nixsnake build (image present)": lambda: timed_run([*CLI, "build", str(spec)], cwd=b.ws),
             "import nixsnake CLI": lambda: timed_run([sys.executable, "-c", "import snakemake_deploy_nixsnake.cli"]),
             "ensure_image() in process": lambda: timed(lambda: ensure_image(resolve(spec, cfg, auto_lock=False), cfg)),
@@ -239,7 +241,8 @@ def warm_path(b: Bench, reps: int, dag_jobs: int, dag_reps: int) -> dict[str, An
     )
     stats = {k: summarize(v) for k, v in times.items()}
     base = stats["python -c pass"]
-    out["single"] = {k: {**v, "ratio_to_python": ratio(v, base)} for k, v in stats.items()}
+    out["single"] = {k: {**v, "ratio_to_python": ratio(v, base), "over_python_s": v["median"] - base["median"]}
+                     for k, v in stats.items()}  # fmt: skip
 
     # DAG time: what Snakemake calls per job, in this process (released snakemake cannot
     # load software-deployment plugins), vs `snakemake -n` of the same DAG without them.

@@ -77,6 +77,19 @@ def settings_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def cli_reference() -> str:
+    """docs/cli.md: every command's --help, as the CLI prints it at 100 columns."""
+    group = _cli_group()
+    ctx_class = type(group).context_class
+    top = ctx_class(group, info_name="nixsnake", terminal_width=100, max_content_width=100)
+    parts = ["```text", "$ nixsnake --help", group.get_help(top), "```", ""]
+    for name in group.list_commands(top):
+        cmd = group.get_command(top, name)
+        sub = ctx_class(cmd, info_name=name, parent=top, terminal_width=100, max_content_width=100)
+        parts += [f"## nixsnake {name}", "", "```text", f"$ nixsnake {name} --help", cmd.get_help(sub), "```", ""]
+    return "\n".join(parts)
+
+
 def _key_type(f) -> str:
     import datetime as dt
     import typing
@@ -159,6 +172,12 @@ def _sections() -> list[tuple[Path, str, str, Callable[[], str]]]:
     ]
     return [
         *env_file_sections,
+        (
+            REPO / "docs" / "cli.md",
+            "<!-- generated from the CLI (commands.py) by scripts/generate.py: do not edit -->\n",
+            "<!-- end generated -->\n",
+            cli_reference,
+        ),
         (
             REPO / "docs" / "further.md",
             "<!-- generated from config.Config, plugin.Settings and the CLI by scripts/generate.py: do not edit -->\n",

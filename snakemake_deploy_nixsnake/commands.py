@@ -10,36 +10,149 @@ inside the function): loading all of them costs ~100 ms that ``nixsnake ls`` or
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import inspect as pyinspect
 import json
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand, TyperGroup
 
 from . import __version__, proc
-from .config import Config, load_config
+from .config import Config, load_config, setting_help
 from .errors import Exit, InternalError, Interrupted, NixsnakeError
+
+# --- help and argument order -------------------------------------------------------------
+#
+# The help is plain text, written here from each parameter's metavar (what a user types:
+# PATH, SRC[:DST[:ro]], ENV.toml...) and help string; flags show no metavar. (Typer's
+# own rich help prints Python type names, <bool>, <list[str]>, {specs}, and changes its
+# layout between releases.) Parameters are read by duck typing: typer >= 0.29 vendors
+# its own copy of click.
+
+
+def _param_label(p: Any) -> str:
+    if p.param_type_name == "argument":
+        return _arg_usage(p, bracket=False)
+    names = ", ".join([*p.opts, *p.secondary_opts])
+    if p.is_flag or p.count:
+        return names
+    return f"{names} {p.metavar or p.name.upper()}"
+
+
+def _arg_usage(p: Any, bracket: bool = True) -> str:
+    name = p.metavar or p.name.upper()
+    if p.nargs != 1 and not name.endswith("..."):
+        name += "..."
+    return f"[{name}]" if bracket and not p.required else name
+
+
+def _format_help(cmd: Any, ctx: Any, formatter: Any, commands: list[tuple[str, str]] | None = None) -> None:
+    formatter.write_usage(ctx.command_path, " ".join(cmd.collect_usage_pieces(ctx)))
+    if cmd.help:
+        formatter.write_paragraph()
+        with formatter.indentation():
+            formatter.write_text(pyinspect.cleandoc(cmd.help))
+    params = [p for p in cmd.get_params(ctx) if not getattr(p, "hidden", False)]
+    for title, kind in (("Arguments", "argument"), ("Options", "option")):
+        rows = [(_param_label(p), getattr(p, "help", None) or "") for p in params if p.param_type_name == kind]
+        if rows:
+            with formatter.section(title):
+                formatter.write_dl(rows)
+    if commands:
+        with formatter.section("Commands"):
+            formatter.write_dl(commands)
+
+
+class _Command(TyperCommand):
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [
+            self.options_metavar or "",
+            *(_arg_usage(p) for p in self.get_params(ctx) if p.param_type_name == "argument"),
+        ]
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _format_help(self, ctx, formatter)
+
+
+class _Group(TyperGroup):
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        cmds = [
+            (n, c.get_short_help_str(limit=200)) for n in self.list_commands(ctx) if (c := self.get_command(ctx, n))
+        ]
+        _format_help(self, ctx, formatter, cmds)
+
+
+def split_run_args(params: list[Any], args: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """``nixsnake run``'s words -> (nixsnake's options, its positionals, the command).
+
+    nixsnake's options may come before or after the env file; the command starts after
+    ``--``, or else at the first word after the env file, and is passed on verbatim
+    (``nixsnake run ENV -- cmd --store x`` gives ``--store x`` to ``cmd``)."""
+    takes_value: dict[str, bool] = {}
+    for p in params:
+        if p.param_type_name == "option":
+            for name in (*p.opts, *p.secondary_opts):
+                takes_value[name] = not (p.is_flag or p.count)
+    opts: list[str] = []
+    pos: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            return opts, pos, args[i + 1 :]
+        if a.startswith("-") and a != "-":
+            name = a.split("=", 1)[0] if a.startswith("--") else a[:2]
+            attached = "=" in a if a.startswith("--") else len(a) > 2
+            n = 2 if takes_value.get(name) and not attached else 1
+            opts += args[i : i + n]
+            i += n
+            continue
+        if pos:  # the env file is known: the command begins
+            return opts, pos, args[i:]
+        pos.append(a)
+        i += 1
+    return opts, pos, []
+
+
+class _RunCommand(_Command):
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        opts, pos, command = split_run_args(self.get_params(ctx), list(args))
+        # the env file first: an option missing its value then fails as such
+        return super().parse_args(ctx, [*pos, *opts, "--", *command] if command else [*pos, *opts])
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [self.options_metavar or "", "ENV.toml", "[--]", "CMD [ARGS]..."]
+
 
 app = typer.Typer(
     name="nixsnake",
+    cls=_Group,
     help="Date-locked, nix-built SIF images for Snakemake rules.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings={"max_content_width": 120},
 )
+command = functools.partial(app.command, cls=_Command)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
-SpecArgs = Annotated[list[Path], typer.Argument(help="env files (TOML), e.g. envs/vep.toml", show_default=False)]
-StoreOpt = Annotated[Path | None, typer.Option("--store", help="image store directory (shared storage on a cluster)")]
+SpecArgs = Annotated[
+    list[Path], typer.Argument(metavar="ENV.toml...", help="env files, e.g. envs/vep.toml", show_default=False)
+]
+StoreOpt = Annotated[Path | None, typer.Option("--store", metavar="PATH", help=setting_help("store"))]
 SourceOpt = Annotated[
     str | None,
     typer.Option(
-        "--nixpkgs-source", help="'github', 'github:OWNER/REPO', a nixpkgs git clone/mirror path or URL, or 'demo'"
+        "--nixpkgs-source",
+        metavar="SOURCE",
+        help=setting_help("nixpkgs_source"),
     ),
 ]
 
@@ -63,13 +176,13 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="show the version")
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="show the version and exit")
     ] = False,
 ) -> None:
     pass
 
 
-@app.command()
+@command()
 def check(specs: SpecArgs) -> None:
     """Validate env files without resolving anything (no network, no nix)."""
     from .spec import load_spec
@@ -78,7 +191,7 @@ def check(specs: SpecArgs) -> None:
         out.print(f"{path}: ok ({load_spec(path).summary()})", markup=False)
 
 
-@app.command()
+@command()
 def lock(
     specs: SpecArgs,
     check_only: Annotated[
@@ -142,15 +255,13 @@ def _board_table(board: dict[str, list[str]]):
     return t
 
 
-@app.command()
+@command()
 def build(
     specs: SpecArgs,
     store: StoreOpt = None,
     nixpkgs_source: SourceOpt = None,
-    compression: Annotated[
-        str | None, typer.Option(help="zstd (default), gzip (old squashfuse/kernels), xz, lz4")
-    ] = None,
-    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="images built in parallel")] = None,
+    compression: Annotated[str | None, typer.Option(metavar="NAME", help=setting_help("compression"))] = None,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", metavar="N", help=setting_help("jobs"))] = None,
 ) -> None:
     """Build the image of each env file into the store (locks first when there is no lock)."""
     specs = _env_files(specs)
@@ -207,7 +318,7 @@ def _warn(lines: list[str]) -> None:
         err.print(f"nixsnake: warning: {line}", markup=False)
 
 
-@app.command("ls")
+@command("ls")
 def list_images(
     store: StoreOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
@@ -282,16 +393,18 @@ def _workflow_image_ids(wf: Path) -> set[str]:
     return {resolve(p, wf_cfg, auto_lock=False).image_id for p in specs}
 
 
-@app.command()
+@command()
 def gc(
     store: StoreOpt = None,
     older_than: Annotated[
-        float | None, typer.Option("--older-than", help="remove images not used for this many days")
+        float | None, typer.Option("--older-than", metavar="DAYS", help="remove images not used for this many days")
     ] = None,
     keep_workflow: Annotated[
         list[Path] | None,
         typer.Option(
-            "--keep-workflow", help="workflow dir whose env files' images are kept; others are removed (repeatable)"
+            "--keep-workflow",
+            metavar="DIR",
+            help="workflow dir whose env files' images are kept; others are removed (repeatable)",
         ),
     ] = None,
     damaged: Annotated[
@@ -318,10 +431,11 @@ def gc(
     out.print(f"{len(removed)} image(s) {'selected' if dry_run else 'removed'}")
 
 
-@app.command()
+@command()
 def verify(
     images: Annotated[
-        list[str] | None, typer.Argument(help="image ids (default: every image in the store)", show_default=False)
+        list[str] | None,
+        typer.Argument(metavar="IMAGE_ID...", help="image ids (default: every image in the store)", show_default=False),
     ] = None,
     store: StoreOpt = None,
 ) -> None:
@@ -348,11 +462,13 @@ def verify(
     out.print(f"{len(ids)} image(s) verified")
 
 
-@app.command()
+@command()
 def inspect(
-    image: Annotated[Path, typer.Argument(help="a .sif image, or an env file (its image in the store)")],
+    image: Annotated[
+        Path, typer.Argument(metavar="IMAGE.sif|ENV.toml", help="a .sif image, or an env file (its image in the store)")
+    ],
     store: StoreOpt = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="the image's metadata as JSON")] = False,
 ) -> None:
     """Show what is in an image (image id, lock, store paths), without starting it."""
     from .image.sif import check_layout
@@ -397,9 +513,11 @@ def inspect(
     out.print(f"  format       image format {meta.image_format}, {meta.compression}")
 
 
-RuntimeOpt = Annotated[str | None, typer.Option("--runtime", help="apptainer (default), singularity or bwrap")]
-GpuOpt = Annotated[str | None, typer.Option("--gpu", help="auto (default), always, never")]
-BindOpt = Annotated[list[str] | None, typer.Option("--bind", "-B", help="extra bind SRC[:DST[:ro]] (repeatable)")]
+RuntimeOpt = Annotated[str | None, typer.Option("--runtime", metavar="NAME", help=setting_help("runtime"))]
+GpuOpt = Annotated[str | None, typer.Option("--gpu", metavar="MODE", help=setting_help("gpu"))]
+BindOpt = Annotated[
+    list[str] | None, typer.Option("--bind", "-B", metavar="SRC[:DST[:ro]]", help="an extra bind (repeatable)")
+]
 
 
 def _run_request(spec_path: Path, cfg: Config, binds: list[str] | None):
@@ -445,16 +563,25 @@ def _exec(argv: list[str]) -> None:
         ) from None
 
 
-@app.command(context_settings={"allow_interspersed_args": False})
+@app.command(cls=_RunCommand)
 def run(
-    spec: Annotated[Path, typer.Argument(help="env file")],
-    command: Annotated[list[str], typer.Argument(help="command and arguments (after --)")],
+    spec: Annotated[Path, typer.Argument(metavar="ENV.toml", help="env file")],
+    command: Annotated[
+        list[str], typer.Argument(metavar="CMD [ARGS]...", help="the command, after -- or after ENV.toml")
+    ],
     store: StoreOpt = None,
     runtime: RuntimeOpt = None,
     gpu: GpuOpt = None,
     bind: BindOpt = None,
 ) -> None:
-    """Run a command inside the env's image (built first if needed): nixsnake run ENV -- CMD..."""
+    """Run a command inside the env's image (built first if needed).
+
+    Options go anywhere before the command. The command starts after -- (or at the
+    first word after ENV.toml) and gets every word after it as it is, options included:
+
+    \b
+      nixsnake run envs/x.toml --store /shared/nixsnake -- python -c 'print(1)'
+    """
     from .runtime import exec_argv
 
     cfg = _config(store=store, runtime=runtime, gpu=gpu)
@@ -462,9 +589,9 @@ def run(
     _exec(exec_argv(_run_request(spec, cfg, bind), command))
 
 
-@app.command()
+@command()
 def shell(
-    spec: Annotated[Path, typer.Argument(help="env file")],
+    spec: Annotated[Path, typer.Argument(metavar="ENV.toml", help="env file")],
     store: StoreOpt = None,
     runtime: RuntimeOpt = None,
     gpu: GpuOpt = None,
@@ -478,17 +605,22 @@ def shell(
     _exec(shell_argv(_run_request(spec, cfg, bind)))
 
 
-@app.command()
+@command()
 def doctor(
     specs: Annotated[
         list[Path] | None,
-        typer.Argument(help="env files: also check that the nix here can evaluate their nixpkgs", show_default=False),
+        typer.Argument(
+            metavar="ENV.toml...",
+            help="env files: also check that the nix here can evaluate their nixpkgs",
+            show_default=False,
+        ),
     ] = None,
     store: StoreOpt = None,
     runtime: RuntimeOpt = None,
     nixpkgs_source: SourceOpt = None,
     slurm_partition: Annotated[
-        str | None, typer.Option("--slurm-partition", help="also run a short job there to check the compute nodes")
+        str | None,
+        typer.Option("--slurm-partition", metavar="NAME", help="also run a short job there to check the compute nodes"),
     ] = None,
 ) -> None:
     """Check this site: nix (and, per env file, its nixpkgs' minimum Nix), store, runtime,

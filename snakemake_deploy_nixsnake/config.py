@@ -208,6 +208,8 @@ def load_config(project_dir: Path | None = None, env: Mapping[str, str] | None =
 
 
 def setting_help(name: str) -> str:
-    """The description of one setting (plain text, for command-line help)."""
+    """The description of one setting with its default (plain text, for command-line help)."""
     (f,) = [f for f in fields(Config) if f.name == name]
-    return str(f.metadata["help"]).replace("`", "")
+    default = f.metadata["default_doc"] or (f.default if f.default not in (None, ()) else None)
+    text = str(f.metadata["help"]) + (f" Default: {default}." if default is not None else "")
+    return text.replace("`", "")

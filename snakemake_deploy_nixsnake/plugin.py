@@ -134,6 +134,8 @@ class Env(DeployableEnvBase, PinnableEnvBase):
         self._lock: tuple[Lock | None, str | None] | None = None  # (lock, why unusable)
         self._resolved: ResolvedEnv | None = None
         self._image: Path | None = None
+        self._executables: frozenset[str] | None = None  # from the image, once it exists
+        self._requests: dict[tuple, tuple[Any, str]] = {}  # decorate_shellcmd's, see there
 
     # --- reading the env file and its lock (cheap, no tools) ---------------------------
 
@@ -206,17 +208,32 @@ class Env(DeployableEnvBase, PinnableEnvBase):
             hash_object.update(b"\0invalid-lock")
 
     def decorate_shellcmd(self, cmd: str) -> str:
-        from .deploy import run_request
+        """Called for every job. What the request depends on that can change between jobs
+        (the working directory, which mount points exist, the pass-through variables) is
+        looked at each time; the request and the image check built from it are made once
+        per combination (the rest -- env file, lock, settings -- is fixed per Env)."""
         from .runtime import shell_command
+
+        # like snakemake's own apptainer support: bind what exists of these
+        mounts = [Path(self.tempdir), *map(Path, self.mountpoints)]
+        envvars = frozenset(getattr(self, "envvars", set()) or ())  # (interface 0.18.6 has no envvars)
+        key = (Path.cwd(), tuple(m for m in mounts if m.exists()), envvars)
+        made = self._requests.get(key)
+        if made is None:
+            made = self._requests[key] = self._run_request(*key)
+        req, check = made
+        return check + shell_command(req, cmd)
+
+    def _run_request(self, workdir: Path, mounts: tuple[Path, ...], envvars: frozenset[str]) -> tuple[Any, str]:
+        from .deploy import run_request
 
         req = run_request(
             self.resolved(),
             self.image_path(),
             self.config,
-            workdir=Path.cwd(),
-            # like snakemake's own apptainer support: bind what exists of these
-            mounts=[Path(self.tempdir), *map(Path, self.mountpoints)],
-            envvars=getattr(self, "envvars", set()) or (),  # (interface 0.18.6 has no envvars)
+            workdir=workdir,
+            mounts=mounts,
+            envvars=envvars,
             shell=Path(self.shell_executable.executable).name or "bash",
         )
         image = shlex.quote(str(req.image))
@@ -225,18 +242,23 @@ class Env(DeployableEnvBase, PinnableEnvBase):
             f"the head node: run snakemake there (it deploys before submitting) or `nixsnake build {self.spec_name}`"
         )
         # fail fast (exit 69) instead of an obscure runtime error when deploy did not happen
-        return f"if [ ! -f {image} ]; then echo {missing} >&2; exit 69; fi; " + shell_command(req, cmd)
+        return req, f"if [ ! -f {image} ]; then echo {missing} >&2; exit 69; fi; "
 
     def contains_executable(self, executable: str) -> bool:
-        path = self.image_path()
-        if path.exists():
-            from .image.metadata import ImageMetadata
-            from .image.sif import read_sif
+        """Snakemake asks this per job (``script:``, notebooks): the image's list is read
+        once per Env (images are immutable); before the image exists, the env file decides."""
+        if self._executables is None:
+            path = self.image_path()
+            if path.exists():
+                from .image.metadata import ImageMetadata
+                from .image.sif import read_sif
 
-            try:
-                return executable in ImageMetadata.from_dict(read_sif(path).metadata).executables
-            except (NixsnakeError, ValueError):
-                return False
+                try:
+                    self._executables = frozenset(ImageMetadata.from_dict(read_sif(path).metadata).executables)
+                except (NixsnakeError, ValueError):
+                    self._executables = frozenset()
+        if self._executables is not None:
+            return executable in self._executables
         spec = self.env_file()
         if executable in ("python", "python3"):
             return spec.python is not None
@@ -288,6 +310,8 @@ class Env(DeployableEnvBase, PinnableEnvBase):
         except NixsnakeError as exc:
             raise WorkflowError(f"nixsnake: {exc}") from None
         self._image = None
+        self._executables = None
+        self._requests = {}
         self._lock = None
         self._resolved = None
         self.clear_hashes()
@@ -308,6 +332,7 @@ class Env(DeployableEnvBase, PinnableEnvBase):
         except NixsnakeError as exc:
             raise WorkflowError(f"nixsnake: {exc}") from None
         self._image = image
+        self._requests = {}
         target = self.deployment_path
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")

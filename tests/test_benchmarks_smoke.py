@@ -40,7 +40,7 @@ def test_quick_benchmark_writes_valid_json(tmp_path):
     assert {"date", "command", "machine", "parameters", "wall_seconds", "setup", "results", "headline"} <= set(doc)
     assert doc["machine"]["nproc"] >= 1 and doc["machine"]["cpu_model"] is not None
     res = doc["results"]
-    assert set(res) == {"cold_build", "warm_path", "job_start", "metadata_storm", "image_size"}
+    assert set(res) == {"cold_build", "warm_path", "job_start", "metadata_storm", "image_size", "end_to_end"}
 
     cold = res["cold_build"]["tiny"]
     assert _is_stat(cold["nixsnake_build"]) and _is_stat(cold["raw_steps"]) and cold["ratio"] > 0
@@ -50,6 +50,8 @@ def test_quick_benchmark_writes_valid_json(tmp_path):
     warm = res["warm_path"]
     assert _is_stat(warm["single"]["nixsnake build (image present)"])
     assert warm["single"]["python -c pass"]["ratio_to_python"] == 1.0
+    for k in ("nixsnake --version", "nixsnake check ENV"):  # start-up, vs python -c pass
+        assert _is_stat(warm["single"][k]) and warm["single"][k]["ratio_to_python"] > 0, k
     dag = warm["dag"]
     assert dag["jobs"] > 0 and dag["env_files"] == 10
     assert _is_stat(dag["snakemake -n (no software directive)"])
@@ -71,6 +73,51 @@ def test_quick_benchmark_writes_valid_json(tmp_path):
     assert {"zstd-3", "gzip-9"} <= set(size["by_compression"])
     assert all(0 < v["ratio_to_nar"] < 2 for v in size["by_compression"].values())
 
+    e2e = res["end_to_end"]  # with snakemake's plugin branch when this machine has it, else why not
+    if "skipped" in e2e:
+        assert "plugin branch" in e2e["skipped"], e2e
+    else:
+        assert e2e["snakemake"]["snakemake"] and e2e["snakemake"]["nixsnake"].startswith(str(REPO))
+        dry = e2e["dry_run"]
+        assert dry["env_files"] == 10 and dry["ratio"] > 0
+        # Snakemake makes one Env per env file, and the plugin parses each file once
+        calls = dry["plugin_calls"]
+        assert calls["Env.__post_init__"] == calls["parse_spec"] == calls["parse_lock"] == 10, calls
+        assert dry["plugin_seconds"]["cpu"]["total: import + Env methods"] > 0
+        assert _is_stat(dry["snakemake -n --sdm nixsnake"]) and _is_stat(dry["snakemake -n, no software directive"])
+        real = e2e["real_run"]
+        assert real["plugin_calls"]["Env.decorate_shellcmd"] == real["jobs"], real["plugin_calls"]
+        for k in ("no --sdm", "--sdm nixsnake, bwrap runtime", "--sdm nixsnake, apptainer stand-in"):
+            assert _is_stat(real[k]) and _is_stat(real[k]["cpu_s"]["snakemake process"]), k
+
     table = result.with_suffix(".md").read_text()
     assert "## 1. Cold build" in table and "| tiny |" in table
     assert docs.exists() and doc["date"] in docs.read_text()
+
+
+def test_end_to_end_suite_says_why_it_was_skipped(tmp_path):
+    """Without snakemake's plugin branch the end-to-end suite is skipped, and the results
+    and the docs page say so (here forced with --snakemake-branch-python none)."""
+    out, docs = tmp_path / "results", tmp_path / "performance.md"
+    r = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--only", "e2e", "--no-plot",
+         "--snakemake-branch-python", "none", "--workdir", str(tmp_path / "work"), "--out", str(out),
+         "--docs", str(docs)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-4000:]
+    [result] = out.glob("*.json")
+    doc = json.loads(result.read_text())
+    assert doc["results"] == {"end_to_end": {"skipped": "not asked for (--snakemake-branch-python none)"}}
+    assert "end to end: skipped: not asked for" in r.stdout
+    assert "Skipped in this run" in docs.read_text()
+
+
+def test_unusable_snakemake_branch_python_stops_the_benchmark(tmp_path):
+    r = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--only", "e2e",
+         "--snakemake-branch-python", str(tmp_path / "no-such-python"), "--workdir", str(tmp_path / "work")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert r.returncode != 0
+    assert "--snakemake-branch-python" in r.stderr and "cannot run" in r.stderr

@@ -229,3 +229,27 @@ def test_the_readme_names_every_exit_code():
     readme = (REPO / "README.md").read_text()
     sentence = readme[readme.index("Exit codes follow sysexits") :].split("\n\n")[0]
     assert sorted(int(c) for c in re.findall(r"\b(\d{2,3})\b", sentence)) == sorted(e.value for e in Exit if e.value)
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to '-'."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_between_pages_reach_a_page_and_a_heading():
+    pages = [*DOCS.glob("*.md"), REPO / "README.md", REPO / "example-workflow" / "README.md"]
+    broken = []
+    for page in pages:
+        text = re.sub(r"^```.*?^```$", "", page.read_text(), flags=re.S | re.M)
+        for target, anchor in re.findall(r"\]\(([\w./-]*\.md|)(?:#([\w-]+))?\)", text):
+            dest = (page.parent / target).resolve() if target else page
+            if not dest.exists():
+                broken.append(f"{page.name}: {target}")
+                continue
+            if anchor:
+                heads = re.findall(
+                    r"^#+ (.*)$", re.sub(r"^```.*?^```$", "", dest.read_text(), flags=re.S | re.M), flags=re.M
+                )
+                if anchor not in {_slug(h) for h in heads}:
+                    broken.append(f"{page.name}: {target}#{anchor}")
+    assert not broken, broken

@@ -189,6 +189,58 @@ def test_contains_executable_from_image_metadata(tmp_path):
     assert not env.contains_executable("R")
 
 
+@pytest.mark.nix
+def test_per_job_calls_read_and_parse_once_per_env(tmp_path, monkeypatch):
+    """Snakemake keeps one Env per env file and calls hash(), decorate_shellcmd() and
+    contains_executable() for every job (issue 14: DAG time of 10,000 jobs). None of them
+    may read the settings, the env file, the lock or the image again: a count, not a time."""
+    from collections import Counter
+
+    from snakemake_deploy_nixsnake import deploy, plugin
+    from snakemake_deploy_nixsnake.image import sif
+
+    text = 'date = 2024-06-01\n[nixpkgs]\npackages = ["hello"]\n'
+    asyncio.run(_env(tmp_path, text=text, lock=True).deploy())  # locked and built: the per-job state
+    counts: Counter[str] = Counter()
+
+    def counting(owner, name):
+        orig = getattr(owner, name)
+
+        def wrapper(*a, **kw):
+            counts[name] += 1
+            return orig(*a, **kw)
+
+        monkeypatch.setattr(owner, name, wrapper)
+
+    for name in ("load_config", "parse_spec", "parse_lock", "resolved_env", "image_id", "_source_bytes"):
+        counting(plugin, name)
+    counting(sif, "read_sif")
+    counting(deploy, "run_request")
+    env = _env(tmp_path, text=None)  # a new Env over the same files, as Snakemake makes it
+    env.mountpoints = [tmp_path / "t", tmp_path / "later"]
+    first = env.decorate_shellcmd("echo 0")
+    for j in range(300):
+        env.hash()
+        assert env.decorate_shellcmd(f"echo {j}") == first.replace("'echo 0'", f"'echo {j}'")
+        assert env.contains_executable("hello") and not env.contains_executable("R")
+    assert dict(counts) == {
+        "load_config": 1, "_source_bytes": 1, "parse_spec": 1, "parse_lock": 1, "image_id": 1,
+        "resolved_env": 1, "read_sif": 1, "run_request": 1,
+    }  # fmt: skip
+    # what may change between jobs is looked at each time: a mount point that appears
+    # is bound from then on (as a fresh Env would), in another working directory too
+    (tmp_path / "later").mkdir()
+    later = env.decorate_shellcmd("echo 1")
+    assert str(tmp_path / "later") in later and str(tmp_path / "later") not in first
+    assert counts["run_request"] == 2
+    fresh = _env(tmp_path, text=None)
+    fresh.mountpoints = env.mountpoints
+    assert later == fresh.decorate_shellcmd("echo 1")
+    monkeypatch.chdir(tmp_path / "later")
+    assert f"--pwd {tmp_path / 'later'}" in env.decorate_shellcmd("echo 1")
+    assert counts["run_request"] == 4  # (the fresh Env's one, and this one)
+
+
 def test_settings_are_all_optional_with_help():
     for f in dataclasses.fields(Settings):
         assert f.default is None and f.metadata.get("help")

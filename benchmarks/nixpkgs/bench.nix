@@ -9,6 +9,8 @@ let
   chunks = builtins.fromJSON (builtins.readFile ./chunks.json);
   set = names: builtins.listToAttrs (map (n: { name = n; value = true; }) names);
   ancestors = f: let d = dirOf f; in if d == "/" then [ ] else [ d ] ++ ancestors d;
+  # Under `path = /.` nix 2.8 hands the filter "//usr/...": one leading slash off.
+  norm = p: if builtins.substring 0 2 p == "//" then builtins.substring 1 (builtins.stringLength p) p else p;
   importChunk = c:
     let
       files = set c.files;
@@ -17,7 +19,7 @@ let
     builtins.path {
       path = /.;
       name = "bench-hostfiles-${c.name}-src";
-      filter = p: type: if type == "directory" then dirs ? ${p} else files ? ${p};
+      filter = p: type: if type == "directory" then dirs ? ${norm p} else files ? ${norm p};
     };
   mkChunk = c: derivation {
     name = "bench-hostfiles-${c.name}";
