@@ -24,6 +24,7 @@ from typing import Any
 
 from bench_setup import CLI, REPO, Bench
 from common import interleaved, log, ratio, rmtree, run, summarize, timed, timed_run
+from e2e import snakefile
 
 from snakemake_deploy_nixsnake.config import load_config
 from snakemake_deploy_nixsnake.deploy import ensure_image, resolve
@@ -203,18 +204,6 @@ def cold_build(b: Bench, reps: int, warmup: int = 1) -> dict[str, Any]:
 # ---------------------------------------------------------------------- 2. warm path
 
 
-def _snakefile(n_jobs: int, n_rules: int) -> str:
-    return (
-        f"N = {n_jobs}\nK = {n_rules}\n"
-        "rule all:\n    input: expand('out/{k}/{i}.txt', k=range(K), i=range(N // K))\n"
-        "for k in range(K):\n"
-        "    rule:\n"
-        "        name: f'step{k}'\n"
-        "        output: f'out/{k}/{{i}}.txt'\n"
-        "        shell: 'echo {wildcards.i} > {output}'\n"
-    )
-
-
 def warm_path(b: Bench, reps: int, dag_jobs: int, dag_reps: int) -> dict[str, Any]:
     """Image present: CLI build and plugin deploy vs `python -c pass`; DAG-time plugin cost."""
     out: dict[str, Any] = {}
@@ -249,7 +238,7 @@ def warm_path(b: Bench, reps: int, dag_jobs: int, dag_reps: int) -> dict[str, An
     log(f"DAG time: {dag_jobs} jobs over {len(b.dag_envs)} env files ({dag_reps} reps)")
     dag = b.workdir / "dag"
     dag.mkdir(exist_ok=True)
-    (dag / "Snakefile").write_text(_snakefile(dag_jobs, len(b.dag_envs)))
+    (dag / "Snakefile").write_text(snakefile(dag_jobs, len(b.dag_envs), software=False))
     k_envs = len(b.dag_envs)
 
     def per_job_envs() -> float:

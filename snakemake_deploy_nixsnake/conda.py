@@ -58,7 +58,6 @@ VIRTUAL_PACKAGES: tuple[tuple[str, str, str], ...] = (
 )
 #: Added when ``[gpu] cuda = true``: the CUDA version the driver must support.
 CUDA_VIRTUAL_PACKAGE = ("__cuda", "12.0", "0")
-#: The ELF interpreter conda's binaries name; the image links it to nixpkgs' glibc.
 INSTALLER_FILE = "conda-installer.json"
 SOLVE_TIMEOUT_S = 600
 
