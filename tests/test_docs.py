@@ -253,3 +253,9 @@ def test_links_between_pages_reach_a_page_and_a_heading():
                 if anchor not in {_slug(h) for h in heads}:
                     broken.append(f"{page.name}: {target}#{anchor}")
     assert not broken, broken
+
+
+def test_architecture_names_every_module():
+    modules = [p for p in (REPO / PKG).rglob("*.py") if p.name != "__init__.py" and "nix" not in p.parent.name]
+    text = (DOCS / "architecture.md").read_text()
+    assert [str(p.relative_to(REPO)) for p in modules if not re.search(rf"\b{p.stem}\b", text)] == []
