@@ -4,7 +4,8 @@
 #   bash scripts/example.sh [extra snakemake arguments...]
 #
 # 1. installs what nixsnake needs (scripts/setup.sh: Debian packages + this package);
-# 2. checks the example's committed locks (`nixsnake lock --check`: they name commits of
+# 2. makes the example's conda channel on disk (example-workflow/scripts/conda_channel.py)
+#    and checks the example's committed locks (`nixsnake lock --check`: they name commits of
 #    the embedded demo package set, which are the same on every machine);
 # 3. builds their images into the workflow-local store (.snakemake/nixsnake-store), with
 #    progress -- Snakemake would otherwise build them silently while parsing the Snakefile;
@@ -32,6 +33,11 @@ for f in envs/*.toml; do
     case $f in *.lock.toml | envs/vep.toml | envs/vep-bioconda.toml) ;; *) envs+=("$f") ;; esac
 done
 
+# envs/tally.toml's [conda] packages come from the example's own conda channel, a file://
+# channel made on disk (byte for byte the same everywhere, so the committed lock fits)
+say "making the example's conda channel (scripts/conda_channel.py)"
+python3 scripts/conda_channel.py
+
 say "checking the committed locks of ${#envs[@]} env files"
 python3 -m snakemake_deploy_nixsnake.cli lock --check "${envs[@]}"
 
@@ -58,6 +64,7 @@ say "results (in $wf)"
 cat <<EOF
   results/summary.tsv                 samples x metrics: reads, depth, calls, Ts/Tv, recall (pandas)
   results/consequences.tsv            consequence x sample counts (bcftools csq, pandas)
+  results/tally/consequence-counts.tsv  variants per consequence (csq-tally, a conda package)
   results/plot/consequences.pdf       consequences per sample; calls vs simulated (R, ggplot2)
   results/cohort/cohort.csq.vcf.gz    the cohort's calls with consequences (BCSQ), gathered from
                                       results/annotated/<chunk>.vcf.gz
@@ -74,6 +81,9 @@ column -t -s $'\t' results/summary.tsv 2>/dev/null || cat results/summary.tsv
 echo
 echo "annotation: variants per consequence and sample, bcftools csq over $(ls results/annotated/*.vcf.gz | wc -l) chunks ($wf/results/consequences.tsv):"
 column -t -s $'\t' results/consequences.tsv 2>/dev/null || cat results/consequences.tsv
+echo
+echo "conda layer: csq-tally from the example's conda channel ($wf/results/tally/consequence-counts.tsv):"
+head -n 1 results/tally/consequence-counts.tsv
 echo
 echo "plot: $wf/results/plot/consequences.pdf ($(tail -n 1 results/plot/Rscript-output.txt))"
 echo

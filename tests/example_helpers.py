@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "example-workflow"
 STANDIN = REPO / "tests" / "standin"
 #: the env files a default run uses (the VEP ones only serve the `vep` rule, off by default)
-ENV_NAMES = ("simulate", "samtools", "bcftools", "summary", "plot", "gpu")
+ENV_NAMES = ("simulate", "samtools", "bcftools", "summary", "plot", "gpu", "tally")
 VEP_ENV_NAMES = ("vep", "vep-bioconda")
 #: rule -> (env file, the tool its proof names)
 RULES = {
@@ -31,6 +31,7 @@ RULES = {
     "scatter": ("bcftools.toml", "bcftools"),
     "annotate": ("bcftools.toml", "bcftools"),
     "gather": ("bcftools.toml", "bcftools"),
+    "tally": ("tally.toml", "csq-tally"),
     "summarize": ("summary.toml", "python"),
     "plot": ("plot.toml", "Rscript"),
     "gpu_check": ("gpu.toml", "python"),
@@ -144,6 +145,36 @@ def check_results(wf: Path, chunks: int = 4) -> None:
     assert pdf.startswith(b"%PDF-") and len(re.findall(rb"/Type\s*/Page(?!s)", pdf)) == 2  # two plots
     gpu = read_kv(res / "gpu" / "gpu_check.txt")
     assert gpu["verdict"] and "libcuda" in gpu
+    check_tally(res)
+
+
+def check_tally(res: Path) -> None:
+    """The `tally` rule ran csq-tally from the conda layer of its image: version 1.0 (the
+    env file's date is before 2.0), installed into a store path (its text placeholder
+    rewritten), with the package's activation variable set in the job, and counts that
+    agree with the gathered table."""
+    lines = (res / "tally" / "consequence-counts.tsv").read_text().splitlines()
+    head = re.fullmatch(
+        r"# csq-tally 1\.0 \(conda package; data in (/nix/store/[^ ]+-nixsnake-conda-env)/share/csq-tally\)", lines[0]
+    )
+    assert head, lines[0]
+    prefix = head.group(1)
+    proof = read_kv(res / "proof" / "tally.txt")
+    assert proof["which_csq-tally"] == f"{prefix}/bin/csq-tally", proof
+    assert proof["csq_tally_home"] == f"{prefix}/share/csq-tally", proof  # etc/conda/activate.d
+    assert lines[1] == "consequence\tvariants"
+    got = {k: int(v) for k, v in (line.split("\t") for line in lines[2:])}
+    want: dict[str, int] = {}
+    variants = {
+        tuple(f[:4]): f[6]
+        for f in (line.split("\t") for line in (res / "cohort" / "consequences-by-sample.tsv").read_text().splitlines())
+    }
+    for bcsq in variants.values():
+        for csq in bcsq.split(","):
+            kind = csq.split("|")[0]
+            if kind.strip(".") and not kind.startswith("@"):  # '@POS': see another record
+                want[kind] = want.get(kind, 0) + 1
+    assert got == want and "missense" in got, (got, want)
 
 
 def nix_shims(shim_dir: Path, log: Path) -> Path:

@@ -13,11 +13,13 @@ scripts then set PATH. The stand-in (tests/standin/apptainer) must do the same.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import _image_fixtures as fx
@@ -174,6 +176,31 @@ def test_snakefile_sdm_mirrors_snakefile():
     assert b.count("software:\n") == len(RULES) + len(VEP_RULES)
     for name in ENV_NAMES:
         assert (EXAMPLE / "envs" / f"{name}.toml").is_file() and (EXAMPLE / "envs" / f"{name}.lock.toml").is_file()
+
+
+def test_example_conda_channel_is_byte_stable_and_fits_the_committed_lock(tmp_path):
+    """The example's conda channel (scripts/conda_channel.py) is the same bytes in every
+    process, and envs/tally.lock.toml names its archives by exactly those sha256s, so a
+    fresh clone builds the `tally` image without re-locking."""
+    script = EXAMPLE / "scripts" / "conda_channel.py"
+    for d in ("a", "b"):
+        subprocess.run([sys.executable, str(script), str(tmp_path / d)], check=True, capture_output=True)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert [str(f) for f in files] == [
+        "linux-64/repodata.json",
+        "noarch/csq-tally-1.0-0.tar.bz2",
+        "noarch/csq-tally-2.0-0.tar.bz2",
+        "noarch/repodata.json",
+    ]
+    assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+    lock = tomllib.loads((EXAMPLE / "envs" / "tally.lock.toml").read_text())["conda"]
+    channel = tomllib.loads((EXAMPLE / "envs" / "tally.toml").read_text())["conda"]["channels"]
+    assert lock["channels"] == channel == ["file:///tmp/nixsnake-example-conda-channel"]
+    (pkg,) = lock["packages"]
+    assert (pkg["name"], pkg["version"]) == ("csq-tally", "1.0")  # 2.0 is after the env's date
+    rel = pkg["url"].removeprefix(channel[0] + "/")
+    blob = (tmp_path / "a" / rel).read_bytes()
+    assert hashlib.sha256(blob).hexdigest() == pkg["sha256"] and len(blob) == pkg["size"]
 
 
 def test_every_env_file_passes_check_without_nix(run_cli, tmp_path):
