@@ -33,7 +33,7 @@ from pydantic_core import PydanticCustomError
 
 from . import envvars
 from .binds import BindError, parse_user_bind
-from .errors import MissingFileError, SpecError, UnreadableFileError
+from .errors import MissingFileError, SpecError, ToolMissingError, UnreadableFileError
 
 #: Env files are hand-written and tiny; anything bigger is a mistake (or an attack).
 MAX_SPEC_BYTES = 256 * 1024
@@ -123,7 +123,14 @@ def conda_spec_name(value: str) -> str:
     """The package name of a conda match spec, parsed with rattler's ``MatchSpec``
     (normalized: lower case). Raises a pydantic error for anything nixsnake refuses:
     unparsable specs, globs, a channel or URL inside the spec."""
-    from rattler import MatchSpec  # imported only for env files that have [conda]
+    try:
+        from rattler import MatchSpec  # imported only for env files that have [conda]
+    except ImportError:  # nixsnake installed without its dependencies (pip --no-deps)
+        raise ToolMissingError(
+            "py-rattler",
+            "[conda] needs py-rattler, a dependency of nixsnake: install nixsnake with its dependencies "
+            "(pip install snakemake-software-deployment-plugin-nixsnake, without --no-deps)",
+        ) from None
 
     fix = "write a conda match spec such as name=version (samtools=1.19) or 'bwa >=0.7,<0.8'"
     if any(c in value for c in "\n\r\t\x00"):

@@ -427,3 +427,19 @@ def test_plugin_job_sees_activation_variables_and_reports_conda_packages(tmp_pat
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0] == "mode=fast" and lines[1].startswith("prefix=/nix/store/"), r.stdout
+
+
+def test_without_py_rattler_a_conda_env_is_69_naming_the_dependency(run_cli, tmp_path):
+    """nixsnake installed without its dependencies (pip --no-deps): an env file with
+    [conda] packages gets one line naming py-rattler and exit 69, not a traceback."""
+    hide = tmp_path / "hide"
+    (hide / "rattler").mkdir(parents=True)
+    (hide / "rattler" / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
+    env = tmp_path / "c.toml"
+    env.write_text('date = 2024-01-01\n[conda]\nchannels = ["conda-forge"]\npackages = ["samtools"]\n')
+    r = run_cli("check", str(env), env={"PYTHONPATH": str(hide)})
+    assert r.returncode == 69, r.stderr
+    assert "required tool 'py-rattler' not found" in r.stderr and "without --no-deps" in r.stderr
+    assert "Traceback" not in r.stderr
+    # with rattler importable the same file is fine
+    assert run_cli("check", str(env)).returncode == 0
