@@ -463,14 +463,30 @@ done
 set +f
 IFS=$_nx_oldifs
 
-# mount points the image lacks: their parent directories get an underlay
+# mount points the image lacks: their parent directories get an underlay. (One below an
+# earlier mount's destination is made in that mount, not in the image: /tmp/x after /tmp.)
 _nx_missing=
+_nx_top= # a missing mount point not inside a top-level directory of the image: / is an underlay
+_nx_done=$_nx_nl
 _nx_oldifs=$IFS
 IFS=$_nx_nl
 set -f
 for _nx_l in $_nx_extra; do
     _nx_dst=${_nx_l##*"$_nx_tab"}
-    [ -e "$_nx_mnt$_nx_dst" ] || [ -L "$_nx_mnt$_nx_dst" ] || _nx_missing=$_nx_missing$_nx_dst$_nx_nl
+    _nx_d=${_nx_dst%/*}
+    while [ -n "$_nx_d" ]; do
+        case $_nx_done in *"$_nx_nl$_nx_d$_nx_nl"*) break ;; esac
+        _nx_d=${_nx_d%/*}
+    done
+    if [ -z "$_nx_d" ] && [ ! -e "$_nx_mnt$_nx_dst" ] && [ ! -L "$_nx_mnt$_nx_dst" ]; then
+        _nx_missing=$_nx_missing$_nx_dst$_nx_nl
+        _nx_c=${_nx_dst#/}
+        _nx_c=/${_nx_c%%/*} # its top-level directory, which must be the image's own
+        if [ "$_nx_c" = "$_nx_dst" ] || [ -L "$_nx_mnt$_nx_c" ] || [ ! -d "$_nx_mnt$_nx_c" ]; then
+            _nx_top=1
+        fi
+    fi
+    _nx_done=$_nx_done$_nx_dst$_nx_nl
 done
 set +f
 IFS=$_nx_oldifs
@@ -539,7 +555,32 @@ if [ -n "$_nx_keepenv" ]; then
 else
     _nx_arg --clearenv
 fi
-_nx_lay ""
+_nx_remount=
+if [ -n "$_nx_top" ]; then
+    _nx_lay "" # / is an empty directory with the image's entries bound into it
+else
+    # the image's root as it is (its symlinks included); a top-level directory that
+    # must hold a missing mount point becomes an underlay on a tmpfs, read-only at the end
+    # (the top-level directories of the missing mount points, each once)
+    _nx_arg --ro-bind "$_nx_mnt" /
+    _nx_oldifs=$IFS
+    IFS=$_nx_nl
+    set -f
+    for _nx_t in $_nx_missing; do
+        _nx_t=${_nx_t#/}
+        _nx_t=/${_nx_t%%/*}
+        case $_nx_nl$_nx_remount in *"$_nx_nl$_nx_t$_nx_nl"*) continue ;; esac
+        _nx_remount=$_nx_remount$_nx_t$_nx_nl
+        _nx_arg --tmpfs "$_nx_t"
+        set +f
+        IFS=$_nx_oldifs
+        _nx_lay "$_nx_t"
+        IFS=$_nx_nl
+        set -f
+    done
+    set +f
+    IFS=$_nx_oldifs
+fi
 
 _nx_oldifs=$IFS
 IFS=$_nx_nl
@@ -556,6 +597,10 @@ for _nx_l in $_nx_extra; do
 done
 set +f
 IFS=$_nx_oldifs
+while [ -n "$_nx_remount" ]; do
+    _nx_arg --remount-ro "${_nx_remount%%"$_nx_nl"*}"
+    _nx_remount=${_nx_remount#*"$_nx_nl"}
+done
 _nx_arg --remount-ro /
 [ -z "$_nx_chdir" ] || _nx_arg --chdir "$_nx_chdir"
 
