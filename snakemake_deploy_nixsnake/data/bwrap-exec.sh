@@ -38,9 +38,11 @@
 #                             SOURCE variables of --pass; LANG is not reset to C
 #
 # What the container gets, mimicking apptainer's defaults with --cleanenv:
-#   - the image's tree read-only (top-level entries bound one by one, symlinks recreated;
-#     a directory that must hold a missing mount point is rebuilt as an "underlay": an
-#     empty directory with the image's entries bound into it), root read-only afterwards;
+#   - the image's tree read-only: its root bound as a whole; a directory that must hold a
+#     missing mount point is rebuilt as an "underlay" (an empty directory, a tmpfs at the
+#     top level, with the image's entries bound into it; when a missing mount point lies in
+#     no top-level directory of the image, / itself is one, its symlinks recreated), and
+#     read-only afterwards;
 #   - host /proc, /sys (ro), /dev, /tmp, /var/tmp, $HOME, the current directory, host
 #     /etc/resolv.conf, /etc/hosts, /etc/localtime; the caller's passwd/group entry is
 #     appended to the image's files when it is missing (non-root callers);
