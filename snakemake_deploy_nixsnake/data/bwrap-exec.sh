@@ -307,7 +307,7 @@ _nx_offset=$_nx_sif_offset
 _nx_mount() { _nx_err=$("$_nx_fuse" -o "offset=$_nx_offset" "$_nx_image" "$_nx_mnt" 2>&1); }
 if ! _nx_mount; then
     if [ "$(dd if="$_nx_image" bs=4 skip=$((_nx_sif_offset / 4)) count=1 2>/dev/null)" = hsqs ]; then
-        :
+        false # a squashfs where a SIF's is, that does not mount
     elif [ "$(dd if="$_nx_image" bs=4 count=1 2>/dev/null)" = hsqs ]; then
         _nx_offset=0
         _nx_mount
