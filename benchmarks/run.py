@@ -168,7 +168,9 @@ def headline(doc: dict) -> dict[str, str]:
                 h[f"job start {env}"] = (f"bwrap {v['nixsnake bwrap runtime']['median'] * 1000:.0f} ms, "
                                          f"bare container {v['bare container (squashfuse + bwrap)']['median'] * 1000:.0f} ms, "
                                          f"host {v['host: bash -c true']['median'] * 1000:.1f} ms; wrapper adds "
-                                         f"{v['wrapper_adds_s'] * 1000:.0f} ms")  # fmt: skip
+                                         f"{v['wrapper_adds_s'] * 1000:.0f} ms"
+                                         + (f" (job shell + env scripts {v['job_floor_adds_s'] * 1000:.0f} ms, "
+                                            f"the script {v['script_adds_s'] * 1000:.0f} ms)" if "script_adds_s" in v else ""))  # fmt: skip
     if "metadata_storm" in r:
         m = r["metadata_storm"]
         heavy = list(m["commands"])[-1]

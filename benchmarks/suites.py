@@ -13,6 +13,7 @@ import dataclasses
 import inspect
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -285,6 +286,12 @@ def warm_path(b: Bench, reps: int, dag_jobs: int, dag_reps: int) -> dict[str, An
 # ----------------------------------------------------------------------- 3. job start
 
 
+#: The bare container start as a job: under bash -c, sourcing the image's env scripts and
+#: starting the rule's shell (bash) after them, as apptainer exec and bwrap-exec.sh do.
+JOB_FLOOR = "bare container as a job (+ bash -c, env scripts, rule's bash)"
+_ENV_THEN_SHELL = 'for f in /.singularity.d/env/*.sh; do [ ! -f "$f" ] || . "$f"; done; exec bash -c true'
+
+
 def job_start(b: Bench, reps: int) -> dict[str, Any]:
     """`true` as a Snakemake job: on the host, in a bare container, through nixsnake."""
     out: dict[str, Any] = {}
@@ -295,11 +302,16 @@ def job_start(b: Bench, reps: int) -> dict[str, Any]:
         cmd_bwrap = _plugin_env(spec, b.store, runtime="bwrap", gpu="never").decorate_shellcmd("true")
         cmd_app = _plugin_env(spec, b.store, runtime="apptainer", runtime_bin=str(STANDIN / "apptainer"),
                               gpu="never").decorate_shellcmd("true")  # fmt: skip
+        floor = " ".join(["exec sh", *map(shlex.quote, (str(RAW_START), str(image), "/bin/sh", "-c", _ENV_THEN_SHELL))])
         fns = {
             "host: bash -c true": lambda: timed_run(["bash", "-c", "true"]),
             "bare container (squashfuse + bwrap)": lambda: timed_run(
                 ["sh", str(RAW_START), str(image), "/bin/sh", "-c", "true"]
             ),
+            # the bare start plus what no runtime of apptainer's kind can skip: the job's shell
+            # (Snakemake's bash -c), the image's env scripts sourced by its /bin/sh, then the
+            # rule's shell started after them
+            JOB_FLOOR: lambda c=floor: timed_run(["bash", "-c", c]),
             "nixsnake bwrap runtime": lambda c=cmd_bwrap: timed_run(["bash", "-c", c]),
             "nixsnake apptainer runtime (stand-in)": lambda c=cmd_app: timed_run(["bash", "-c", c], env=env_path),
         }
@@ -316,6 +328,10 @@ def job_start(b: Bench, reps: int) -> dict[str, Any]:
                 for k, v in st.items()
             },
             "wrapper_adds_s": st["nixsnake bwrap runtime"]["median"] - bare["median"],
+            # of that: the job's shell, env scripts and rule's shell (JOB_FLOOR - bare) and the
+            # script's own share (bwrap runtime - JOB_FLOOR)
+            "job_floor_adds_s": st[JOB_FLOOR]["median"] - bare["median"],
+            "script_adds_s": st["nixsnake bwrap runtime"]["median"] - st[JOB_FLOOR]["median"],
         }
     names = list(out)
     if len(names) > 1:

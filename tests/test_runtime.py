@@ -743,6 +743,31 @@ def test_e2e_binds_and_underlay(image, job_env, tmp_path, runtime):
 
 
 @e2e
+@pytest.mark.parametrize("top_missing", [False, True])
+def test_bwrap_underlays_read_only(image, job_env, tmp_path, top_missing):
+    """Mount points missing in the image, each inside one of its top-level directories:
+    the image's root is bound whole (its /bin symlink as it is) and /home, /etc become
+    underlays (tmpfs) -- read-only like the rest. With one more at the top level (/data)
+    the root itself is the underlay. Both look the same from inside."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("payload\n")
+    binds = ["--bind", f"{src}:/home/nixsnake-user/data", "--bind", f"{src}:/etc/nixsnake-extra:ro"]
+    if top_missing:
+        binds += ["--bind", f"{src}:/data/in:ro"]
+    cmd = (
+        "cat /home/nixsnake-user/data/f /etc/nixsnake-extra/f && grep -c root /etc/passwd && "
+        "readlink /bin && ls /home && "
+        "for d in / /etc /home; do touch $d/nixsnake-x 2>/dev/null && echo $d writable; done; "
+        "touch /home/nixsnake-user/data/rw && echo rw-ok"
+    )
+    cp = bwrap_exec([*binds, "--pwd", str(tmp_path), str(image), "--", "sh", "-c", cmd], job_env)
+    want = f"payload\npayload\n1\n{fx.STORE_PATH}/bin\nnixsnake-user\nrw-ok\n"
+    assert (cp.returncode, cp.stdout) == (0, want), cp.stderr
+    assert (src / "rw").exists()
+
+
+@e2e
 @pytest.mark.parametrize("runtime", ["apptainer", "singularity"])
 def test_e2e_nv_flag_in_standin_log(image, job_env, tmp_path, runtime):
     for gpu, want in (("always", True), ("never", False)):
@@ -1096,6 +1121,13 @@ def test_bwrap_exec_errors(image, job_env, tmp_path):
     junk.write_bytes(b"\0" * 40000)
     cp = bwrap_exec([str(junk), "--", "true"], job_env)
     assert cp.returncode == 70 and "not a nixsnake image" in cp.stderr
+    # the image is mounted before its magic is read: a squashfs where a SIF's starts that
+    # does not mount (cut short) is a mount failure, not "not an image", and nothing is run
+    cut = tmp_path / "cut.sif"
+    cut.write_bytes(image.read_bytes()[:40000])
+    cp = bwrap_exec([str(cut), "--", "true"], job_env)
+    assert cp.returncode == 69 and f"mounting {cut} with squashfuse" in cp.stderr, cp.stderr
+    assert not list(tmp_path.glob("tmp/nixsnake-bwrap*")), "the mount point is removed"
     cp = bwrap_exec([str(image), "--", "true"], {**job_env, "PATH": "/nonexistent"})
     assert cp.returncode == 69 and "'bwrap' not found" in cp.stderr and "hint:" in cp.stderr
     for bad in (["--frob", str(image), "--", "true"], ["--bind", "/a,/b", str(image), "--", "true"],

@@ -38,9 +38,11 @@
 #                             SOURCE variables of --pass; LANG is not reset to C
 #
 # What the container gets, mimicking apptainer's defaults with --cleanenv:
-#   - the image's tree read-only (top-level entries bound one by one, symlinks recreated;
-#     a directory that must hold a missing mount point is rebuilt as an "underlay": an
-#     empty directory with the image's entries bound into it), root read-only afterwards;
+#   - the image's tree read-only: its root bound as a whole; a directory that must hold a
+#     missing mount point is rebuilt as an "underlay" (an empty directory, a tmpfs at the
+#     top level, with the image's entries bound into it; when a missing mount point lies in
+#     no top-level directory of the image, / itself is one, its symlinks recreated), and
+#     read-only afterwards;
 #   - host /proc, /sys (ro), /dev, /tmp, /var/tmp, $HOME, the current directory, host
 #     /etc/resolv.conf, /etc/hosts, /etc/localtime; the caller's passwd/group entry is
 #     appended to the image's files when it is missing (non-root callers);
@@ -251,19 +253,9 @@ else
         "install squashfuse (Debian: apt-get install squashfuse fuse3), or use the apptainer runtime"
 fi
 
-# --- image ----------------------------------------------------------------------------
-_nx_magic=$(dd if="$_nx_image" bs=4 skip=$((_nx_sif_offset / 4)) count=1 2>/dev/null)
-if [ "$_nx_magic" = hsqs ]; then
-    _nx_offset=$_nx_sif_offset
-elif [ "$(dd if="$_nx_image" bs=4 count=1 2>/dev/null)" = hsqs ]; then
-    _nx_offset=0
-else
-    _nx_die 70 "$_nx_image: not a nixsnake image (no squashfs at byte $_nx_sif_offset)" \
-        "rebuild it with 'nixsnake build'"
-fi
-
 # --- signals and cleanup ----------------------------------------------------------------
 _nx_run=
+_nx_etc= # directory of the passwd/group copies, made only when needed
 _nx_mnt=
 _nx_mounted=
 _nx_sig=
@@ -280,8 +272,12 @@ _nx_cleanup() {
     fi
     # never rm -r while the image may still be mounted below it
     if [ -n "$_nx_run" ] && [ -z "$_nx_mounted" ]; then
-        rm -rf "$_nx_run"
+        rm -rf "$_nx_run" ${_nx_etc:+"$_nx_etc"}
         _nx_run=
+        _nx_etc=
+    elif [ -n "$_nx_etc" ]; then
+        rm -rf "$_nx_etc"
+        _nx_etc=
     fi
 }
 trap '_nx_cleanup' EXIT
@@ -292,12 +288,33 @@ trap '_nx_sig=130' INT
 trap '_nx_sig=129' HUP
 trap '_nx_sig=143' TERM
 
-_nx_run=$(mktemp -d "${TMPDIR:-/tmp}/nixsnake-bwrap.XXXXXX") ||
-    _nx_die 70 "cannot create a temporary directory under ${TMPDIR:-/tmp}"
-_nx_mnt=$_nx_run/root
-mkdir "$_nx_mnt" || _nx_die 70 "cannot create $_nx_mnt"
-if ! _nx_err=$("$_nx_fuse" -o "offset=$_nx_offset" "$_nx_image" "$_nx_mnt" 2>&1); then
-    _nx_die 69 "mounting $_nx_image with $_nx_fuse failed: $_nx_err" \
+# The mount point: a new directory (mkdir fails on anything already there, a symlink
+# included), named after this process; mktemp only if that name is taken (one fork).
+_nx_d=${TMPDIR:-/tmp}/nixsnake-bwrap.$$
+if mkdir -m 700 "$_nx_d" 2>/dev/null; then
+    _nx_run=$_nx_d
+else
+    _nx_run=$(mktemp -d "${TMPDIR:-/tmp}/nixsnake-bwrap.XXXXXX") ||
+        { _nx_run= && _nx_die 70 "cannot create a temporary directory under ${TMPDIR:-/tmp}"; }
+fi
+_nx_mnt=$_nx_run
+
+# --- image ----------------------------------------------------------------------------
+# Mount at the SIF's partition offset first: squashfuse checks the superblock itself. Only
+# when that fails is the magic read (dd) to tell a plain squashfs (offset 0) and a broken
+# image from a file that is no image at all.
+_nx_offset=$_nx_sif_offset
+_nx_mount() { _nx_err=$("$_nx_fuse" -o "offset=$_nx_offset" "$_nx_image" "$_nx_mnt" 2>&1); }
+if ! _nx_mount; then
+    if [ "$(dd if="$_nx_image" bs=4 skip=$((_nx_sif_offset / 4)) count=1 2>/dev/null)" = hsqs ]; then
+        false # a squashfs where a SIF's is, that does not mount
+    elif [ "$(dd if="$_nx_image" bs=4 count=1 2>/dev/null)" = hsqs ]; then
+        _nx_offset=0
+        _nx_mount
+    else
+        _nx_die 70 "$_nx_image: not a nixsnake image (no squashfs at byte $_nx_sif_offset)" \
+            "rebuild it with 'nixsnake build'"
+    fi || _nx_die 69 "mounting $_nx_image with $_nx_fuse failed: $_nx_err" \
         "FUSE must work on this node (/dev/fuse and a setuid fusermount3); apt-get install fuse3"
 fi
 _nx_mounted=1
@@ -342,15 +359,34 @@ if [ "$_nx_uid" != 0 ]; then
     # apptainer appends the caller's entry to the image's passwd/group ("config passwd")
     for _nx_db in passwd group; do
         [ -f "$_nx_mnt/etc/$_nx_db" ] || continue
-        if [ "$_nx_db" = passwd ]; then _nx_id=$_nx_uid; else _nx_id=$(id -g); fi
-        _nx_line=$(getent "$_nx_db" "$_nx_id" 2>/dev/null) || continue
+        if [ "$_nx_db" = passwd ]; then
+            _nx_id=$_nx_uid
+        else
+            _nx_id=
+            while read -r _nx_a _nx_b _nx_c _nx_rest; do # effective gid (id -g), no fork
+                [ "$_nx_a" != Gid: ] || { _nx_id=$_nx_c && break; }
+            done </proc/self/status
+            [ -n "$_nx_id" ] || _nx_id=$(id -g)
+        fi
+        # the image's file, read once: is the id there, and its text for the copy
         _nx_have=
-        while IFS=: read -r _nx_a _nx_b _nx_c _nx_rest; do
-            [ "$_nx_c" != "$_nx_id" ] || _nx_have=1
+        _nx_text=
+        while IFS= read -r _nx_l || [ -n "$_nx_l" ]; do
+            _nx_text=$_nx_text$_nx_l$_nx_nl
+            case $_nx_l in *:*:*)
+                _nx_c=${_nx_l#*:}
+                _nx_c=${_nx_c#*:}
+                [ "${_nx_c%%:*}" != "$_nx_id" ] || _nx_have=1
+                ;;
+            esac
         done <"$_nx_mnt/etc/$_nx_db"
         [ -z "$_nx_have" ] || continue
-        { cat "$_nx_mnt/etc/$_nx_db" && printf '%s\n' "$_nx_line"; } >"$_nx_run/$_nx_db" &&
-            _nx_add ro-bind "$_nx_run/$_nx_db" "/etc/$_nx_db"
+        _nx_line=$(getent "$_nx_db" "$_nx_id" 2>/dev/null) || continue
+        if [ -z "$_nx_etc" ]; then
+            _nx_etc=$(mktemp -d "${TMPDIR:-/tmp}/nixsnake-bwrap-etc.XXXXXX") || { _nx_etc= && continue; }
+        fi
+        printf '%s%s\n' "$_nx_text" "$_nx_line" >"$_nx_etc/$_nx_db" &&
+            _nx_add ro-bind "$_nx_etc/$_nx_db" "/etc/$_nx_db"
     done
 fi
 _nx_chdir=$_nx_pwd
@@ -429,14 +465,30 @@ done
 set +f
 IFS=$_nx_oldifs
 
-# mount points the image lacks: their parent directories get an underlay
+# mount points the image lacks: their parent directories get an underlay. (One below an
+# earlier mount's destination is made in that mount, not in the image: /tmp/x after /tmp.)
 _nx_missing=
+_nx_top= # a missing mount point not inside a top-level directory of the image: / is an underlay
+_nx_done=$_nx_nl
 _nx_oldifs=$IFS
 IFS=$_nx_nl
 set -f
 for _nx_l in $_nx_extra; do
     _nx_dst=${_nx_l##*"$_nx_tab"}
-    [ -e "$_nx_mnt$_nx_dst" ] || [ -L "$_nx_mnt$_nx_dst" ] || _nx_missing=$_nx_missing$_nx_dst$_nx_nl
+    _nx_d=${_nx_dst%/*}
+    while [ -n "$_nx_d" ]; do
+        case $_nx_done in *"$_nx_nl$_nx_d$_nx_nl"*) break ;; esac
+        _nx_d=${_nx_d%/*}
+    done
+    if [ -z "$_nx_d" ] && [ ! -e "$_nx_mnt$_nx_dst" ] && [ ! -L "$_nx_mnt$_nx_dst" ]; then
+        _nx_missing=$_nx_missing$_nx_dst$_nx_nl
+        _nx_c=${_nx_dst#/}
+        _nx_c=/${_nx_c%%/*} # its top-level directory, which must be the image's own
+        if [ "$_nx_c" = "$_nx_dst" ] || [ -L "$_nx_mnt$_nx_c" ] || [ ! -d "$_nx_mnt$_nx_c" ]; then
+            _nx_top=1
+        fi
+    fi
+    _nx_done=$_nx_done$_nx_dst$_nx_nl
 done
 set +f
 IFS=$_nx_oldifs
@@ -454,8 +506,15 @@ _nx_needs_underlay() { # is a missing mount point strictly below $1?
     return $_nx_r
 }
 
-# bwrap's arguments go NUL-separated into a file (read with --args): no quoting, no eval.
-_nx_arg() { printf '%s\0' "$@" >&4; }
+# bwrap's arguments, each one single-quoted (_nx_q) into one string, become its argv
+# with one eval at the end: no file to write, no fork.
+_nx_argv=
+_nx_arg() {
+    for _nx_w do
+        _nx_q "$_nx_w"
+        _nx_argv="$_nx_argv $_nx_r"
+    done
+}
 
 _nx_lay() { # _nx_lay DIR: mount the image's entries of DIR ("" = the root)
     set -- "$_nx_mnt$1"/* "$_nx_mnt$1"/.[!.]* "$_nx_mnt$1"/..?*
@@ -473,7 +532,6 @@ _nx_lay() { # _nx_lay DIR: mount the image's entries of DIR ("" = the root)
         fi
     done
 }
-{ # fd 4 is the args file only inside these braces (the caller's fd 4 reaches CMD)
 if [ -n "$_nx_keepenv" ]; then
     # apptainer without --cleanenv forwards the host environment except its own settings
     # and the variables it always sets itself. awk lists the exported names (POSIX sh
@@ -499,7 +557,32 @@ if [ -n "$_nx_keepenv" ]; then
 else
     _nx_arg --clearenv
 fi
-_nx_lay ""
+_nx_remount=
+if [ -n "$_nx_top" ]; then
+    _nx_lay "" # / is an empty directory with the image's entries bound into it
+else
+    # the image's root as it is (its symlinks included); a top-level directory that
+    # must hold a missing mount point becomes an underlay on a tmpfs, read-only at the end
+    # (the top-level directories of the missing mount points, each once)
+    _nx_arg --ro-bind "$_nx_mnt" /
+    _nx_oldifs=$IFS
+    IFS=$_nx_nl
+    set -f
+    for _nx_t in $_nx_missing; do
+        _nx_t=${_nx_t#/}
+        _nx_t=/${_nx_t%%/*}
+        case $_nx_nl$_nx_remount in *"$_nx_nl$_nx_t$_nx_nl"*) continue ;; esac
+        _nx_remount=$_nx_remount$_nx_t$_nx_nl
+        _nx_arg --tmpfs "$_nx_t"
+        set +f
+        IFS=$_nx_oldifs
+        _nx_lay "$_nx_t"
+        IFS=$_nx_nl
+        set -f
+    done
+    set +f
+    IFS=$_nx_oldifs
+fi
 
 _nx_oldifs=$IFS
 IFS=$_nx_nl
@@ -516,9 +599,12 @@ for _nx_l in $_nx_extra; do
 done
 set +f
 IFS=$_nx_oldifs
+while [ -n "$_nx_remount" ]; do
+    _nx_arg --remount-ro "${_nx_remount%%"$_nx_nl"*}"
+    _nx_remount=${_nx_remount#*"$_nx_nl"}
+done
 _nx_arg --remount-ro /
 [ -z "$_nx_chdir" ] || _nx_arg --chdir "$_nx_chdir"
-} 4>"$_nx_run/args" || _nx_die 70 "cannot write $_nx_run/args"
 
 # --- environment --------------------------------------------------------------------------
 # Before the image's env scripts: what apptainer --cleanenv starts from (with --keep-env,
@@ -542,8 +628,7 @@ _nx_pre="${_nx_pre}APPTAINER_NAME=$_nx_r; SINGULARITY_NAME=$_nx_r$_nx_nl"
 _nx_pre="${_nx_pre}export APPTAINER_CONTAINER SINGULARITY_CONTAINER APPTAINER_NAME SINGULARITY_NAME$_nx_nl"
 
 # Runs inside as /bin/sh: fd 8 holds the starting environment, fd 9 the --pass values.
-_nx_inner='exec 3<&-
-. /proc/self/fd/8
+_nx_inner='. /proc/self/fd/8
 exec 8<&-
 if [ -d /.singularity.d/env ]; then
     for _nx_f in /.singularity.d/env/*.sh; do
@@ -563,8 +648,8 @@ if [ -n "$_nx_inject" ]; then # (after the --pass values, as one more script par
 fi
 
 [ -z "$_nx_sig" ] || exit "$_nx_sig"
-bwrap --args 3 --die-with-parent /bin/sh -c "$_nx_inner" nixsnake-exec "$@" \
-    3<"$_nx_run/args" 8<<_NX_PRE_ 9<<_NX_POST_
+eval "set --$_nx_argv"' --die-with-parent /bin/sh -c "$_nx_inner" nixsnake-exec "$@"'
+bwrap "$@" 8<<_NX_PRE_ 9<<_NX_POST_
 $_nx_pre
 _NX_PRE_
 $_nx_post
