@@ -68,6 +68,21 @@ def nix_env(**extra: str) -> dict[str, str]:
     return {**os.environ, **demo.nix_env(), **extra}
 
 
+def instantiate_env(data, tmp: Path, timeout: float = 600, **extra_env: str) -> str:
+    """The .drv of nixsnake's env.nix for the NixInput ``data`` (instantiated, nothing
+    built), with the test nix options; fails the test with nix's message otherwise."""
+    from snakemake_deploy_nixsnake.nixbuild import nix_dir
+
+    f = Path(tempfile.mkstemp(dir=tmp, prefix="input-", suffix=".json")[1])
+    f.write_text(data.to_json())
+    cp = subprocess.run(
+        ["nix-instantiate", *nix_option_args(), str(nix_dir() / "env.nix"), "--argstr", "inputFile", str(f)],
+        capture_output=True, text=True, env=nix_env(**extra_env), timeout=timeout,
+    )  # fmt: skip
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    return cp.stdout.strip()
+
+
 # --------------------------------------------------------------------------- the demo package set
 
 
@@ -161,3 +176,42 @@ def elf_files(root: str):
             with open(p, "rb") as fh:
                 if fh.read(4) == b"\x7fELF":
                     yield p
+
+
+# --------------------------------------------------------------------------- store images
+
+
+def make_image(tmp: Path, image_id: str, payload: str = "x") -> Path:
+    """A valid nixsnake-shaped SIF whose metadata names ``image_id``."""
+    from snakemake_deploy_nixsnake.image.sif import write_sif
+
+    root = tmp / f"root-{image_id[:4]}-{payload}"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "payload").write_bytes(payload.encode() + os.urandom(256 << 10))  # incompressible
+    sqfs = tmp / f"{image_id[:4]}-{payload}.sqfs"
+    subprocess.run(
+        ["mksquashfs", str(root), str(sqfs), "-noappend", "-quiet", "-no-progress", "-all-root"],
+        check=True,
+        capture_output=True,
+    )
+    sif = tmp / f"{image_id[:4]}-{payload}.sif"
+    write_sif(sif, sqfs, {"image_id": image_id, "labels": {}})
+    return sif
+
+
+def publish_with_metadata(root: Path, tmp: Path, image_id: str, metadata: dict) -> Path:
+    """A store at ``root`` with a published image whose SIF metadata is ``metadata``
+    (plus its id), the way a build leaves it (for doctor's GPU check)."""
+    from snakemake_deploy_nixsnake.image.sif import write_sif
+    from snakemake_deploy_nixsnake.store import Meta, Store
+
+    store = Store(root)
+    store.ensure()
+    make_image(tmp, image_id, "meta")
+    sif = tmp / f"{image_id[:4]}-with-meta.sif"
+    write_sif(sif, tmp / f"{image_id[:4]}-meta.sqfs", {"image_id": image_id, "labels": {}, **metadata})
+    part = store.temp_path(image_id)
+    shutil.copyfile(sif, part)
+    final, sha = store.publish(image_id, part)
+    store.write_meta(Meta(image_id=image_id, env_files=("/w/envs/x.toml",), sha256=sha))
+    return final

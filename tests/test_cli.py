@@ -20,8 +20,6 @@ def test_usage_errors_are_64_with_click_s_message(run_cli, argv, words):
     assert words in r.stderr and "Try 'nixsnake" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_help_and_version_are_0(run_cli):
-    assert run_cli("--help").returncode == 0
-    assert run_cli("build", "--help").returncode == 0
+def test_version_is_0(run_cli):  # (--help: test_cli_run.test_help_text)
     v = run_cli("--version")
     assert v.returncode == 0 and v.stdout.startswith("nixsnake ")

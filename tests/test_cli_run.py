@@ -114,7 +114,9 @@ def test_run_and_shell_without_the_runtime_are_69_before_building(workspace, run
     assert bad_bin.returncode == 69, bad_bin.stderr
     assert bad_bin.stderr.startswith(f"nixsnake: required tool '{tmp_path / 'no-such-apptainer'}' not found")
     assert "the runtime_bin setting names it" in bad_bin.stderr
-    not_on_path = run_cli(*argv, env={"PATH": "/usr/bin:/bin"})
+    no_tools = tmp_path / "empty-path"  # not /usr/bin: distributions install apptainer there
+    no_tools.mkdir()
+    not_on_path = run_cli(*argv, env={"PATH": str(no_tools)})
     assert not_on_path.returncode == 69, not_on_path.stderr
     assert not_on_path.stderr.startswith("nixsnake: required tool 'apptainer' not found")
     assert "set runtime_bin to its absolute path" in not_on_path.stderr
@@ -148,7 +150,7 @@ def test_doctor_gpu_job_compares_the_nodes_driver_with_the_images(workspace, run
     names the library an image's glibc is too old for."""
     if subprocess.run(["scontrol", "ping"], capture_output=True).returncode != 0:
         pytest.skip("no SLURM controller running (start it with .ci/slurm-up.sh)")
-    from test_store import publish_with_metadata
+    from helpers import publish_with_metadata
 
     publish_with_metadata(workspace / "store", tmp_path, "c" * 40, {"glibc": "2.31", "store_paths": []})
     env = {"PATH": fake_driver.path(f"{STANDIN}:{os.environ['PATH']}")}
@@ -236,6 +238,7 @@ def test_run_option_order(args, expected, monkeypatch):
     assert spec == Path("E.toml")
     store = cfg["store"]
     assert ((str(store) if store else None), cfg["runtime"], binds) == expected[0]
+    assert cfg["gpu"] == ("never" if args[1:3] == ["--gpu", "never"] else None)
     assert command == expected[1]
 
 
@@ -321,33 +324,27 @@ HELP: dict[str, list[str]] = {
 }
 
 
-def _help(command: str) -> str:
-    r = subprocess.run(
-        [sys.executable, "-m", "snakemake_deploy_nixsnake.cli", *([command] if command else []), "--help"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "100", "LINES": "50"},
-        timeout=60,
-    )
+def _help(run_cli, command: str) -> str:
+    r = run_cli(*([command] if command else []), "--help", env={"COLUMNS": "100", "LINES": "50"}, timeout=60)
     assert r.returncode == 0, r.stderr
     return r.stdout
 
 
-def test_help_lists_every_command():
+def test_help_lists_every_command(run_cli):
     from typer.main import get_command
 
     from snakemake_deploy_nixsnake.commands import app
 
     names = sorted(get_command(app).commands)  # type: ignore[attr-defined]
     assert names == sorted(c for c in HELP if c)
-    root = _help("")
+    root = _help(run_cli, "")
     for name in names:
         assert re.search(rf"^  {name} +\S", root, re.MULTILINE), name
 
 
 @pytest.mark.parametrize("command", sorted(HELP))
-def test_help_text(command):
-    text = _help(command)
+def test_help_text(run_cli, command):
+    text = _help(run_cli, command)
     lines = [line.rstrip() for line in text.splitlines()]
     for want in HELP[command]:
         assert want in lines, f"{want!r} not in:\n{text}"

@@ -17,7 +17,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import bwrap, can_sandbox, closure, demo_nix_build, elf_files, git, nix_env, nix_option_args
+from helpers import (
+    bwrap,
+    can_sandbox,
+    closure,
+    demo_nix_build,
+    elf_files,
+    git,
+    instantiate_env,
+    nix_env,
+    nix_option_args,
+)
 
 from snakemake_deploy_nixsnake import demo
 from snakemake_deploy_nixsnake.errors import Exit, NixsnakeError
@@ -468,7 +478,7 @@ def _env_drv(repo: Path, tmp_path: Path) -> str:
     nixpkgs python package, a library, R packages, the Debian tools (samtools, bcftools,
     htslib, perl + Perl modules) the host has (nixsnake's own env.nix, as a build)."""
     from snakemake_deploy_nixsnake.lock import Lock
-    from snakemake_deploy_nixsnake.nixbuild import NixInput, nix_dir
+    from snakemake_deploy_nixsnake.nixbuild import NixInput
     from snakemake_deploy_nixsnake.nixpkgs import NixpkgsPin, NixpkgsSource
     from snakemake_deploy_nixsnake.pypi import Wheel
     from snakemake_deploy_nixsnake.spec import parse_spec
@@ -495,23 +505,7 @@ def _env_drv(repo: Path, tmp_path: Path) -> str:
         (Wheel("numpy", "1.26.2", NUMPY_URL, NUMPY_SHA256),),
     )
     data = NixInput.of(spec, lock, NixpkgsSource("git", str(repo), f"file://{repo}", demo=True))
-    (tmp_path / "input.json").write_text(data.to_json())
-    cp = subprocess.run(
-        [
-            "nix-instantiate",
-            *nix_option_args(),
-            str(nix_dir() / "env.nix"),
-            "--argstr",
-            "inputFile",
-            str(tmp_path / "input.json"),
-        ],
-        capture_output=True,
-        text=True,
-        env=nix_env(),
-        timeout=600,
-    )
-    assert cp.returncode == 0, cp.stderr[-3000:]
-    return cp.stdout.strip()
+    return instantiate_env(data, tmp_path)
 
 
 def _derivations(drv: str) -> dict[str, dict]:

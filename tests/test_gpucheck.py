@@ -126,7 +126,7 @@ def test_node_report_reads_what_apptainer_would_bind(fake_driver, monkeypatch):
 def test_doctor_on_a_gpu_node_names_the_offending_library(tmp_path, run_cli, fake_driver):
     """`nixsnake doctor` on a node with a driver: the store's image with glibc 2.31 cannot
     load libnvidia-ml.so.1 (GLIBC_2.36), another's CUDA 13 runtime is too new for the driver."""
-    from test_store import publish_with_metadata
+    from helpers import publish_with_metadata
 
     store = tmp_path / "store"
     publish_with_metadata(store, tmp_path, "a" * 40, {"glibc": "2.31", "store_paths": []})

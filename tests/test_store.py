@@ -15,9 +15,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import make_image
 
 from snakemake_deploy_nixsnake.errors import Exit, NixsnakeError
-from snakemake_deploy_nixsnake.image.sif import PARTITION_OFFSET, write_sif
+from snakemake_deploy_nixsnake.image.sif import PARTITION_OFFSET
 from snakemake_deploy_nixsnake.store import Meta, Store, StoreError
 
 ID_A = "a" * 40
@@ -26,22 +27,6 @@ DAEMON = 1  # a system account whose primary group is gid 1 ("daemon"): a group 
 NOBODY = 65534  # not a member of gid 1
 
 pytestmark = pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="needs mksquashfs (squashfs-tools)")
-
-
-def make_image(tmp: Path, image_id: str, payload: str = "x") -> Path:
-    """A valid nixsnake-shaped SIF whose metadata names ``image_id``."""
-    root = tmp / f"root-{image_id[:4]}-{payload}"
-    (root / "etc").mkdir(parents=True)
-    (root / "etc" / "payload").write_bytes(payload.encode() + os.urandom(256 << 10))  # incompressible
-    sqfs = tmp / f"{image_id[:4]}-{payload}.sqfs"
-    subprocess.run(
-        ["mksquashfs", str(root), str(sqfs), "-noappend", "-quiet", "-no-progress", "-all-root"],
-        check=True,
-        capture_output=True,
-    )
-    sif = tmp / f"{image_id[:4]}-{payload}.sif"
-    write_sif(sif, sqfs, {"image_id": image_id, "labels": {}})
-    return sif
 
 
 def publish(store: Store, tmp: Path, image_id: str, payload: str = "x") -> Path:
@@ -290,18 +275,3 @@ def test_meta_from_json_names_what_is_wrong():
 
 def test_store_error_is_a_nixsnake_error():
     assert issubclass(StoreError, NixsnakeError)
-
-
-def publish_with_metadata(root: Path, tmp: Path, image_id: str, metadata: dict) -> Path:
-    """A store at ``root`` with a published image whose SIF metadata is ``metadata``
-    (plus its id), the way a build leaves it (for doctor's GPU check)."""
-    store = Store(root)
-    store.ensure()
-    make_image(tmp, image_id, "meta")
-    sif = tmp / f"{image_id[:4]}-with-meta.sif"
-    write_sif(sif, tmp / f"{image_id[:4]}-meta.sqfs", {"image_id": image_id, "labels": {}, **metadata})
-    part = store.temp_path(image_id)
-    shutil.copyfile(sif, part)
-    final, sha = store.publish(image_id, part)
-    store.write_meta(Meta(image_id=image_id, env_files=("/w/envs/x.toml",), sha256=sha))
-    return final
