@@ -26,12 +26,11 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from bench_setup import CLI, REPO, Bench
-from common import interleaved, log, ratio, rmtree, run, summarize
+from common import interleaved, log, ratio, rmtree, run, summarize, timed, timed_run
 
 STANDIN = REPO / "tests" / "standin"
 ENV_VAR = "NIXSNAKE_BENCH_SNAKEMAKE_PYTHON"
@@ -52,12 +51,17 @@ else:
         from snakemake_interface_software_deployment_plugins.registry import SoftwareDeploymentPluginRegistry
         out["interface"] = md.version("snakemake-interface-software-deployment-plugins")
         out["plugins"] = sorted(SoftwareDeploymentPluginRegistry().plugins)
-        import snakemake_deploy_nixsnake, snakemake_software_deployment_plugin_nixsnake as plugin
-        out["nixsnake"] = snakemake_deploy_nixsnake.__file__
-        out["plugin_module"] = plugin.__file__
     except Exception as e:
         out["error"] = (f"snakemake {out['snakemake']} cannot load software-deployment plugins "
                         f"({type(e).__name__}: {e}); it is not snakemake's feat/software-deployment-plugins branch")
+    else:
+        try:
+            import snakemake_deploy_nixsnake, snakemake_software_deployment_plugin_nixsnake as plugin
+            out["nixsnake"] = snakemake_deploy_nixsnake.__file__
+            out["plugin_module"] = plugin.__file__
+        except Exception as e:  # the branch is there, nixsnake is broken: not a reason to skip
+            out["error"] = f"nixsnake's plugin does not import ({type(e).__name__}: {e})"
+            out["broken"] = True
 print(json.dumps(out))
 """
 
@@ -107,6 +111,8 @@ def find_branch_python(explicit: str | None) -> dict[str, Any]:
         info = probe(c)
         if "error" not in info:
             return info
+        if info.get("broken"):  # snakemake's branch is there: a broken nixsnake must not read as "skipped"
+            raise SystemExit(f"{c}: {info['error']}")
         tried.append(f"{c}: {info['error']}")
     return {
         "skipped": "no Python with snakemake's plugin branch (feat/software-deployment-plugins) was found; "
@@ -257,7 +263,7 @@ def end_to_end(b: Bench, branch: dict[str, Any], dag_jobs: int, dag_reps: int, r
     run([*smk, "-n", "--cores", "1", "--quiet", "all"], cwd=without)
 
     def dry(wf: Path, extra: list[str]):
-        return lambda: _timed(lambda: run([*smk, "-n", "--cores", "1", "--quiet", "all", *extra], cwd=wf))
+        return lambda: timed_run([*smk, "-n", "--cores", "1", "--quiet", "all", *extra], cwd=wf)
 
     t = interleaved(
         {"snakemake -n, no software directive": dry(without, []),
@@ -298,7 +304,7 @@ def end_to_end(b: Bench, branch: dict[str, Any], dag_jobs: int, dag_reps: int, r
             _clean_run(wf)
             ru.unlink(missing_ok=True)
             e = {**(env or os.environ), "NIXSNAKE_BENCH_RUSAGE": str(ru)}
-            t = _timed(lambda: run([py, str(wrapper), "--cores", "2", "--quiet", "all", *extra], cwd=wf, env=e))
+            t = timed(lambda: run([py, str(wrapper), "--cores", "2", "--quiet", "all", *extra], cwd=wf, env=e))
             _check_outputs(wf, run_jobs, len(b.dag_envs), variant)
             u = json.loads(ru.read_text())
             c = cpu.setdefault(name, {"snakemake process": [], "its jobs (getrusage children)": []})
@@ -344,12 +350,6 @@ def end_to_end(b: Bench, branch: dict[str, Any], dag_jobs: int, dag_reps: int, r
         if isinstance(v, dict) and "median" in v:
             log(f"  {k}: {v['median']:.1f} s ({v['ratio']:.2f}x, {v['adds_per_job_ms']:+.1f} ms per job)")
     return out
-
-
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def _check_outputs(wf: Path, n_jobs: int, n_rules: int, variant: str) -> None:
