@@ -40,7 +40,7 @@ import tomlkit
 from . import envvars, proc
 from .config import cache_dir
 from .errors import Exit, MissingFileError, NixsnakeError, SpecError
-from .spec import EnvFile, conda_spec_name
+from .spec import EnvFile, conda_spec_name, day_start
 
 #: The platform every image is for, and the subdirs solved (noarch packages included).
 SUBDIR = "linux-64"
@@ -125,11 +125,6 @@ def channel_url(channel: str) -> str:
     return f"{CHANNEL_ALIAS}/{channel.strip('/')}"
 
 
-def cutoff_of(day: dt.date) -> dt.datetime:
-    """00:00 UTC of ``day``: packages must be strictly older."""
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-
-
 def virtual_packages(spec: EnvFile) -> tuple[tuple[str, str, str], ...]:
     vps = list(VIRTUAL_PACKAGES)
     if spec.gpu.cuda is True:
@@ -195,7 +190,7 @@ def resolve(spec: EnvFile, spec_file: str) -> CondaLock | None:
     if conda is None or not conda.packages:
         return None
     channels = tuple(channel_url(c) for c in conda.channels)
-    cutoff = cutoff_of(spec.date)
+    cutoff = day_start(spec.date)  # packages must be strictly older
     vps = virtual_packages(spec)
     cutoff_ms = int(cutoff.timestamp() * 1000) - 1  # exclusive: rattler keeps records AT the cut-off
     result = _run_solver(

@@ -75,6 +75,15 @@ class Lock:
 
 
 def make_lock(spec: EnvFile, spec_path: Path, cfg: Config, source: NixpkgsSource | None = None) -> Lock:
+    system = host_system()
+    # refused before any network, evaluation or solve: it depends on the env file alone
+    if spec.conda is not None and spec.conda.packages and system != "x86_64-linux":
+        raise SpecError(
+            str(spec_path),
+            "conda",
+            f"[conda] installs linux-64 packages only; this machine builds {system} images",
+            "build this env on an x86_64 head node, or take the packages from [nixpkgs] or [python]",
+        )
     src = source or parse_source(cfg.nixpkgs_source, update=True)
     pin = resolve_nixpkgs(spec, src, str(spec_path))
     # a nixpkgs this machine's nix cannot evaluate fails here, not at build time
@@ -88,15 +97,8 @@ def make_lock(spec: EnvFile, spec_path: Path, cfg: Config, source: NixpkgsSource
         from .nixbuild import nixpkgs_python3
 
         python_version = spec.python.version or nixpkgs_python3(src, pin, cfg, str(spec_path))
-    platform = py_platform(host_system())  # wheels for this machine's architecture
+    platform = py_platform(system)  # wheels for this machine's architecture
     wheels = resolve_python(spec, python_version, platform, str(spec_path)) if python_version else ()
-    if spec.conda is not None and spec.conda.packages and host_system() != "x86_64-linux":
-        raise SpecError(
-            str(spec_path),
-            "conda",
-            f"[conda] installs linux-64 packages only; this machine builds {host_system()} images",
-            "build this env on an x86_64 head node, or take the packages from [nixpkgs] or [python]",
-        )
     conda = conda_layer.resolve(spec, str(spec_path))
     return Lock(
         spec_sha256=spec.spec_hash(),

@@ -25,7 +25,7 @@ from typing import Any
 from . import proc
 from .config import cache_dir
 from .errors import Exit, NixsnakeError, SpecError
-from .spec import EnvFile, cutoff
+from .spec import EnvFile, cutoff, day_start
 
 GITHUB_API = "https://api.github.com"
 #: ``github:OWNER/REPO`` with an optional ``@BASE`` (GitHub Enterprise Server, or a
@@ -67,7 +67,8 @@ def parse_source(text: str, *, update: bool = False) -> NixpkgsSource:
 
     For a git URL, nixsnake's local mirror of it is cloned when missing; ``update``
     (locking) also fetches the remote's new commits. Builds do not: they need only the
-    locked commit, which the mirror has since the lock."""
+    locked commit, which the mirror has since the lock (when it does not, because the
+    lock was made on another machine, :func:`missing_rev` fetches once)."""
     from . import demo
 
     if text == demo.SOURCE_NAME:
@@ -118,10 +119,9 @@ def parse_source(text: str, *, update: bool = False) -> NixpkgsSource:
 
 
 def _mirror(url: str, update: bool) -> str:
-    """A bare mirror of a remote nixpkgs in the cache, refreshed on each lock."""
+    """A bare mirror of a remote nixpkgs in the cache: made when missing, refreshed on
+    each lock (``update``) and when a locked commit is not in it yet (:func:`missing_rev`)."""
     dest = cache_dir() / "git-mirrors" / hashlib.sha256(url.encode()).hexdigest()[:16]
-    if (dest / "HEAD").exists() and not update:
-        return str(dest)
     if not (dest / "HEAD").exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
         proc.run(
@@ -129,7 +129,7 @@ def _mirror(url: str, update: bool) -> str:
             what=f"mirroring {url}",
             code=Exit.UNAVAILABLE,
         )
-    else:
+    elif update:
         proc.run(
             ["git", "-C", str(dest), "fetch", "--quiet", "--prune", "origin"],
             what=f"updating mirror of {url}",
@@ -237,9 +237,9 @@ def _github_store(cache: Path, data: Any) -> None:
 GITHUB_PAGE = 100
 
 
-def _utc_seconds(iso: str) -> str:
-    """GitHub's commit dates as the lock writes them (``2024-01-15T12:00:00Z``)."""
-    return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _commit_date(commit: dict[str, Any]) -> dt.datetime:
+    """A GitHub commit's committer date (``2024-01-15T12:00:00Z`` or with an offset)."""
+    return dt.datetime.fromisoformat(commit["commit"]["committer"]["date"])
 
 
 def _page_url(source: NixpkgsSource, start: str) -> str:
@@ -247,7 +247,13 @@ def _page_url(source: NixpkgsSource, start: str) -> str:
     return f"{source.api}/repos/{source.location}/commits?{q}"
 
 
-def _first_parent_before(source: NixpkgsSource, branch: str, cut: str) -> dict[str, Any] | bool | None:
+def _commit_url(source: NixpkgsSource, rev: str) -> str:
+    """One commit; resolve_github stores the commit it found under this URL, so lock
+    --check and builds asking about that rev are answered from the cache."""
+    return f"{source.api}/repos/{source.location}/commits/{rev}"
+
+
+def _first_parent_before(source: NixpkgsSource, branch: str, cut: dt.datetime) -> dict[str, Any] | bool | None:
     """The first commit on the first-parent chain of ``branch`` whose committer date is at
     or before ``cut`` (``git rev-list -1 --first-parent --before=cut``); None when the
     chain ends first; False when the branch does not exist.
@@ -269,10 +275,8 @@ def _first_parent_before(source: NixpkgsSource, branch: str, cut: str) -> dict[s
     _github_store(_github_cache(_page_url(source, head_page[0]["sha"])), head_page)
     known = {c["sha"]: c for c in head_page}
     cur = head_page[0]
-    cutoff_time = dt.datetime.fromisoformat(cut.replace("Z", "+00:00"))
     while True:
-        when = dt.datetime.fromisoformat(cur["commit"]["committer"]["date"].replace("Z", "+00:00"))
-        if when <= cutoff_time:
+        if _commit_date(cur) <= cut:
             return cur
         parents = cur.get("parents") or []
         if not parents:
@@ -296,11 +300,11 @@ def resolve_github(
 ) -> NixpkgsPin:
     repo = source.location
     if rev is not None:
-        data = _github_get(f"{source.api}/repos/{repo}/commits/{rev}")
+        data = _github_get(_commit_url(source, rev))
         if not data:
             raise SpecError(spec_file, "nixpkgs.rev", f"commit {rev} is not in github:{repo}", "check the hash")
-        return NixpkgsPin(branch, rev, _utc_seconds(data["commit"]["committer"]["date"]), True)
-    found = _first_parent_before(source, branch, cutoff(day))
+        return NixpkgsPin(branch, rev, _iso_utc(int(_commit_date(data).timestamp())), True)
+    found = _first_parent_before(source, branch, day_start(day))
     if found is False:
         raise SpecError(
             spec_file,
@@ -312,9 +316,8 @@ def resolve_github(
         raise SpecError(
             spec_file, "date", f"{day.isoformat()} is before the first commit on {branch!r}", "use a later date"
         )
-    # (what `lock --check` and builds ask about the rev: answered from the cache here)
-    _github_store(_github_cache(f"{source.api}/repos/{repo}/commits/{found['sha']}"), found)
-    return NixpkgsPin(branch, found["sha"], _utc_seconds(found["commit"]["committer"]["date"]), False)
+    _github_store(_github_cache(_commit_url(source, found["sha"])), found)
+    return NixpkgsPin(branch, found["sha"], _iso_utc(int(_commit_date(found).timestamp())), False)
 
 
 _DOWNLOAD_FAILED = ("unable to download", "couldn't resolve", "could not resolve", "connection refused", "timed out")
@@ -361,7 +364,7 @@ def missing_rev(rev: str, source: NixpkgsSource) -> str | None:
     with a message instead of inside nix."""
     if source.kind == "github":
         try:
-            known = _github_get(f"{source.api}/repos/{source.location}/commits/{rev}")
+            known = _github_get(_commit_url(source, rev))
         except NixsnakeError:  # GitHub unreachable: nix may have the tarball in its store already
             return None
         if known is None:
