@@ -49,7 +49,3 @@ def sif_arch(system: str) -> str:
 def wheel_arch(python_platform: str) -> str:
     """The CPU of a lock's ``python.platform`` (``x86_64-manylinux_2_28`` -> ``x86_64``)."""
     return python_platform.split("-", 1)[0]
-
-
-def system_of_wheel_arch(arch: str) -> str | None:
-    return next((s for s, (cpu, _) in _ARCHES.items() if cpu == arch), None)

@@ -62,21 +62,19 @@ def nixsnake_image(
         path = base / path
     try:
         cfg = load_config(base)
-        if not build:
+        if not build or in_slurm_job() or os.environ.get("NIXSNAKE_NO_BUILD"):  # only look the image up
             r = resolve(path, cfg, auto_lock=False)
-            image = find_image(r, cfg)
-            if image is None:
+            image = find_image(r, cfg)  # (refuses a tampered image: 77)
+            if image is not None:
+                return str(image)
+            if not build:
                 image = Store(cfg.store).image_path(r.image_id)
                 _StderrReporter(str(spec)).stage(f"dry run: not building the image (it will be {image})")
-            return str(image)
-        if in_slurm_job() or os.environ.get("NIXSNAKE_NO_BUILD"):
-            image = find_image(resolve(path, cfg, auto_lock=False), cfg)  # (refuses a tampered image: 77)
-            if image is None:
-                raise NixsnakeError(
-                    f"image for {spec} is missing in {cfg.store}; images are built on the head node, not in jobs",
-                    hint=f"run `nixsnake build {spec}` (or snakemake itself) on the head node first",
-                )
-            return str(image)
+                return str(image)
+            raise NixsnakeError(
+                f"image for {spec} is missing in {cfg.store}; images are built on the head node, not in jobs",
+                hint=f"run `nixsnake build {spec}` (or snakemake itself) on the head node first",
+            )
         reporter = _StderrReporter(str(spec))
         return str(ensure_image(resolve(path, cfg, reporter=reporter), cfg, reporter=reporter))
     except NixsnakeError as exc:

@@ -51,7 +51,7 @@ IMAGE_FORMAT_VERSION = 5
 
 def image_id(env: EnvFile, lock: Lock, compression: str, system: str | None = None) -> str:
     """Content address of an image: normalized env file + lock + image format +
-    compression. Every byte of the image follows from these, so one id always means one
+    compression + the system it is built for. Every byte of the image follows from these, so one id always means one
     SHA-256 (the nixsnake version is not part of it: a release that does not change the
     bytes rebuilds nothing).
 

@@ -303,11 +303,11 @@ def check_env_nix(cfg: Config, paths: list[Path]) -> list[Check]:
     from .spec import load_spec, lock_path_for
 
     rows = []
-    local = local_nix_version()
     try:
         source = parse_source(cfg.nixpkgs_source)
     except NixsnakeError as exc:
         return [Check("nixpkgs source", "fail", str(exc))]
+    local = local_nix_version() if paths else None  # (a nix evaluation: only when there is an env to compare)
     for path in paths:
         name = f"nix for {path}"
         try:

@@ -231,11 +231,11 @@ class EnvInfo:
     bash: str  # the shell of `nixsnake shell` and the runscript
     python: str  # the interpreter's bin dir, "" without [python]
     #: PERL5LIB entries: lib/perl5/site_perl of the packages and their propagated inputs
-    perl5lib: tuple[str, ...] = ()
-    conda: CondaBuilt | None = None  # the [conda] layer (mkenv-conda.sh)
-    loader: str | None = None  # the glibc loader offered at /lib64 (None: no path known for this system)
-    system: str = "x86_64-linux"  # nix's system of the build (the image's architecture)
-    warnings: tuple[str, ...] = ()  # what the build could not do, but went on (not conda's)
+    perl5lib: tuple[str, ...]
+    conda: CondaBuilt | None  # the [conda] layer (mkenv-conda.sh)
+    loader: str | None  # the glibc loader offered at /lib64 (None: no path known for this system)
+    system: str  # nix's system of the build (the image's architecture)
+    warnings: tuple[str, ...]  # what the build could not do, but went on (not conda's)
 
     @classmethod
     def parse(cls, text: str, where: Path) -> EnvInfo:

@@ -203,7 +203,11 @@ class Env(DeployableEnvBase, PinnableEnvBase):
         hash_object.update(b"nixsnake-env\0" + spec.spec_hash().encode())
         lock, _ = self.lock()
         if lock is not None:
-            hash_object.update(b"\0lock\0" + image_id(spec, lock, self.config.compression).encode())
+            try:  # (this machine's system is part of the id: an unsupported one is refused)
+                iid = image_id(spec, lock, self.config.compression)
+            except NixsnakeError as exc:
+                raise WorkflowError(f"nixsnake: {exc}") from None
+            hash_object.update(b"\0lock\0" + iid.encode())
         elif self.lock_bytes() is not None:
             hash_object.update(b"\0invalid-lock")
 

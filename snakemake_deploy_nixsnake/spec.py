@@ -279,7 +279,8 @@ class Nixpkgs(_Strict):
     allow_unfree: StrictBool = Field(
         default=False,
         description=(
-            "Passed to nixpkgs as `config.allowUnfree` (also turned on by `[gpu] cuda = true`: CUDA is unfree)."
+            "Passed to nixpkgs as `config.allowUnfree` (also turned on by `[gpu] cuda = true` and "
+            "`cuda_support = true`: CUDA is unfree)."
         ),
     )
     permitted_insecure: Annotated[list[InsecureName], unique("permitted_insecure entry")] = Field(
