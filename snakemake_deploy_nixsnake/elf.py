@@ -14,10 +14,15 @@ provides, recorded in its metadata).
 
 from __future__ import annotations
 
+import mmap
+import os
 import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from . import proc
+from .errors import NixsnakeError
 
 PT_LOAD, PT_DYNAMIC, PT_INTERP = 1, 2, 3
 DT_NULL, DT_NEEDED, DT_STRTAB, DT_STRSZ, DT_SONAME, DT_RPATH, DT_RUNPATH = 0, 1, 5, 10, 14, 15, 29
@@ -74,14 +79,20 @@ def format_version(v: tuple[int, ...] | None) -> str:
 
 
 def read_elf(path: str | Path) -> ElfInfo:
-    """Parse ``path`` (raises :class:`ElfError` or ``OSError``)."""
-    data = Path(path).read_bytes()
-    if len(data) > _MAX_SIZE:
-        raise ElfError(f"{path}: too large")
-    return parse_elf(data, str(path))
+    """Parse ``path`` (raises :class:`ElfError` or ``OSError``). Mapped, not read: driver
+    libraries are tens of MB and doctor's GPU job runs in 100 MB; only the pages the
+    headers, dynamic section and version needs sit on are touched."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > _MAX_SIZE:
+            raise ElfError(f"{path}: too large")
+        if size < 52:
+            raise ElfError(f"{path}: not an ELF file")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return parse_elf(data, str(path))
 
 
-def parse_elf(data: bytes, path: str = "<bytes>") -> ElfInfo:
+def parse_elf(data: bytes | mmap.mmap, path: str = "<bytes>") -> ElfInfo:
     if data[:4] != b"\x7fELF" or len(data) < 52:
         raise ElfError(f"{path}: not an ELF file")
     cls, order = data[4], data[5]
@@ -183,3 +194,21 @@ def parse_elf(data: bytes, path: str = "<bytes>") -> ElfInfo:
                 break
             off += nxt
     return ElfInfo(path, cls, machine, interp, soname, needed, runpath, needs, tuple(defs))
+
+
+_LD_CACHE_LINE = re.compile(r"(?m)^\s*(\S+) \(([^)]*)\) => (/.*?)\s*$")
+
+
+def ld_cache() -> list[tuple[str, str, str]]:
+    """The host's dynamic linker cache (``ldconfig -p``), in its order: (name, flags such
+    as ``libc6,x86-64``, path); [] where there is no ldconfig. Callers pick the ABI."""
+    exe = proc.which("ldconfig") or next(
+        (p for p in ("/sbin/ldconfig", "/usr/sbin/ldconfig") if os.access(p, os.X_OK)), None
+    )
+    if not exe:
+        return []
+    try:
+        r = proc.run([exe, "-p"], check=False, what="ldconfig -p", timeout=60)
+    except NixsnakeError:
+        return []
+    return [(m.group(1), m.group(2), m.group(3)) for m in _LD_CACHE_LINE.finditer(r.stdout)]

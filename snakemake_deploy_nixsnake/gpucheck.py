@@ -36,14 +36,15 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .elf import ElfError, format_version, read_elf
+from . import proc
+from .elf import ElfError, format_version, ld_cache, read_elf
+from .errors import NixsnakeError
 
 BEGIN, END = "NIXSNAKE-GPU-REPORT-BEGIN", "NIXSNAKE-GPU-REPORT-END"
 
@@ -77,11 +78,12 @@ CUDA_LIBS = ("libcuda.so", "libnvidia-ml.so", "libnvidia-ptxjitcompiler.so", "li
 
 
 def _run(argv: list[str], timeout: float = 30) -> str:
+    """stdout of a successful run, else "": the report says what it could not learn."""
     try:
-        cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except (OSError, subprocess.SubprocessError):
+        r = proc.run(argv, check=False, timeout=timeout)
+    except NixsnakeError:
         return ""
-    return cp.stdout if cp.returncode == 0 else ""
+    return r.stdout if r.returncode == 0 else ""
 
 
 def conf_dir(runtime: str) -> Path | None:
@@ -121,14 +123,6 @@ def uses_nvccli(directory: Path | None) -> bool:
     return False
 
 
-def ld_cache() -> list[tuple[str, str]]:
-    exe = shutil.which("ldconfig") or next(
-        (p for p in ("/sbin/ldconfig", "/usr/sbin/ldconfig") if os.path.exists(p)), ""
-    )
-    out = _run([exe, "-p"]) if exe else ""
-    return [(m.group(1).strip(), m.group(2).strip()) for m in re.finditer(r"(?m)^(.*)\s*\(.*\)\s*=>\s*(.*)$", out)]
-
-
 def _machine(path: str) -> tuple[int, int] | None:
     try:
         info = read_elf(path)
@@ -140,7 +134,7 @@ def _machine(path: str) -> tuple[int, int] | None:
 def resolve(names: Iterable[str]) -> tuple[dict[str, str], list[str]]:
     """(library name -> path, binaries) the way apptainer resolves a liblist."""
     me = _machine(sys.executable) or _machine("/proc/self/exe")
-    cache = ld_cache()
+    cache = [(name, path) for name, _flags, path in ld_cache()]  # (same-machine ELF files only, below)
     libs: dict[str, str] = {}
     bins: list[str] = []
     for name in names:

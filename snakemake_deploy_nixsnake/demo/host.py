@@ -31,6 +31,7 @@ from typing import Any
 
 from .. import proc
 from ..config import cache_dir
+from ..elf import ld_cache
 from ..errors import Exit
 from .hostfiles import checked_path, fail, ldd
 from .hostpkgs import discover_debian
@@ -105,18 +106,11 @@ def loader_patches(loader: Path) -> list[dict[str, Any]]:
 
 
 def _ldconfig_map() -> dict[str, Path]:
-    ldconfig = proc.which("ldconfig") or next(
-        (p for p in ("/sbin/ldconfig", "/usr/sbin/ldconfig") if os.access(p, os.X_OK)), None
-    )
-    if not ldconfig:
-        return {}
-    res = proc.run([ldconfig, "-p"], check=False, what="ldconfig -p")
     out: dict[str, Path] = {}
-    for line in res.stdout.splitlines():
-        m = re.fullmatch(r"\s*(\S+) \(([^)]*)\) => (/\S+)", line)
-        if m is None or (platform.machine() == "x86_64" and "x86-64" not in m.group(2)):
+    for name, flags, path in ld_cache():
+        if platform.machine() == "x86_64" and "x86-64" not in flags:
             continue  # another ABI (i386, x32)
-        out.setdefault(m.group(1), Path(m.group(3)))
+        out.setdefault(name, Path(path))
     return out
 
 
