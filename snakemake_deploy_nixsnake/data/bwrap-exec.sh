@@ -350,9 +350,13 @@ fi
 for _nx_f in /etc/resolv.conf /etc/hosts /etc/localtime; do
     [ ! -e "$_nx_f" ] || _nx_add ro-bind "$_nx_f" "$_nx_f"
 done
-_nx_uid=
-while read -r _nx_a _nx_b _nx_rest; do # real uid, without a fork
-    [ "$_nx_a" != Uid: ] || { _nx_uid=$_nx_b && break; }
+_nx_uid= # real uid and effective gid (id -u, id -g), without a fork
+_nx_gid=
+while read -r _nx_a _nx_b _nx_c _nx_rest; do
+    case $_nx_a in
+    Uid:) _nx_uid=$_nx_b ;;
+    Gid:) _nx_gid=$_nx_c && break ;;
+    esac
 done </proc/self/status
 [ -n "$_nx_uid" ] || _nx_uid=$(id -u)
 if [ "$_nx_uid" != 0 ]; then
@@ -362,11 +366,7 @@ if [ "$_nx_uid" != 0 ]; then
         if [ "$_nx_db" = passwd ]; then
             _nx_id=$_nx_uid
         else
-            _nx_id=
-            while read -r _nx_a _nx_b _nx_c _nx_rest; do # effective gid (id -g), no fork
-                [ "$_nx_a" != Gid: ] || { _nx_id=$_nx_c && break; }
-            done </proc/self/status
-            [ -n "$_nx_id" ] || _nx_id=$(id -g)
+            _nx_id=${_nx_gid:-$(id -g)}
         fi
         # the image's file, read once: is the id there, and its text for the copy
         _nx_have=
@@ -603,7 +603,7 @@ while [ -n "$_nx_remount" ]; do
     _nx_arg --remount-ro "${_nx_remount%%"$_nx_nl"*}"
     _nx_remount=${_nx_remount#*"$_nx_nl"}
 done
-_nx_arg --remount-ro /
+[ -z "$_nx_top" ] || _nx_arg --remount-ro / # (else / is the image's root, bound read-only)
 [ -z "$_nx_chdir" ] || _nx_arg --chdir "$_nx_chdir"
 
 # --- environment --------------------------------------------------------------------------

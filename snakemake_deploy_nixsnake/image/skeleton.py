@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -103,6 +104,10 @@ DIRS: tuple[str, ...] = (
     ".singularity.d/libs",
 )
 STICKY_DIRS = frozenset({"tmp", "var/tmp"})
+
+#: /etc/localtime of an image: a TZif file meaning UTC (one zone, offset 0, "UTC"), which
+#: is also what glibc assumes without the file; a host's own /etc/localtime is bound over it.
+UTC_TZIF = b"TZif" + bytes(16) + struct.pack(">6l", 0, 0, 0, 0, 1, 4) + struct.pack(">lBB", 0, 0, 0) + b"UTC\0"
 
 
 @dataclass(frozen=True)
@@ -247,6 +252,9 @@ def skeleton(
         _file("etc/group", "root:x:0:\nnogroup:x:65534:\n"),
         _file("etc/hosts", "127.0.0.1 localhost\n::1 localhost\n"),
         _file("etc/resolv.conf", ""),
+        # the runtimes bind the host's /etc/localtime here; a file to bind onto spares every
+        # job an /etc underlay (a tmpfs with the image's /etc bound in entry by entry)
+        _file("etc/localtime", UTC_TZIF),
         _file("etc/nsswitch.conf", "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n"),
         _file(
             ".singularity.d/env/90-nixsnake.sh",
