@@ -172,13 +172,18 @@ def gpu_rows(report: dict, cfg: Config, where: str) -> list[Check]:
     ]
 
 
+def _gpu_runtime(cfg: Config) -> str:
+    """Whose --nv the GPU check judges: nixsnake's bwrap runtime binds its own list, the
+    others what their configuration names."""
+    return "bwrap" if cfg.runtime == "bwrap" else (cfg.runtime_bin or cfg.runtime)
+
+
 def check_gpu_here(cfg: Config) -> list[Check]:
     """On a node with an NVIDIA driver, compare what --nv would bind with the images; on
     others (the head node, usually) say where to check."""
     from .gpucheck import has_driver, node_report
 
-    exe = cfg.runtime_bin or ("apptainer" if cfg.runtime == "bwrap" else cfg.runtime)
-    report = node_report(exe)
+    report = node_report(_gpu_runtime(cfg))
     if not has_driver(report):
         return [
             Check(
@@ -233,9 +238,9 @@ def check_compute_node(partition: str, cfg: Config, gpu: bool) -> list[Check]:
         "ls /dev/nvidia0 >/dev/null 2>&1 && echo GPUDEV=yes || echo GPUDEV=no"
     )
     if gpu:  # what --nv would bind there, read by nixsnake itself (installed on the nodes too)
-        runtime = exe if cfg.runtime != "bwrap" else "apptainer"
         script += (
-            f"; {shlex.quote(sys.executable)} -m snakemake_deploy_nixsnake.gpucheck --runtime {shlex.quote(runtime)}"
+            f"; {shlex.quote(sys.executable)} -m snakemake_deploy_nixsnake.gpucheck"
+            f" --runtime {shlex.quote(_gpu_runtime(cfg))}"
             " || echo GPUCHECK=failed"
         )
     argv = ["sbatch", "--wait", "--quiet", "-p", partition, "-t", "2", "--mem=100", "-o", "/dev/stdout"]

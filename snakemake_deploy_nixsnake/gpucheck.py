@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import fnmatch
 import json
 import os
 import re
@@ -68,6 +69,18 @@ NVCCLI_LIBS = (
     "libcuda.so", "libcudadebugger.so", "libnvidia-ml.so", "libnvidia-cfg.so", "libnvidia-opencl.so",
     "libnvidia-ptxjitcompiler.so", "libnvidia-nvvm.so", "libnvidia-allocator.so", "libnvidia-pkcs11.so",
     "libnvidia-gpucomp.so",
+)  # fmt: skip
+
+#: What nixsnake's own bwrap runtime binds for --nv (bwrap-exec.sh gets both lists from
+#: its generated header): the host's ld-cache entries whose names match one of these
+#: patterns (shell `case` patterns; fnmatch here) -- NVIDIA's own libraries, never the
+#: host's libGL/libEGL/libOpenCL -- and these tools.
+BWRAP_NV_LIBS = (
+    "libcuda.so*", "libcudadebugger.so*", "libnvidia-*.so*", "libnvcuvid.so*", "libnvoptix.so*", "libEGL_nvidia.so*",
+    "libGLESv1_CM_nvidia.so*", "libGLESv2_nvidia.so*", "libGLX_nvidia.so*", "libvdpau_nvidia.so*",
+)  # fmt: skip
+BWRAP_NV_BINARIES = (
+    "nvidia-smi", "nvidia-debugdump", "nvidia-persistenced", "nvidia-cuda-mps-control", "nvidia-cuda-mps-server",
 )  # fmt: skip
 
 #: NVIDIA's CUDA libraries: a glibc problem with one of these breaks CUDA itself
@@ -132,7 +145,9 @@ def _machine(path: str) -> tuple[int, int] | None:
 
 
 def resolve(names: Iterable[str]) -> tuple[dict[str, str], list[str]]:
-    """(library name -> path, binaries) the way apptainer resolves a liblist."""
+    """(library name -> path, binaries) the way apptainer resolves a liblist: a name with
+    ``.so`` is a prefix of ld-cache names (a pattern, when it holds ``*``), others are
+    programs on PATH."""
     me = _machine(sys.executable) or _machine("/proc/self/exe")
     cache = [(name, path) for name, _flags, path in ld_cache()]  # (same-machine ELF files only, below)
     libs: dict[str, str] = {}
@@ -140,7 +155,8 @@ def resolve(names: Iterable[str]) -> tuple[dict[str, str], list[str]]:
     for name in names:
         if ".so" in name:
             for lib, path in cache:
-                if lib.startswith(name) and lib not in libs and _machine(path) == me:
+                match = fnmatch.fnmatchcase(lib, name) if "*" in name else lib.startswith(name)
+                if match and lib not in libs and _machine(path) == me:
                     libs[lib] = path
         elif not name.startswith("/"):
             found = shutil.which(name)
@@ -165,12 +181,18 @@ def driver_cuda_version(libcuda: str | None) -> str | None:
 
 
 def node_report(runtime: str) -> dict[str, Any]:
-    directory = conf_dir(runtime)
-    names, source = conf_names(directory)
-    nvccli = uses_nvccli(directory)
-    if nvccli:
-        names = [*NVCCLI_LIBS, *(n for n in names if ".so" not in n and not n.startswith("/"))]
-        source = "nvidia-container-cli's compute and utility libraries"
+    """What ``--nv`` of ``runtime`` (an apptainer/singularity executable, or ``bwrap`` for
+    nixsnake's own runtime) would bind on this node, with the glibc each file needs."""
+    nvccli = False
+    if runtime == "bwrap":
+        names, source = [*BWRAP_NV_LIBS, *BWRAP_NV_BINARIES], "nixsnake's bwrap runtime: NVIDIA's own libraries"
+    else:
+        directory = conf_dir(runtime)
+        names, source = conf_names(directory)
+        nvccli = uses_nvccli(directory)
+        if nvccli:
+            names = [*NVCCLI_LIBS, *(n for n in names if ".so" not in n and not n.startswith("/"))]
+            source = "nvidia-container-cli's compute and utility libraries"
     libs, bins = resolve(names)
     files = []
     for kind, items in (("library", libs.items()), ("binary", ((Path(b).name, b) for b in bins))):
@@ -196,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m snakemake_deploy_nixsnake.gpucheck", description=__doc__.split("\n")[0]
     )
-    ap.add_argument("--runtime", default="apptainer", help="the apptainer/singularity executable")
+    ap.add_argument(
+        "--runtime", default="apptainer", help="the apptainer/singularity executable, or bwrap (nixsnake's runtime)"
+    )
     args = ap.parse_args(argv)
     print(BEGIN)
     print(json.dumps(node_report(args.runtime), sort_keys=True))

@@ -200,6 +200,7 @@ def bwrap_header() -> str:
     """The values ``bwrap-exec.sh`` takes from Python, as the shell lines between its
     "generated" markers (``scripts/generate.py`` writes them; a test checks they match)."""
     from .binds import FORBIDDEN_CHARS
+    from .gpucheck import BWRAP_NV_BINARIES, BWRAP_NV_LIBS
     from .image.sif import PARTITION_OFFSET
 
     chars = "".join(c for c in FORBIDDEN_CHARS if c.isprintable())
@@ -209,6 +210,8 @@ def bwrap_header() -> str:
         f"_nx_bind_forbidden='{chars}'\n"
         f"_nx_not_passable='{' '.join(sorted(envvars.NOT_PASSABLE))}'\n"
         f"_nx_not_passable_prefixes='{' '.join(envvars.NOT_PASSABLE_PREFIXES)}'\n"
+        f"_nx_nv_libs='{' '.join(BWRAP_NV_LIBS)}'\n"
+        f"_nx_nv_bins='{' '.join(BWRAP_NV_BINARIES)}'\n"
     )
 
 

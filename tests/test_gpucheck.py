@@ -122,6 +122,17 @@ def test_node_report_reads_what_apptainer_would_bind(fake_driver, monkeypatch):
     assert parse_report("no report") is None
 
 
+def test_node_report_for_the_bwrap_runtime_judges_what_it_binds(fake_driver, monkeypatch):
+    """bwrap-exec.sh --nv binds NVIDIA's own libraries only (the same list, from its
+    generated header): the host's libGL is not judged, the driver's libraries and tools are."""
+    monkeypatch.setenv("PATH", f"{fake_driver.bin}:{os.environ['PATH']}")
+    r = node_report("bwrap")
+    assert r["liblist"].startswith("nixsnake's bwrap runtime") and r["nvccli"] is False
+    names = {f["name"] for f in r["files"]}
+    assert {"libcuda.so.1", "libnvidia-ml.so.1", "nvidia-smi"} <= names and "libGL.so.1" not in names
+    assert r["driver_cuda"] == "12.4"
+
+
 @pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="needs mksquashfs")
 def test_doctor_on_a_gpu_node_names_the_offending_library(tmp_path, run_cli, fake_driver):
     """`nixsnake doctor` on a node with a driver: the store's image with glibc 2.31 cannot

@@ -66,10 +66,13 @@ _nx_sif_offset=32768
 _nx_bind_forbidden=',:^'
 _nx_not_passable='BASHOPTS BASH_ENV CDPATH ENV EUID GID HOME IFS LD_LIBRARY_PATH LINENO OLDPWD OPTARG OPTIND PATH PPID PS1 PS2 PS4 PWD SHELLOPTS UID'
 _nx_not_passable_prefixes='APPTAINER SINGULARITY _nx_'
+_nx_nv_libs='libcuda.so* libcudadebugger.so* libnvidia-*.so* libnvcuvid.so* libnvoptix.so* libEGL_nvidia.so* libGLESv1_CM_nvidia.so* libGLESv2_nvidia.so* libGLX_nvidia.so* libvdpau_nvidia.so*'
+_nx_nv_bins='nvidia-smi nvidia-debugdump nvidia-persistenced nvidia-cuda-mps-control nvidia-cuda-mps-server'
 # --- end generated ---
 # (_nx_sif_offset: where a nixsnake SIF's squashfs starts; plain squashfs files, offset 0,
 # are accepted too. _nx_bind_forbidden: characters no bind path may hold. The
-# _nx_not_passable lists: names --pass refuses.)
+# _nx_not_passable lists: names --pass refuses. _nx_nv_libs, _nx_nv_bins: what --nv binds,
+# the lists doctor's GPU check judges for this runtime.)
 _nx_default_path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 _nx_nl='
 '
@@ -432,12 +435,11 @@ if [ -n "$_nx_nv" ]; then
         _nx_name=${_nx_line#"${_nx_line%%[! $_nx_tab]*}"}
         _nx_name=${_nx_name%% *}
         _nx_path=${_nx_line##* => }
-        case $_nx_name in
-        libcuda.so* | libcudadebugger.so* | libnvidia-*.so* | libnvcuvid.so* | libnvoptix.so* | \
-            libEGL_nvidia.so* | libGLESv1_CM_nvidia.so* | libGLESv2_nvidia.so* | libGLX_nvidia.so* | \
-            libvdpau_nvidia.so*) ;;
-        *) continue ;;
-        esac
+        _nx_keep=
+        for _nx_p in $_nx_nv_libs; do # (patterns; set -f: not expanded as globs here)
+            case $_nx_name in $_nx_p) _nx_keep=1 && break ;; esac
+        done
+        [ -n "$_nx_keep" ] || continue
         case $_nx_seen in *"$_nx_nl$_nx_name$_nx_nl"*) continue ;; esac
         [ -e "$_nx_path" ] || continue
         _nx_seen=$_nx_seen$_nx_name$_nx_nl
@@ -446,8 +448,7 @@ if [ -n "$_nx_nv" ]; then
     done
     set +f
     IFS=$_nx_oldifs
-    for _nx_f in nvidia-smi nvidia-debugdump nvidia-persistenced nvidia-cuda-mps-control \
-        nvidia-cuda-mps-server; do
+    for _nx_f in $_nx_nv_bins; do
         _nx_path=$(command -v "$_nx_f" 2>/dev/null) || continue
         case $_nx_path in /*) _nx_add ro-bind "$_nx_path" "/usr/bin/$_nx_f" ;; esac
     done
