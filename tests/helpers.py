@@ -70,10 +70,11 @@ def nix_env(**extra: str) -> dict[str, str]:
 
 def instantiate_env(data, tmp: Path, timeout: float = 600, **extra_env: str) -> str:
     """The .drv of nixsnake's env.nix for the NixInput ``data`` (instantiated, nothing
-    built), with the test nix options; fails the test with nix's message otherwise."""
+    built), with the test nix options; fails the test with nix's message otherwise. The
+    input stays in ``tmp/input.json`` (for a build of the same input after)."""
     from snakemake_deploy_nixsnake.nixbuild import nix_dir
 
-    f = Path(tempfile.mkstemp(dir=tmp, prefix="input-", suffix=".json")[1])
+    f = tmp / "input.json"
     f.write_text(data.to_json())
     cp = subprocess.run(
         ["nix-instantiate", *nix_option_args(), str(nix_dir() / "env.nix"), "--argstr", "inputFile", str(f)],
