@@ -39,7 +39,7 @@ KNOWN = {
     # nixpkgs-src.nix/nixpkgs-info.nix, the pythonModule check, env-file errors, wheel
     # warnings and nix's system in the env data; 5 has all of them)
     5: "8d99313588e747114b20d4c8b7bc0a76c11f14b3314c8ab56c04ed3721d0fa98",
-    6: "cfd36a6ae7f4d13999463f29e830ffc3ea3f4ffaa57c7291b7e69b6961b800e8",  # /etc/localtime (UTC) in the skeleton
+    6: "5257f07622dce906b5be76c7b0f889ef60cde38e0d17d75d0fbbe71b55290606",  # /etc/localtime (UTC) in the skeleton
 }
 
 #: name -> (content, mode): added to the store content-addressed, so the same store

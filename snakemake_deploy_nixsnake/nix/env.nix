@@ -37,15 +37,17 @@ let
   tryOr = default: x: let t = builtins.tryEval x; in if t.success then t.value else default;
 
   splitDots = s: builtins.filter builtins.isString (builtins.split "\\." s);
-  # An attribute path the env file names (`key` says where), looked up segment by segment
-  # (never evaluated as code); a missing one is the env file's error, naming it and the rev.
+  # An attribute path the env file names, looked up segment by segment (never evaluated as
+  # code): the value, or null when nixpkgs has no such attribute.
+  attrPathOrNull = path: builtins.foldl'
+    (acc: name: if builtins.isAttrs acc && builtins.hasAttr name acc then builtins.getAttr name acc else null)
+    pkgs (splitDots path);
+  # ... where a missing one is the env file's error (`key` says where), naming it and the rev.
   getAttrPath = key: path:
-    builtins.foldl'
-      (acc: name:
-        if builtins.isAttrs acc && builtins.hasAttr name acc then builtins.getAttr name acc
-        else envError key "nixpkgs (rev ${rev}) has no attribute '${path}'"
-          "check the attribute name at this date (https://search.nixos.org/packages lists today's), or pick another date")
-      pkgs (splitDots path);
+    let value = attrPathOrNull path; in
+    if value == null then envError key "nixpkgs (rev ${rev}) has no attribute '${path}'"
+      "check the attribute name at this date (https://search.nixos.org/packages lists today's), or pick another date"
+    else value;
   # each entry of a list of attribute paths, with its key (nixpkgs.packages[2])
   attrList = section: paths: builtins.genList
     (i: { key = "${section}[${toString i}]"; path = builtins.elemAt paths i; })
@@ -85,9 +87,6 @@ let
   # A python package of another Python would not be importable by the env's Python:
   # refuse it, naming the attribute for the env's Python (nixpkgs: passthru.pythonModule,
   # set by buildPythonPackage / toPythonModule; applications have none).
-  attrPathOrNull = path: builtins.foldl'
-    (acc: name: if builtins.isAttrs acc && builtins.hasAttr name acc then builtins.getAttr name acc else null)
-    pkgs (splitDots path);
   checkPythonModule = key: path: pkg:
     let
       module = if builtins.isAttrs pkg then tryOr null (pkg.pythonModule or null) else null;

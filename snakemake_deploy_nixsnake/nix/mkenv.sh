@@ -3,6 +3,21 @@
 # nix-support/nixsnake-env.json telling the image step which PATH, LD_LIBRARY_PATH and
 # PERL5LIB to set.
 mkdir -p "$out/bin" "$out/nix-support"
+# walk SUBDIR PKG...: each PKG and what it propagates (nix-support/propagated-build-inputs),
+# depth first, each package once per walk ($walked); appends PKG/SUBDIR to $found where it
+# exists -- how nixpkgs composes python and perl environments.
+walk() {
+  local sub=$1 p
+  shift
+  for p in "$@"; do
+    case "$walked" in *" $p "*) continue ;; esac
+    walked="$walked$p "
+    if [ -d "$p/$sub" ]; then found="$found $p/$sub"; fi
+    if [ -f "$p/nix-support/propagated-build-inputs" ]; then
+      walk "$sub" $(cat "$p/nix-support/propagated-build-inputs")
+    fi
+  done
+}
 if [ -n "$python" ]; then
   # A venv made of symlinks: no PYTHONPATH needed, nothing leaks into other Pythons.
   printf 'home = %s\ninclude-system-site-packages = false\nversion = %s\n' "$python" "$pythonVersion" > "$out/pyvenv.cfg"
@@ -11,27 +26,15 @@ if [ -n "$python" ]; then
   # One .pth adds, in order, the locked wheels and every nixpkgs python package among
   # $paths with its propagated dependencies (nix-support/propagated-build-inputs), the
   # way nixpkgs composes python environments.
-  seen=" "
-  sitedirs=""
-  visit() {
-    for p in "$@"; do
-      case "$seen" in *" $p "*) continue ;; esac
-      seen="$seen$p "
-      if [ -d "$p/lib/python$pythonVersion/site-packages" ]; then
-        sitedirs="$sitedirs $p/lib/python$pythonVersion/site-packages"
-      fi
-      if [ -f "$p/nix-support/propagated-build-inputs" ]; then
-        visit $(cat "$p/nix-support/propagated-build-inputs")
-      fi
-    done
-  }
-  if [ -n "$pythonPackages" ]; then visit "$pythonPackages"; fi
+  walked=" "
+  found=""
+  if [ -n "$pythonPackages" ]; then walk "lib/python$pythonVersion/site-packages" "$pythonPackages"; fi
   for p in $paths; do
     if [ "$p" != "$pythonPackages" ] && [ "$p/bin" != "$python" ] && [ -d "$p/lib/python$pythonVersion/site-packages" ]; then
-      visit "$p"
+      walk "lib/python$pythonVersion/site-packages" "$p"
     fi
   done
-  for d in $sitedirs; do
+  for d in $found; do
     printf 'import site; site.addsitedir("%s")\n' "$d" >> "$site/00-nixsnake.pth"
   done
   for exe in python python3 "python$pythonVersion"; do
@@ -54,22 +57,11 @@ done
 # as nixpkgs' makePerlPath / perl.withPackages compose them. The image sets PERL5LIB to
 # them (perl adds each one's version and arch subdirectories itself), so `perl` with
 # `perlPackages.X` in one env file finds X, as Python packages are found through the venv.
-perlSeen=" "
+walked=" "
+found=""
+walk lib/perl5/site_perl $paths
 perl5lib=""
-visitPerl() {
-  local p
-  for p in "$@"; do
-    case "$perlSeen" in *" $p "*) continue ;; esac
-    perlSeen="$perlSeen$p "
-    if [ -d "$p/lib/perl5/site_perl" ]; then
-      perl5lib="$perl5lib${perl5lib:+:}$p/lib/perl5/site_perl"
-    fi
-    if [ -f "$p/nix-support/propagated-build-inputs" ]; then
-      visitPerl $(cat "$p/nix-support/propagated-build-inputs")
-    fi
-  done
-}
-visitPerl $paths
+for d in $found; do perl5lib="$perl5lib${perl5lib:+:}$d"; done
 # Every requested package stays in the image's closure, also those without bin/ (data,
 # libraries): nix keeps what the output names, so name them all.
 for p in $paths; do echo "$p"; done > "$out/nix-support/nixsnake-paths"
