@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # (imported where used: the fast path and the CLI's start-up 
 #: image layout, the skeleton, the packing, the SIF writer, nix/*): the image id hashes
 #: it, so every store then builds afresh. tests/test_image_identity.py fails when the bytes
 #: change without a bump.
-IMAGE_FORMAT_VERSION = 6
+IMAGE_FORMAT_VERSION = 7
 
 
 def image_id(env: EnvFile, lock: Lock, compression: str, system: str | None = None) -> str:

@@ -202,16 +202,22 @@ def bwrap_header() -> str:
     from .binds import FORBIDDEN_CHARS
     from .gpucheck import BWRAP_NV_BINARIES, BWRAP_NV_LIBS
     from .image.sif import PARTITION_OFFSET
+    from .image.skeleton import ENVIRONMENT_PATH, LIBS_DIR, NVIDIA_PROBE_LIBS, nvidia_link_dirs
 
     chars = "".join(c for c in FORBIDDEN_CHARS if c.isprintable())
     assert "'" not in chars and not chars.startswith(("!", "^"))  # safe inside '...' and [...]
+    # (the library patterns become one case pattern: globs only, nothing a shell would expand)
+    assert all(re.fullmatch(r"[A-Za-z0-9_.*-]+", p) for p in BWRAP_NV_LIBS)
     return (
         f"_nx_sif_offset={PARTITION_OFFSET}\n"
+        f"_nx_env_file=/{ENVIRONMENT_PATH}\n"
         f"_nx_bind_forbidden='{chars}'\n"
         f"_nx_not_passable='{' '.join(sorted(envvars.NOT_PASSABLE))}'\n"
         f"_nx_not_passable_prefixes='{' '.join(envvars.NOT_PASSABLE_PREFIXES)}'\n"
-        f"_nx_nv_libs='{' '.join(BWRAP_NV_LIBS)}'\n"
+        f"_nx_nv_lib() {{ case $1 in {' | '.join(BWRAP_NV_LIBS)}) return 0 ;; esac; return 1; }}\n"
         f"_nx_nv_bins='{' '.join(BWRAP_NV_BINARIES)}'\n"
+        f"_nx_nv_probe='{' '.join(NVIDIA_PROBE_LIBS)}'\n"
+        f"_nx_nv_link_dir={next(d for d, target in nvidia_link_dirs('') if target == LIBS_DIR)}\n"
     )
 
 

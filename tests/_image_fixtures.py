@@ -28,9 +28,7 @@ STORE_PATH = f"/nix/store/{STORE_NAME}"
 GLIBC_PATH = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-glibc-host-copy"
 HOST_LOADER = "/lib64/ld-linux-x86-64.so.2"
 IMAGE_PATH_VAR = f"{STORE_PATH}/bin:/usr/bin"
-IMAGE_LD_LIBRARY_PATH = (
-    f"{STORE_PATH}/lib:{GLIBC_PATH}/lib:/.nixsnake/nvidia/libs:/.nixsnake/nvidia/lib64:/.nixsnake/nvidia/multiarch"
-)
+IMAGE_LD_LIBRARY_PATH = f"{STORE_PATH}/lib:{GLIBC_PATH}/lib"
 IMAGE_VAR_VALUE = "set by the image"
 APPLETS = (
     "sh", "env", "cat", "echo", "test", "[", "ls", "pwd", "id", "printf", "true", "false",
@@ -84,7 +82,7 @@ def _host_glibc() -> list[Path]:
     return [loader.resolve(), *[p.resolve() for p in libc if p.exists()][:1]]
 
 
-def build_tree(root: Path) -> None:
+def build_tree(root: Path, env_vars: dict[str, str] | None = None) -> None:
     from snakemake_deploy_nixsnake.image.skeleton import skeleton
 
     busybox = find_static_busybox()
@@ -108,7 +106,7 @@ def build_tree(root: Path) -> None:
         STORE_PATH,
         path_dirs=[f"{STORE_PATH}/bin"],
         ld_library_path=[f"{STORE_PATH}/lib", f"{GLIBC_PATH}/lib"],
-        env_vars={"TEST_IMAGE_VAR": IMAGE_VAR_VALUE},
+        env_vars={"TEST_IMAGE_VAR": IMAGE_VAR_VALUE} if env_vars is None else env_vars,
         ssl_cert_file=None,
         bash=f"{STORE_PATH}/bin/bash",
         metadata_json=json.dumps({"name": "runtime-test"}).encode() + b"\n",
@@ -125,12 +123,12 @@ def build_tree(root: Path) -> None:
             path.chmod(e.mode)
 
 
-def build_image(workdir: Path, name: str = "env.sif") -> Path:
-    """Build the test image under ``workdir``; returns the SIF path."""
+def build_image(workdir: Path, name: str = "env.sif", env_vars: dict[str, str] | None = None) -> Path:
+    """Build the test image under ``workdir`` (``env_vars``: its [env]); returns the SIF path."""
     from snakemake_deploy_nixsnake.image.sif import write_sif
 
     root = workdir / "root"
-    build_tree(root)
+    build_tree(root, env_vars)
     sqfs = workdir / "env.sqfs"
     subprocess.run(
         ["mksquashfs", str(root), str(sqfs), "-comp", "gzip", "-all-root", "-noappend", "-quiet", "-no-progress"],

@@ -140,7 +140,6 @@ SK_ARGS = dict(
     metadata_json=b'{"labels":{"org.nixsnake.env":"e"}}',
     loader="/nix/store/ddd-glibc/lib/ld-linux-x86-64.so.2",
 )
-NVIDIA_LIB_PATH = "/.nixsnake/nvidia/libs:/.nixsnake/nvidia/lib64:/.nixsnake/nvidia/multiarch"
 
 
 def by_path(entries: list[Entry]) -> dict[str, Entry]:
@@ -191,8 +190,12 @@ def test_skeleton_layout() -> None:
     env = m[".singularity.d/env/90-nixsnake.sh"].data.decode()
     assert "PATH=/nix/store/aaa-env/bin:/usr/bin\n" in env
     # the host's GL/OpenCL libraries in /.singularity.d/libs stay off LD_LIBRARY_PATH: only
-    # links named after NVIDIA's own libraries, into where --nv and nvidia-container-cli put them
-    assert f"LD_LIBRARY_PATH=/nix/store/aaa-env/lib:{NVIDIA_LIB_PATH}\n" in env
+    # links named after NVIDIA's own libraries, into where --nv and nvidia-container-cli put
+    # them, and only where the runtime put the driver (test_nvidia_link_dirs_only_with_a_driver)
+    assert "LD_LIBRARY_PATH=/nix/store/aaa-env/lib\n" in env
+    environment = m[".nixsnake/environment"].data.decode()
+    assert "LD_LIBRARY_PATH=/nix/store/aaa-env/lib\nSSL_CERT_FILE=" in environment
+    assert environment.endswith("\nA=x y\nB=2\nPS1=Apptainer> \n")
     assert "SSL_CERT_FILE=/nix/store/ccc-cacert/etc/ssl/certs/ca-bundle.crt\n" in env
     assert "NIX_SSL_CERT_FILE=" in env
     assert env.index("\nA='x y'\n") < env.index("\nB=2\n")
@@ -261,9 +264,43 @@ def test_env_values_never_become_code(tmp_path: Path) -> None:
     ).stdout.decode()  # fmt: skip
     foo, empty, ld, path, _ = out.split("\0")
     assert foo == ENV_VARS["FOO"] and empty == ""
-    assert ld == f"/nix/store/aaa-env/lib:{NVIDIA_LIB_PATH}"
+    assert ld == "/nix/store/aaa-env/lib"
     assert path == "/nix/store/aaa-env/bin:/usr/bin"
     assert not (tmp_path / "pwned").exists() and not Path("/tmp/pwned").exists()
+
+
+@pytest.mark.parametrize(
+    ("libs", "driver_in", "want"),
+    [
+        ([], {}, ""),
+        (["/nix/store/aaa-env/lib"], {}, "/nix/store/aaa-env/lib"),
+        ([], {"libs": "libcuda.so.1"}, "/.nixsnake/nvidia/libs"),
+        (["/l"], {"libs": "libnvidia-ml.so.1"}, "/l:/.nixsnake/nvidia/libs"),
+        (["/l"], {"lib64": "libcuda.so.1", "multiarch": "libnvidia-ml.so.1"},
+         "/l:/.nixsnake/nvidia/lib64:/.nixsnake/nvidia/multiarch"),
+        (["/l"], {"libs": "libGL.so.1"}, "/l"),  # not NVIDIA's: no link directory
+    ],
+)  # fmt: skip
+def test_nvidia_link_dirs_only_with_a_driver(tmp_path: Path, libs, driver_in, want) -> None:
+    """90-nixsnake.sh puts a directory of links to NVIDIA's libraries on LD_LIBRARY_PATH
+    only where the runtime put the host driver: without a GPU no program start looks up
+    its libraries in three directories of dangling links. Run by a real shell, with the
+    places the links point to moved under tmp_path (the same script otherwise)."""
+    from snakemake_deploy_nixsnake.image.skeleton import NVIDIA_LINK_DIRS
+
+    targets = {d.rsplit("/", 1)[-1]: t.format(triplet="x86_64-linux-gnu") for d, t in NVIDIA_LINK_DIRS.items()}
+    script = by_path(skeleton("/nix/store/aaa-env", **{**SK_ARGS, "ld_library_path": libs}))[  # type: ignore[arg-type]
+        ".singularity.d/env/90-nixsnake.sh"
+    ].data.decode()
+    for target in targets.values():
+        script = script.replace(f"[ -e {target}/", f"[ -e {tmp_path}{target}/")
+    for where, lib in driver_in.items():
+        (tmp_path / targets[where].lstrip("/")).mkdir(parents=True, exist_ok=True)
+        (tmp_path / targets[where].lstrip("/") / lib).write_bytes(b"")
+    (tmp_path / "90.sh").write_text(script)
+    got = subprocess.run(["sh", "-c", '. "$1"; printf %s "$LD_LIBRARY_PATH"', "sh", tmp_path / "90.sh"],
+                         env={"LD_LIBRARY_PATH": "/host"}, capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert got == want
 
 
 def test_base_sh_leaves_ld_library_path_alone(tmp_path: Path) -> None:
@@ -423,7 +460,7 @@ def run_inside(mnt: Path, c: Closure) -> None:
     assert r.returncode == 0, r.stderr.decode()
     foo, ld, path, cert, rest = r.stdout.decode().split("\0")
     assert foo == ENV_VARS["FOO"]
-    assert ld == f"{c.env}/lib:{NVIDIA_LIB_PATH}"
+    assert ld == f"{c.env}/lib"
     assert path == f"{c.env}/bin:/usr/bin"
     assert cert == f"{c.t}/f"
     assert rest.splitlines()[:4] == ["hi", "script-ran", "via-runscript", "0"]

@@ -40,6 +40,9 @@ KNOWN = {
     # warnings and nix's system in the env data; 5 has all of them)
     5: "8d99313588e747114b20d4c8b7bc0a76c11f14b3314c8ab56c04ed3721d0fa98",
     6: "5257f07622dce906b5be76c7b0f889ef60cde38e0d17d75d0fbbe71b55290606",  # /etc/localtime (UTC) in the skeleton
+    # the environment as NAME=VALUE lines (/.nixsnake/environment); NVIDIA link dirs on
+    # LD_LIBRARY_PATH only where a runtime put the driver
+    7: "7354e8cee3da91c76d5a72240ddc43bc53ca3aa26380d63a3e5fa73937b076b4",
 }
 
 #: name -> (content, mode): added to the store content-addressed, so the same store

@@ -672,6 +672,56 @@ def test_e2e_envvars(image, job_env, tmp_path, runtime, version):
             assert not any(tricky in a for a in entry), "a secret value reached a command line"
 
 
+#: [env] values a shell would mangle if they ever became code
+TRICKY_ENV = {
+    "TEST_IMAGE_VAR": fx.IMAGE_VAR_VALUE,
+    "QUOTES": 'it\'s "q" $HOME `id` \\ $(id) end ',
+    "EQUALS": "a=b=c",
+    "EMPTY": "",
+    "UNICODE": "grüß ☃",
+}
+
+
+def _environ(raw: str) -> dict[str, str]:
+    return dict(e.split("=", 1) for e in raw.split("\0") if e)
+
+
+@e2e
+@pytest.mark.parametrize("newline", [False, True])
+def test_bwrap_sets_the_image_environment_without_a_shell(tmp_path, job_env, newline):
+    """Images carry their environment as NAME=VALUE lines; bwrap-exec.sh hands it to bwrap
+    (no /bin/sh inside) and must end with what sourcing the env scripts gives -- the path
+    the apptainer stand-in takes (--inject), forced here with an empty --inject. A value
+    with a newline cannot be a line: that image has no such file and takes the shell path.
+    Passed values and proxies never reach bwrap's command line on either path."""
+    env_vars = {**TRICKY_ENV, **({"NEWLINE": "two\nlines"} if newline else {})}
+    img = fx.build_image(tmp_path / "img", env_vars=env_vars)
+    env = {**job_env, "NX_SECRET": "s3cr3t value", "http_proxy": "http://user:pw@proxy:3128", "NX_NOTHING": ""}
+    show = 'tr "\\0" " " </proc/$PPID/cmdline >&2; exec cat /proc/self/environ'
+
+    def run(*opts: str) -> tuple[dict[str, str], str]:
+        argv = ["sh", str(BWRAP_EXEC), "--pass", "NX_SECRET", "--pass", "OMP_NUM_THREADS", "--pwd", "/tmp", *opts]
+        cp = subprocess.run(
+            [*argv, str(img), "--", "sh", "-c", show], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert cp.returncode == 0, cp.stderr
+        return _environ(cp.stdout), cp.stderr
+
+    direct, direct_cmdline = run()
+    shell, shell_cmdline = run("--inject", "NX_NOTHING")
+    assert ("nixsnake-exec" in direct_cmdline) is newline, direct_cmdline  # the shell path, or not
+    assert ("--args 7" in direct_cmdline) is not newline, direct_cmdline
+    assert "nixsnake-exec" in shell_cmdline, shell_cmdline
+    for cmdline in (direct_cmdline, shell_cmdline):
+        assert "s3cr3t" not in cmdline and "user:pw" not in cmdline, cmdline
+    # (SHLVL: the shell inside on the shell path is one level more)
+    assert {k: v for k, v in direct.items() if k != "SHLVL"} == {k: v for k, v in shell.items() if k != "SHLVL"}
+    assert {k: direct.get(k) for k in env_vars} == env_vars
+    assert direct["NX_SECRET"] == "s3cr3t value" and direct["http_proxy"] == env["http_proxy"]
+    assert direct["PS1"] == "Apptainer> " and direct["PWD"] == "/tmp"
+    assert direct["LD_LIBRARY_PATH"] == fx.IMAGE_LD_LIBRARY_PATH
+
+
 @e2e
 def test_e2e_apptainer_before_1_1_rejects_no_eval(image, job_env, tmp_path):
     """The apptainer runtime needs apptainer >= 1.1 (--no-eval); 1.0 fails at once, loudly."""
@@ -865,12 +915,18 @@ def test_e2e_host_nvidia_smi_runs_in_the_image(image, job_env, tmp_path, fake_dr
 
 @e2e
 @pytest.mark.skipif(not _host_elf_runs_here(), reason="needs the host's x86-64 glibc loader to copy into the image")
-def test_e2e_host_gl_libraries_do_not_shadow_the_images(image, job_env, tmp_path, fake_driver):
+@pytest.mark.parametrize("runtime", ["apptainer", "bwrap"])
+def test_e2e_host_gl_libraries_do_not_shadow_the_images(image, job_env, tmp_path, fake_driver, runtime):
     """--nv also binds the host's libGL/libEGL/libOpenCL (built for the host's glibc) into
     /.singularity.d/libs; they must not reach programs in the image through
-    LD_LIBRARY_PATH. NVIDIA's own libraries must."""
+    LD_LIBRARY_PATH. NVIDIA's own libraries must: their link directory is added because
+    the driver is there (by the env script on apptainer's path, by bwrap-exec.sh itself
+    on the path without a shell)."""
     env = {**job_env, "PATH": fake_driver.path(job_env["PATH"])}
-    r = RunRequest(image, gpu="always", workdir=tmp_path, binds=(Bind(str(fake_driver.probe), "/opt/probe", "ro"),))
+    r = RunRequest(
+        image, runtime=runtime, gpu="always", workdir=tmp_path,
+        binds=(Bind(str(fake_driver.probe), "/opt/probe", "ro"),),
+    )  # fmt: skip
     cp = run_job(
         r,
         'ls /.singularity.d/libs; echo "ld=$LD_LIBRARY_PATH"; /opt/probe/dlprobe libGL.so.1 libcuda.so.1 libnvidia-ml.so.1',
@@ -878,7 +934,7 @@ def test_e2e_host_gl_libraries_do_not_shadow_the_images(image, job_env, tmp_path
     )
     assert cp.returncode == 0, cp.stderr
     assert "libGL.so.1" in cp.stdout.split()  # bound, as apptainer does ...
-    assert f"ld={fx.IMAGE_LD_LIBRARY_PATH}\n" in cp.stdout  # ... but not on the search path
+    assert f"ld={fx.IMAGE_LD_LIBRARY_PATH}:/.nixsnake/nvidia/libs\n" in cp.stdout  # ... but not on the search path
     assert "libGL.so.1 => not found\n" in cp.stdout
     assert "libcuda.so.1 => /.nixsnake/nvidia/libs/libcuda.so.1\n" in cp.stdout
     assert "libnvidia-ml.so.1 => /.nixsnake/nvidia/libs/libnvidia-ml.so.1\n" in cp.stdout

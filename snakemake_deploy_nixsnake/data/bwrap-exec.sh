@@ -51,7 +51,10 @@
 #     LD_LIBRARY_PATH and APPTAINER_NAME & co.); then /.singularity.d/env/*.sh are
 #     sourced in order, and the --pass variables are set right after 99-base.sh (or at
 #     once if the image has no env directory) -- exactly where apptainer injects
-#     APPTAINERENV_* values.
+#     APPTAINERENV_* values. Images made by nixsnake hold that result (without a GPU) in
+#     /.nixsnake/environment: then bwrap sets it and starts CMD itself, with no shell
+#     inside, and adds the NVIDIA link directory to LD_LIBRARY_PATH when --nv bound the
+#     driver (the env script adds it where it finds the driver).
 #
 # Exit status: CMD's own status; otherwise 64 usage error, 66 image missing,
 # 69 squashfuse/bwrap/FUSE unavailable, 70 not a squashfs/SIF image.
@@ -63,16 +66,20 @@
 
 # --- generated from snakemake_deploy_nixsnake by scripts/generate.py: do not edit ---
 _nx_sif_offset=32768
+_nx_env_file=/.nixsnake/environment
 _nx_bind_forbidden=',:^'
 _nx_not_passable='BASHOPTS BASH_ENV CDPATH ENV EUID GID HOME IFS LD_LIBRARY_PATH LINENO OLDPWD OPTARG OPTIND PATH PPID PS1 PS2 PS4 PWD SHELLOPTS UID'
 _nx_not_passable_prefixes='APPTAINER SINGULARITY _nx_'
-_nx_nv_libs='libcuda.so* libcudadebugger.so* libnvidia-*.so* libnvcuvid.so* libnvoptix.so* libEGL_nvidia.so* libGLESv1_CM_nvidia.so* libGLESv2_nvidia.so* libGLX_nvidia.so* libvdpau_nvidia.so*'
+_nx_nv_lib() { case $1 in libcuda.so* | libcudadebugger.so* | libnvidia-*.so* | libnvcuvid.so* | libnvoptix.so* | libEGL_nvidia.so* | libGLESv1_CM_nvidia.so* | libGLESv2_nvidia.so* | libGLX_nvidia.so* | libvdpau_nvidia.so*) return 0 ;; esac; return 1; }
 _nx_nv_bins='nvidia-smi nvidia-debugdump nvidia-persistenced nvidia-cuda-mps-control nvidia-cuda-mps-server'
+_nx_nv_probe='libcuda.so.1 libnvidia-ml.so.1'
+_nx_nv_link_dir=/.nixsnake/nvidia/libs
 # --- end generated ---
 # (_nx_sif_offset: where a nixsnake SIF's squashfs starts; plain squashfs files, offset 0,
-# are accepted too. _nx_bind_forbidden: characters no bind path may hold. The
-# _nx_not_passable lists: names --pass refuses. _nx_nv_libs, _nx_nv_bins: what --nv binds,
-# the lists doctor's GPU check judges for this runtime.)
+# are accepted too. _nx_env_file: the image's environment as NAME=VALUE lines. _nx_bind_forbidden: characters no bind path may hold. The
+# _nx_not_passable lists: names --pass refuses. _nx_nv_lib, _nx_nv_bins: what --nv binds,
+# the lists doctor's GPU check judges for this runtime. _nx_nv_probe: when --nv binds one
+# of these, _nx_nv_link_dir goes on LD_LIBRARY_PATH, as the image's 90-nixsnake.sh does.)
 _nx_default_path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 _nx_nl='
 '
@@ -101,6 +108,12 @@ _nx_q() { # _nx_q VALUE: set _nx_r to VALUE as one single-quoted shell word
     done
 }
 
+_nx_env() { # _nx_env LIST NAME VALUE: add NAME=VALUE to LIST (pre, img or post) twice:
+    # as shell code for the inner shell (_nx_LIST) and as bwrap words (_nx_LISTw)
+    _nx_q "$3"
+    eval "_nx_$1=\"\${_nx_$1}$2=\$_nx_r; export $2\$_nx_nl\"; _nx_${1}w=\"\${_nx_${1}w} --setenv $2 \$_nx_r\""
+}
+
 _nx_abs() { # _nx_abs WHAT PATH: reject what apptainer's --bind grammar cannot carry
     case $2 in
     /*) ;;
@@ -121,7 +134,8 @@ _nx_keepenv=
 _nx_home_src=   # --home SRC[:DST]
 _nx_home_dst=
 _nx_passfrom=$_nx_nl # SOURCE variables of --pass (not forwarded with --keep-env)
-_nx_post=       # shell code setting the --pass variables (sourced inside, after 99-base.sh)
+_nx_post=       # the --pass variables (set after 99-base.sh; see _nx_env)
+_nx_postw=
 _nx_inject=     # --inject VAR
 _nx_image=
 
@@ -202,10 +216,7 @@ while [ "$#" -gt 0 ]; do
         case $_nx_from in _nx_*) _nx_die 64 "--pass: cannot read '$_nx_from'" ;; esac
         [ "$_nx_from" = "$_nx_name" ] || _nx_passfrom=$_nx_passfrom$_nx_from$_nx_nl
         eval "_nx_isset=\${$_nx_from+x}"
-        if [ -n "$_nx_isset" ]; then
-            eval "_nx_q \"\$$_nx_from\""
-            _nx_post="$_nx_post$_nx_name=$_nx_r; export $_nx_name$_nx_nl"
-        fi
+        [ -z "$_nx_isset" ] || eval "_nx_env post $_nx_name \"\$$_nx_from\""
         ;;
     --inject)
         case $_nx_val in
@@ -325,7 +336,12 @@ _nx_mounted=1
 # --- mounts after the image, in order: "kind<TAB>src<TAB>dst" lines ------------------------
 _nx_tab='	'
 _nx_extra=
-_nx_add() { _nx_extra=$_nx_extra$1$_nx_tab$2$_nx_tab$3$_nx_nl; }
+_nx_add() { # (a mount already listed -- /tmp bound again as a bind or the workdir -- once)
+    case $_nx_nl$_nx_extra in
+    *"$_nx_nl$1$_nx_tab$2$_nx_tab$3$_nx_nl"*) ;;
+    *) _nx_extra=$_nx_extra$1$_nx_tab$2$_nx_tab$3$_nx_nl ;;
+    esac
+}
 
 _nx_add bind /proc /proc
 _nx_add ro-bind /sys /sys
@@ -408,6 +424,7 @@ if [ -z "$_nx_pwd" ] && [ -z "$_nx_contain" ]; then
         ;;
     esac
 fi
+_nx_nvlib= # --nv bound a library of _nx_nv_probe
 if [ -n "$_nx_nv" ]; then
     _nx_found=
     if [ -n "$_nx_contain" ]; then
@@ -426,32 +443,35 @@ if [ -n "$_nx_nv" ]; then
     _nx_oldifs=$IFS
     IFS=$_nx_nl
     set -f
-    for _nx_line in $_nx_ldc; do
-        IFS=$_nx_oldifs
+    for _nx_line in $_nx_ldc; do # (the name first: most lines are not NVIDIA's)
+        _nx_name=${_nx_line#"${_nx_line%%[! $_nx_tab]*}"}
+        _nx_nv_lib "${_nx_name%% *}" || continue
+        _nx_name=${_nx_name%% *}
         case $_nx_line in
         *x86-64*" => /"* | *AArch64*" => /"* | *64bit*" => /"* | *ppc64*" => /"*) ;;
         *) continue ;;
         esac
-        _nx_name=${_nx_line#"${_nx_line%%[! $_nx_tab]*}"}
-        _nx_name=${_nx_name%% *}
         _nx_path=${_nx_line##* => }
-        _nx_keep=
-        for _nx_p in $_nx_nv_libs; do # (patterns; set -f: not expanded as globs here)
-            case $_nx_name in $_nx_p) _nx_keep=1 && break ;; esac
-        done
-        [ -n "$_nx_keep" ] || continue
         case $_nx_seen in *"$_nx_nl$_nx_name$_nx_nl"*) continue ;; esac
         [ -e "$_nx_path" ] || continue
         _nx_seen=$_nx_seen$_nx_name$_nx_nl
         _nx_add ro-bind "$_nx_path" "/.singularity.d/libs/$_nx_name"
         _nx_found=1
+        case " $_nx_nv_probe " in *" $_nx_name "*) _nx_nvlib=1 ;; esac
     done
-    set +f
+    # the tools, found on PATH like `command -v` would (without a fork per tool)
     IFS=$_nx_oldifs
     for _nx_f in $_nx_nv_bins; do
-        _nx_path=$(command -v "$_nx_f" 2>/dev/null) || continue
-        case $_nx_path in /*) _nx_add ro-bind "$_nx_path" "/usr/bin/$_nx_f" ;; esac
+        IFS=:
+        for _nx_d in $PATH; do
+            case $_nx_d in /*) ;; *) continue ;; esac # (relative entries: not the driver's)
+            [ -f "$_nx_d/$_nx_f" ] && [ -x "$_nx_d/$_nx_f" ] || continue
+            _nx_add ro-bind "$_nx_d/$_nx_f" "/usr/bin/$_nx_f"
+            break
+        done
+        IFS=$_nx_oldifs
     done
+    set +f
     [ -n "$_nx_found" ] || _nx_warn "--nv: no NVIDIA driver libraries found in the host's ldconfig cache"
 fi
 _nx_oldifs=$IFS
@@ -610,23 +630,47 @@ done
 # --- environment --------------------------------------------------------------------------
 # Before the image's env scripts: what apptainer --cleanenv starts from (with --keep-env,
 # what it sets on top of the forwarded host environment).
-_nx_q "$_nx_homedir"
-_nx_pre="HOME=$_nx_r; export HOME$_nx_nl"
-[ -n "$_nx_keepenv" ] || _nx_pre="${_nx_pre}LANG=C; export LANG$_nx_nl"
-_nx_pre="${_nx_pre}PATH=$_nx_default_path; export PATH$_nx_nl"
-_nx_pre="${_nx_pre}LD_LIBRARY_PATH=/.singularity.d/libs; export LD_LIBRARY_PATH$_nx_nl"
+_nx_pre=
+_nx_prew=
+_nx_env pre HOME "$_nx_homedir"
+[ -n "$_nx_keepenv" ] || _nx_env pre LANG C
+_nx_env pre PATH "$_nx_default_path"
+_nx_env pre LD_LIBRARY_PATH /.singularity.d/libs
 for _nx_v in TERM http_proxy HTTP_PROXY https_proxy HTTPS_PROXY no_proxy NO_PROXY all_proxy \
     ALL_PROXY ftp_proxy FTP_PROXY; do
     eval "_nx_isset=\${$_nx_v+x}"
-    [ -n "$_nx_isset" ] || continue
-    eval "_nx_q \"\$$_nx_v\""
-    _nx_pre="$_nx_pre$_nx_v=$_nx_r; export $_nx_v$_nx_nl"
+    [ -z "$_nx_isset" ] || eval "_nx_env pre $_nx_v \"\$$_nx_v\""
 done
-_nx_q "$_nx_image"
-_nx_pre="${_nx_pre}APPTAINER_CONTAINER=$_nx_r; SINGULARITY_CONTAINER=$_nx_r$_nx_nl"
-_nx_q "${_nx_image##*/}"
-_nx_pre="${_nx_pre}APPTAINER_NAME=$_nx_r; SINGULARITY_NAME=$_nx_r$_nx_nl"
-_nx_pre="${_nx_pre}export APPTAINER_CONTAINER SINGULARITY_CONTAINER APPTAINER_NAME SINGULARITY_NAME$_nx_nl"
+for _nx_v in APPTAINER SINGULARITY; do
+    _nx_env pre "${_nx_v}_CONTAINER" "$_nx_image"
+    _nx_env pre "${_nx_v}_NAME" "${_nx_image##*/}"
+done
+
+# Images made by nixsnake carry the env scripts' result as NAME=VALUE lines: then bwrap
+# sets the whole environment itself (--setenv, read from a pipe: values never reach a
+# command line) and starts CMD directly -- no /bin/sh inside, no script read through the
+# image mount, one program start less per job. Other images (and --inject, which needs a
+# shell) take the general path: /bin/sh inside sources /.singularity.d/env/*.sh.
+_nx_imgw=
+_nx_fast=
+if [ -z "$_nx_inject" ] && [ -f "$_nx_mnt$_nx_env_file" ]; then
+    _nx_fast=1
+    while IFS= read -r _nx_l; do
+        case $_nx_l in
+        [A-Za-z_]*=*) ;;
+        *) _nx_fast= && break ;; # not written by nixsnake: let the env scripts decide
+        esac
+        _nx_n=${_nx_l%%=*}
+        case $_nx_n in *[!A-Za-z0-9_]*) _nx_fast= && break ;; esac
+        _nx_v=${_nx_l#*=}
+        if [ "$_nx_n" = LD_LIBRARY_PATH ] && [ -n "$_nx_nvlib" ]; then
+            _nx_v=${_nx_v:+$_nx_v:}$_nx_nv_link_dir
+        fi
+        _nx_q "$_nx_v"
+        _nx_imgw="$_nx_imgw --setenv $_nx_n $_nx_r"
+    done <"$_nx_mnt$_nx_env_file"
+fi
+[ -z "$_nx_fast" ] || [ -z "$_nx_chdir" ] || _nx_env post PWD "$_nx_chdir" # (a shell inside sets it)
 
 # Runs inside as /bin/sh: fd 8 holds the starting environment, fd 9 the --pass values.
 _nx_inner='. /proc/self/fd/8
@@ -649,12 +693,21 @@ if [ -n "$_nx_inject" ]; then # (after the --pass values, as one more script par
 fi
 
 [ -z "$_nx_sig" ] || exit "$_nx_sig"
-eval "set --$_nx_argv"' --die-with-parent /bin/sh -c "$_nx_inner" nixsnake-exec "$@"'
-bwrap "$@" 8<<_NX_PRE_ 9<<_NX_POST_
+if [ -n "$_nx_fast" ]; then
+    # bwrap reads its --setenv words from fd 7 (the pipe); fd 6 keeps this script's stdin
+    eval "set --$_nx_argv"' --args 7 --die-with-parent -- "$@"'
+    [ -e /proc/self/fd/0 ] || exec </dev/null
+    {
+        eval "printf '%s\0'$_nx_prew$_nx_imgw$_nx_postw" | bwrap "$@" 7<&0 0<&6 6<&-
+    } 6<&0
+else
+    eval "set --$_nx_argv"' --die-with-parent /bin/sh -c "$_nx_inner" nixsnake-exec "$@"'
+    bwrap "$@" 8<<_NX_PRE_ 9<<_NX_POST_
 $_nx_pre
 _NX_PRE_
 $_nx_post
 _NX_POST_
+fi
 _nx_rc=$?
 _nx_cleanup
 exit "$_nx_rc"

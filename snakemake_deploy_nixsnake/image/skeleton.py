@@ -15,11 +15,14 @@ GLX and OpenCL libraries, all of nvliblist.conf -- into ``/.singularity.d/libs``
   driver through that RUNPATH (nixpkgs' ``addDriverRunpath``).
 * ``LD_LIBRARY_PATH`` does NOT contain ``/.singularity.d/libs`` (apptainer's own
   99-base.sh appends it; ours does not): it would put the host's GL/OpenCL libraries,
-  built for the host's glibc, ahead of every RUNPATH in the image. Instead it ends in
-  three directories of links named after NVIDIA's own libraries only
+  built for the host's glibc, ahead of every RUNPATH in the image. Instead the image
+  has three directories of links named after NVIDIA's own libraries only
   (:data:`NVIDIA_LIBS`: ``libcuda.so.1``, ``libnvidia-ml.so.1``, ...), pointing into
-  ``/.singularity.d/libs``, ``/usr/lib64`` and the multiarch directory; the loader skips
-  the dangling ones. PyPI wheels that ``dlopen("libcuda.so.1")`` find the driver there.
+  ``/.singularity.d/libs``, ``/usr/lib64`` and the multiarch directory, and 90-nixsnake.sh
+  appends each to ``LD_LIBRARY_PATH`` when the runtime put the driver there
+  (:data:`NVIDIA_PROBE_LIBS`): without a GPU no program start pays a lookup per library
+  in three directories of dangling links (through FUSE, where misses are not cached).
+  PyPI wheels that ``dlopen("libcuda.so.1")`` find the driver there.
 * The glibc loader at the path host programs name as their interpreter
   (``/lib64/ld-linux-x86-64.so.2``; aarch64: ``/lib/ld-linux-aarch64.so.1``), pointing
   to the image's own glibc loader: ``nvidia-smi`` bound from the host then runs on the
@@ -47,6 +50,8 @@ Kind = Literal["dir", "file", "symlink"]
 
 LIBS_DIR = "/.singularity.d/libs"
 METADATA_PATH = ".nixsnake/metadata.json"
+#: the env scripts' result as NAME=VALUE lines (:func:`environment_file`)
+ENVIRONMENT_PATH = ".nixsnake/environment"
 CA_BUNDLE = "etc/ssl/certs/ca-certificates.crt"
 
 #: glibc loader file name -> (where host programs expect it in the image, multiarch triplet)
@@ -75,8 +80,9 @@ NVIDIA_LINK_DIRS: dict[str, str] = {
     ".nixsnake/nvidia/lib64": "/usr/lib64",
     ".nixsnake/nvidia/multiarch": "/usr/lib/{triplet}",
 }
-#: ... as they end every image's LD_LIBRARY_PATH
-NVIDIA_LIB_PATH: tuple[str, ...] = tuple("/" + d for d in NVIDIA_LINK_DIRS)
+#: A runtime put the host's NVIDIA driver into a directory when one of these is there
+#: (every driver install has both: CUDA's and nvidia-smi's)
+NVIDIA_PROBE_LIBS: tuple[str, ...] = ("libcuda.so.1", "libnvidia-ml.so.1")
 
 #: Real directories every image has (bind destinations must not be symlinks into the store).
 DIRS: tuple[str, ...] = (
@@ -150,16 +156,19 @@ def _export(name: str, value: str) -> str:
     return f"{name}={shlex.quote(value)}\nexport {name}\n"
 
 
+#: What 99-base.sh sets (apptainer's own also appends /.singularity.d/libs to
+#: LD_LIBRARY_PATH; ours does not, see the module docstring).
+BASE_ENV: tuple[tuple[str, str], ...] = (("PS1", "Apptainer> "),)
+
+
 def base_sh() -> str:
-    """Apptainer's own 99-base.sh sets the prompt and appends /.singularity.d/libs to
-    LD_LIBRARY_PATH; this one only sets the prompt (see the module docstring)."""
+    """Apptainer injects --env/APPTAINERENV_* values right after a file of this name."""
     return (
         "#!/bin/sh\n"
         "# Written by nixsnake; apptainer injects --env/APPTAINERENV_* values after this file.\n"
         f"# (Unlike apptainer's own, it does not append {LIBS_DIR} to LD_LIBRARY_PATH: the host's\n"
         "# GL/OpenCL libraries there would shadow the image's. 90-nixsnake.sh links NVIDIA's.)\n"
-        'PS1="Apptainer> "\n'
-        "export PS1\n"
+        + "".join(_export(n, v) for n, v in BASE_ENV)
     )
 
 
@@ -172,39 +181,63 @@ def _loader_info(loader: str | None) -> tuple[str, str]:
     return LOADERS[name]
 
 
-def env_sh(
+def env_pairs(
     *,
     path_dirs: Sequence[str],
     ld_library_path: Sequence[str],
     env_vars: Mapping[str, str],
     ssl_cert_file: str | None,
     perl5lib: Sequence[str] = (),
-) -> str:
+) -> list[tuple[str, str]]:
+    """The image's environment in the order 90-nixsnake.sh sets it: the one list both
+    that script and :data:`ENVIRONMENT_PATH` are written from."""
     path = [_abs("PATH entry", p) for p in path_dirs]
     if "/usr/bin" not in path:
         path.append("/usr/bin")  # where --nv binds nvidia-smi and friends
     libs = [_abs("LD_LIBRARY_PATH entry", p) for p in ld_library_path]
-    libs += [d for d in NVIDIA_LIB_PATH if d not in libs]
     perl = [_abs("PERL5LIB entry", p) for p in perl5lib]
     for p in path + libs + perl:
         if ":" in p:
             raise NixsnakeError(f"image skeleton: search path entry {p!r} contains ':'", Exit.SOFTWARE)
-    lines = ["#!/bin/sh", "# Written by nixsnake: the environment of this image.", ""]
-    text = "\n".join(lines) + "\n"
-    text += _export("PATH", ":".join(path))
-    text += _export("LD_LIBRARY_PATH", ":".join(libs))
+    pairs = [("PATH", ":".join(path)), ("LD_LIBRARY_PATH", ":".join(libs))]
     if perl:  # only environments with Perl modules (an env file's perlPackages.*)
-        text += _export("PERL5LIB", ":".join(perl))
+        pairs.append(("PERL5LIB", ":".join(perl)))
     if ssl_cert_file:
         cert = _abs("ssl_cert_file", ssl_cert_file)
-        text += _export("SSL_CERT_FILE", cert)
-        text += _export("NIX_SSL_CERT_FILE", cert)
+        pairs += [("SSL_CERT_FILE", cert), ("NIX_SSL_CERT_FILE", cert)]
     for name in sorted(env_vars):
         value = env_vars[name]
         _check_env_name(name)
         _check_value(name, value)
-        text += _export(name, value)
+        pairs.append((name, value))
+    return pairs
+
+
+def nvidia_link_dirs(triplet: str) -> list[tuple[str, str]]:
+    """(link directory, the directory its links point into) in LD_LIBRARY_PATH order."""
+    return [("/" + d, target.format(triplet=triplet)) for d, target in NVIDIA_LINK_DIRS.items()]
+
+
+def env_sh(pairs: Sequence[tuple[str, str]], triplet: str) -> str:
+    text = "#!/bin/sh\n# Written by nixsnake: the environment of this image.\n\n"
+    text += "".join(_export(n, v) for n, v in pairs)
+    text += "# NVIDIA's libraries, where the runtime put the host driver's (--nv, nvidia-container-cli)\n"
+    for link_dir, target in nvidia_link_dirs(triplet):
+        probe = " || ".join(f"[ -e {target}/{lib} ]" for lib in NVIDIA_PROBE_LIBS)
+        text += f"if {probe}; then\n"
+        text += f"    LD_LIBRARY_PATH=${{LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}}{link_dir}\nfi\n"
     return text
+
+
+def environment_file(pairs: Sequence[tuple[str, str]]) -> str | None:
+    """The env scripts' result as ``NAME=VALUE`` lines, for runtimes that start the
+    command without a shell (bwrap-exec.sh: no /bin/sh, no script read through FUSE per
+    job), as it is without a GPU: such a runtime appends the NVIDIA link directory for
+    what it binds itself. None when a value holds a newline: the runtimes then source the
+    scripts."""
+    if any("\n" in v for _, v in pairs):
+        return None
+    return "".join(f"{n}={v}\n" for n, v in pairs)
 
 
 def runscript(bash: str) -> str:
@@ -240,7 +273,18 @@ def skeleton(
         metadata = json.loads(metadata_json)
     except ValueError as exc:
         raise NixsnakeError(f"image skeleton: metadata is not JSON: {exc}", Exit.SOFTWARE) from exc
+    interpreter, triplet = _loader_info(loader)
+    pairs = env_pairs(
+        path_dirs=path_dirs,
+        ld_library_path=ld_library_path,
+        env_vars=env_vars,
+        ssl_cert_file=ssl_cert_file,
+        perl5lib=perl5lib or (),
+    )
     entries: list[Entry] = [Entry(d, "dir", 0o1777 if d in STICKY_DIRS else 0o755) for d in DIRS]
+    environment = environment_file([*pairs, *BASE_ENV])
+    if environment is not None:
+        entries.append(_file(ENVIRONMENT_PATH, environment))
     entries += [
         Entry("bin", "symlink", 0o777, target=f"{env_root}/bin"),
         Entry("usr/bin/env", "symlink", 0o777, target=f"{env_root}/bin/env"),
@@ -256,17 +300,7 @@ def skeleton(
         # job an /etc underlay (a tmpfs with the image's /etc bound in entry by entry)
         _file("etc/localtime", UTC_TZIF),
         _file("etc/nsswitch.conf", "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n"),
-        _file(
-            ".singularity.d/env/90-nixsnake.sh",
-            env_sh(
-                path_dirs=path_dirs,
-                ld_library_path=ld_library_path,
-                env_vars=env_vars,
-                ssl_cert_file=ssl_cert_file,
-                perl5lib=perl5lib or (),
-            ),
-            0o755,
-        ),
+        _file(".singularity.d/env/90-nixsnake.sh", env_sh(pairs, triplet), 0o755),
         _file(".singularity.d/env/99-base.sh", base_sh(), 0o755),
         _file(".singularity.d/runscript", runscript(bash), 0o755),
         _file(".singularity.d/labels.json", labels_json(metadata if isinstance(metadata, dict) else {})),
@@ -274,15 +308,13 @@ def skeleton(
     ]
     if ssl_cert_file:
         entries.append(Entry(CA_BUNDLE, "symlink", 0o777, target=_abs("ssl_cert_file", ssl_cert_file)))
-    interpreter, triplet = _loader_info(loader)
     if loader:  # host tools bound by --nv (and conda's binaries) name this interpreter
         entries += [
             Entry(interpreter.split("/")[0], "dir", 0o755),
             Entry(interpreter, "symlink", 0o777, target=_abs("loader", loader)),
         ]
     entries.append(Entry(".nixsnake/nvidia", "dir", 0o755))
-    for link_dir, target in NVIDIA_LINK_DIRS.items():
-        entries.append(Entry(link_dir, "dir", 0o755))
-        base = target.format(triplet=triplet)
-        entries += [Entry(f"{link_dir}/{name}", "symlink", 0o777, target=f"{base}/{name}") for name in NVIDIA_LIBS]
+    for link_dir, target in nvidia_link_dirs(triplet):
+        entries.append(Entry(link_dir[1:], "dir", 0o755))
+        entries += [Entry(f"{link_dir[1:]}/{n}", "symlink", 0o777, target=f"{target}/{n}") for n in NVIDIA_LIBS]
     return sorted(entries, key=lambda e: e.path.split("/"))
