@@ -206,14 +206,14 @@ def bwrap_header() -> str:
 
     chars = "".join(c for c in FORBIDDEN_CHARS if c.isprintable())
     assert "'" not in chars and not chars.startswith(("!", "^"))  # safe inside '...' and [...]
-    # (the library patterns become one case pattern: globs only, nothing a shell would expand)
-    assert all(re.fullmatch(r"[A-Za-z0-9_.*-]+", p) for p in BWRAP_NV_LIBS)
+    # (name lists become case patterns: globs only, nothing a shell would expand)
+    refused = [*sorted(envvars.NOT_PASSABLE), *(p + "*" for p in envvars.NOT_PASSABLE_PREFIXES)]
+    assert all(re.fullmatch(r"[A-Za-z0-9_.*-]+", p) for p in (*BWRAP_NV_LIBS, *refused))
     return (
         f"_nx_sif_offset={PARTITION_OFFSET}\n"
         f"_nx_env_file=/{ENVIRONMENT_PATH}\n"
         f"_nx_bind_forbidden='{chars}'\n"
-        f"_nx_not_passable='{' '.join(sorted(envvars.NOT_PASSABLE))}'\n"
-        f"_nx_not_passable_prefixes='{' '.join(envvars.NOT_PASSABLE_PREFIXES)}'\n"
+        f"_nx_not_passable() {{ case $1 in {' | '.join(refused)}) return 0 ;; esac; return 1; }}\n"
         f"_nx_nv_lib() {{ case $1 in {' | '.join(BWRAP_NV_LIBS)}) return 0 ;; esac; return 1; }}\n"
         f"_nx_nv_bins='{' '.join(BWRAP_NV_BINARIES)}'\n"
         f"_nx_nv_probe='{' '.join(NVIDIA_PROBE_LIBS)}'\n"

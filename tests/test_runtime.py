@@ -679,6 +679,7 @@ TRICKY_ENV = {
     "EQUALS": "a=b=c",
     "EMPTY": "",
     "UNICODE": "grüß ☃",
+    "OMP_NUM_THREADS": "1",  # passed too: the job's value wins, as apptainer's --env does
 }
 
 
@@ -696,7 +697,8 @@ def test_bwrap_sets_the_image_environment_without_a_shell(tmp_path, job_env, new
     Passed values and proxies never reach bwrap's command line on either path."""
     env_vars = {**TRICKY_ENV, **({"NEWLINE": "two\nlines"} if newline else {})}
     img = fx.build_image(tmp_path / "img", env_vars=env_vars)
-    env = {**job_env, "NX_SECRET": "s3cr3t value", "http_proxy": "http://user:pw@proxy:3128", "NX_NOTHING": ""}
+    env = {**job_env, "NX_SECRET": "s3cr3t value", "http_proxy": "http://user:pw@proxy:3128", "NX_NOTHING": "",
+           "OMP_NUM_THREADS": "7"}  # fmt: skip
     show = 'tr "\\0" " " </proc/$PPID/cmdline >&2; exec cat /proc/self/environ'
 
     def run(*opts: str) -> tuple[dict[str, str], str]:
@@ -716,7 +718,7 @@ def test_bwrap_sets_the_image_environment_without_a_shell(tmp_path, job_env, new
         assert "s3cr3t" not in cmdline and "user:pw" not in cmdline, cmdline
     # (SHLVL: the shell inside on the shell path is one level more)
     assert {k: v for k, v in direct.items() if k != "SHLVL"} == {k: v for k, v in shell.items() if k != "SHLVL"}
-    assert {k: direct.get(k) for k in env_vars} == env_vars
+    assert {k: direct.get(k) for k in env_vars} == {**env_vars, "OMP_NUM_THREADS": "7"}
     assert direct["NX_SECRET"] == "s3cr3t value" and direct["http_proxy"] == env["http_proxy"]
     assert direct["PS1"] == "Apptainer> " and direct["PWD"] == "/tmp"
     assert direct["LD_LIBRARY_PATH"] == fx.IMAGE_LD_LIBRARY_PATH
@@ -1190,6 +1192,10 @@ def test_bwrap_exec_errors(image, job_env, tmp_path):
                 ["--bind", "rel", str(image), "--", "true"], ["--pass", "PATH", str(image), "--", "true"],
                 ["--bind", "/tmp^x", str(image), "--", "true"], ["--bind", "/tmp :/x", str(image), "--", "true"],
                 ["--bind", "/tmp:/x\t", str(image), "--", "true"], ["--home", "/tmp ", str(image), "--", "true"],
+                ["--pass", "APPTAINER_BIND", str(image), "--", "true"], ["--pass", "_nx_x", str(image), "--", "true"],
+                ["--pass", "A=_nx_image", str(image), "--", "true"], ["--pass", "1A", str(image), "--", "true"],
+                ["--pass", "A=B-C", str(image), "--", "true"], ["--pass", "A\nB", str(image), "--", "true"],
+                ["--pass", "=A", str(image), "--", "true"],
                 [str(image), "true"], [str(image), "--"]):  # fmt: skip
         cp = bwrap_exec(bad, job_env)
         assert cp.returncode == 64, (bad, cp.stderr)

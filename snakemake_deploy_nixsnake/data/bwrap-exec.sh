@@ -68,8 +68,7 @@
 _nx_sif_offset=32768
 _nx_env_file=/.nixsnake/environment
 _nx_bind_forbidden=',:^'
-_nx_not_passable='BASHOPTS BASH_ENV CDPATH ENV EUID GID HOME IFS LD_LIBRARY_PATH LINENO OLDPWD OPTARG OPTIND PATH PPID PS1 PS2 PS4 PWD SHELLOPTS UID'
-_nx_not_passable_prefixes='APPTAINER SINGULARITY _nx_'
+_nx_not_passable() { case $1 in BASHOPTS | BASH_ENV | CDPATH | ENV | EUID | GID | HOME | IFS | LD_LIBRARY_PATH | LINENO | OLDPWD | OPTARG | OPTIND | PATH | PPID | PS1 | PS2 | PS4 | PWD | SHELLOPTS | UID | APPTAINER* | SINGULARITY* | _nx_*) return 0 ;; esac; return 1; }
 _nx_nv_lib() { case $1 in libcuda.so* | libcudadebugger.so* | libnvidia-*.so* | libnvcuvid.so* | libnvoptix.so* | libEGL_nvidia.so* | libGLESv1_CM_nvidia.so* | libGLESv2_nvidia.so* | libGLX_nvidia.so* | libvdpau_nvidia.so*) return 0 ;; esac; return 1; }
 _nx_nv_bins='nvidia-smi nvidia-debugdump nvidia-persistenced nvidia-cuda-mps-control nvidia-cuda-mps-server'
 _nx_nv_probe='libcuda.so.1 libnvidia-ml.so.1'
@@ -77,7 +76,7 @@ _nx_nv_link_dir=/.nixsnake/nvidia/libs
 # --- end generated ---
 # (_nx_sif_offset: where a nixsnake SIF's squashfs starts; plain squashfs files, offset 0,
 # are accepted too. _nx_env_file: the image's environment as NAME=VALUE lines. _nx_bind_forbidden: characters no bind path may hold. The
-# _nx_not_passable lists: names --pass refuses. _nx_nv_lib, _nx_nv_bins: what --nv binds,
+# _nx_not_passable: names --pass refuses. _nx_nv_lib, _nx_nv_bins: what --nv binds,
 # the lists doctor's GPU check judges for this runtime. _nx_nv_probe: when --nv binds one
 # of these, _nx_nv_link_dir goes on LD_LIBRARY_PATH, as the image's 90-nixsnake.sh does.)
 _nx_default_path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -204,15 +203,10 @@ while [ "$#" -gt 0 ]; do
             case $_nx_v in
             '' | [0-9]* | *[!A-Za-z0-9_]*) _nx_die 64 "--pass: not a variable name: '$_nx_v'" ;;
             esac
+            [ "$_nx_from" != "$_nx_name" ] || break
         done
-        case " $_nx_not_passable " in *" $_nx_name "*)
-            _nx_die 64 "--pass: variable '$_nx_name' cannot be passed into the container" ;;
-        esac
-        for _nx_v in $_nx_not_passable_prefixes; do
-            case $_nx_name in "$_nx_v"*)
-                _nx_die 64 "--pass: variable '$_nx_name' cannot be passed into the container" ;;
-            esac
-        done
+        ! _nx_not_passable "$_nx_name" ||
+            _nx_die 64 "--pass: variable '$_nx_name' cannot be passed into the container"
         case $_nx_from in _nx_*) _nx_die 64 "--pass: cannot read '$_nx_from'" ;; esac
         [ "$_nx_from" = "$_nx_name" ] || _nx_passfrom=$_nx_passfrom$_nx_from$_nx_nl
         eval "_nx_isset=\${$_nx_from+x}"
