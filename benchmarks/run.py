@@ -169,8 +169,8 @@ def headline(doc: dict) -> dict[str, str]:
                                          f"bare container {v['bare container (squashfuse + bwrap)']['median'] * 1000:.0f} ms, "
                                          f"host {v['host: bash -c true']['median'] * 1000:.1f} ms; wrapper adds "
                                          f"{v['wrapper_adds_s'] * 1000:.0f} ms"
-                                         + (f" (job shell + env scripts {v['job_floor_adds_s'] * 1000:.0f} ms, "
-                                            f"the script {v['script_adds_s'] * 1000:.0f} ms)" if "script_adds_s" in v else ""))  # fmt: skip
+                                         + (f" (the job's shell and environment {v['job_floor_adds_s'] * 1000:.0f} ms, "
+                                            f"nixsnake's share {v['script_adds_s'] * 1000:.0f} ms)" if "script_adds_s" in v else ""))  # fmt: skip
     if "metadata_storm" in r:
         m = r["metadata_storm"]
         heavy = list(m["commands"])[-1]

@@ -286,10 +286,23 @@ def warm_path(b: Bench, reps: int, dag_jobs: int, dag_reps: int) -> dict[str, An
 # ----------------------------------------------------------------------- 3. job start
 
 
-#: The bare container start as a job: under bash -c, sourcing the image's env scripts and
-#: starting the rule's shell (bash) after them, as apptainer exec and bwrap-exec.sh do.
-JOB_FLOOR = "bare container as a job (+ bash -c, env scripts, rule's bash)"
-_ENV_THEN_SHELL = 'for f in /.singularity.d/env/*.sh; do [ ! -f "$f" ] || . "$f"; done; exec bash -c true'
+#: The bare start of the same job: what any runtime must do for it at the least -- the
+#: job's shell (Snakemake's bash -c, for every job), the bare start, the image's environment
+#: (set by bwrap, no shell inside) and the rule's shell (bash -c true) in the image.
+JOB_FLOOR = "bare start of the same job (bash -c, the image's environment, the rule's bash)"
+
+
+def _image_environment(image: Path) -> list[str]:
+    """The image's environment as bwrap --setenv words (its /.nixsnake/environment)."""
+    from snakemake_deploy_nixsnake.image.sif import PARTITION_OFFSET
+    from snakemake_deploy_nixsnake.image.skeleton import ENVIRONMENT_PATH
+
+    out = run(["unsquashfs", "-o", str(PARTITION_OFFSET), "-cat", str(image), ENVIRONMENT_PATH]).stdout
+    words: list[str] = []
+    for line in out.splitlines():
+        name, _, value = line.partition("=")
+        words += ["--setenv", name, value]
+    return words
 
 
 def job_start(b: Bench, reps: int) -> dict[str, Any]:
@@ -302,15 +315,13 @@ def job_start(b: Bench, reps: int) -> dict[str, Any]:
         cmd_bwrap = _plugin_env(spec, b.store, runtime="bwrap", gpu="never").decorate_shellcmd("true")
         cmd_app = _plugin_env(spec, b.store, runtime="apptainer", runtime_bin=str(STANDIN / "apptainer"),
                               gpu="never").decorate_shellcmd("true")  # fmt: skip
-        floor = " ".join(["exec sh", *map(shlex.quote, (str(RAW_START), str(image), "/bin/sh", "-c", _ENV_THEN_SHELL))])
+        floor_argv = [str(RAW_START), str(image), *_image_environment(image), "bash", "-c", "true"]
+        floor = " ".join(["exec sh", *map(shlex.quote, floor_argv)])
         fns = {
             "host: bash -c true": lambda: timed_run(["bash", "-c", "true"]),
             "bare container (squashfuse + bwrap)": lambda: timed_run(
                 ["sh", str(RAW_START), str(image), "/bin/sh", "-c", "true"]
             ),
-            # the bare start plus what no runtime of apptainer's kind can skip: the job's shell
-            # (Snakemake's bash -c), the image's env scripts sourced by its /bin/sh, then the
-            # rule's shell started after them
             JOB_FLOOR: lambda c=floor: timed_run(["bash", "-c", c]),
             "nixsnake bwrap runtime": lambda c=cmd_bwrap: timed_run(["bash", "-c", c]),
             "nixsnake apptainer runtime (stand-in)": lambda c=cmd_app: timed_run(["bash", "-c", c], env=env_path),
@@ -328,8 +339,8 @@ def job_start(b: Bench, reps: int) -> dict[str, Any]:
                 for k, v in st.items()
             },
             "wrapper_adds_s": st["nixsnake bwrap runtime"]["median"] - bare["median"],
-            # of that: the job's shell, env scripts and rule's shell (JOB_FLOOR - bare) and the
-            # script's own share (bwrap runtime - JOB_FLOOR)
+            # of that: the job's shell, the image's environment and the rule's shell (JOB_FLOOR
+            # - bare), and nixsnake's own share (bwrap runtime - JOB_FLOOR)
             "job_floor_adds_s": st[JOB_FLOOR]["median"] - bare["median"],
             "script_adds_s": st["nixsnake bwrap runtime"]["median"] - st[JOB_FLOOR]["median"],
         }
