@@ -202,7 +202,7 @@ def bwrap_header() -> str:
     from .binds import FORBIDDEN_CHARS
     from .gpucheck import BWRAP_NV_BINARIES, BWRAP_NV_LIBS
     from .image.sif import PARTITION_OFFSET
-    from .image.skeleton import ENVIRONMENT_PATH, LIBS_DIR, NVIDIA_PROBE_LIBS, nvidia_link_dirs
+    from .image.skeleton import BASE_SCRIPT, ENV_SCRIPT, ENVIRONMENT_PATH, LIBS_DIR, NVIDIA_PROBE_LIBS, nvidia_link_dirs
 
     chars = "".join(c for c in FORBIDDEN_CHARS if c.isprintable())
     assert "'" not in chars and not chars.startswith(("!", "^"))  # safe inside '...' and [...]
@@ -212,6 +212,7 @@ def bwrap_header() -> str:
     return (
         f"_nx_sif_offset={PARTITION_OFFSET}\n"
         f"_nx_env_file=/{ENVIRONMENT_PATH}\n"
+        f"_nx_env_scripts='{ENV_SCRIPT} {BASE_SCRIPT}'\n"
         f"_nx_bind_forbidden='{chars}'\n"
         f"_nx_not_passable() {{ case $1 in {' | '.join(refused)}) return 0 ;; esac; return 1; }}\n"
         f"_nx_nv_lib() {{ case $1 in {' | '.join(BWRAP_NV_LIBS)}) return 0 ;; esac; return 1; }}\n"

@@ -123,12 +123,17 @@ def build_tree(root: Path, env_vars: dict[str, str] | None = None) -> None:
             path.chmod(e.mode)
 
 
-def build_image(workdir: Path, name: str = "env.sif", env_vars: dict[str, str] | None = None) -> Path:
-    """Build the test image under ``workdir`` (``env_vars``: its [env]); returns the SIF path."""
+def build_image(
+    workdir: Path, name: str = "env.sif", env_vars: dict[str, str] | None = None, extra: dict[str, str] | None = None
+) -> Path:
+    """Build the test image under ``workdir`` (``env_vars``: its [env]; ``extra``: more
+    files, path -> text, as an image derived from ours would add); returns the SIF path."""
     from snakemake_deploy_nixsnake.image.sif import write_sif
 
     root = workdir / "root"
     build_tree(root, env_vars)
+    for path, text in (extra or {}).items():
+        (root / path).write_text(text)
     sqfs = workdir / "env.sqfs"
     subprocess.run(
         ["mksquashfs", str(root), str(sqfs), "-comp", "gzip", "-all-root", "-noappend", "-quiet", "-no-progress"],

@@ -687,41 +687,80 @@ def _environ(raw: str) -> dict[str, str]:
     return dict(e.split("=", 1) for e in raw.split("\0") if e)
 
 
+#: prints bwrap's command line (stderr), then the environment and the directory CMD got
+_SHOW_START = 'tr "\\0" " " </proc/$PPID/cmdline >&2; pwd; exec cat /proc/self/environ'
+
+
+def _bwrap_exec_start(img: Path, env: dict[str, str], *opts: str, cmd: tuple[str, ...] = ()):
+    argv = ["sh", str(BWRAP_EXEC), "--pass", "NX_SECRET", "--pass", "OMP_NUM_THREADS", *opts, str(img), "--"]
+    cp = subprocess.run([*argv, *(cmd or ("sh", "-c", _SHOW_START))], env=env, capture_output=True, text=True,
+                        timeout=60)  # fmt: skip
+    return cp
+
+
 @e2e
-@pytest.mark.parametrize("newline", [False, True])
-def test_bwrap_sets_the_image_environment_without_a_shell(tmp_path, job_env, newline):
+@pytest.mark.parametrize(
+    ("newline", "opts"),
+    [(False, ("--pwd", "/tmp")), (True, ("--pwd", "/tmp")), (False, ("--keep-env",)), (False, ("--contain",))],
+)
+def test_bwrap_sets_the_image_environment_without_a_shell(tmp_path, job_env, newline, opts):
     """Images carry their environment as NAME=VALUE lines; bwrap-exec.sh hands it to bwrap
     (no /bin/sh inside) and must end with what sourcing the env scripts gives -- the path
-    the apptainer stand-in takes (--inject), forced here with an empty --inject. A value
-    with a newline cannot be a line: that image has no such file and takes the shell path.
-    Passed values and proxies never reach bwrap's command line on either path."""
+    the apptainer stand-in takes (--inject), forced here with an empty --inject -- in the
+    same directory, with --keep-env and --contain too. A value with a newline cannot be a
+    line: that image has no such file and takes the shell path. Passed values and proxies
+    never reach bwrap's command line on either path."""
     env_vars = {**TRICKY_ENV, **({"NEWLINE": "two\nlines"} if newline else {})}
     img = fx.build_image(tmp_path / "img", env_vars=env_vars)
     env = {**job_env, "NX_SECRET": "s3cr3t value", "http_proxy": "http://user:pw@proxy:3128", "NX_NOTHING": "",
            "OMP_NUM_THREADS": "7"}  # fmt: skip
-    show = 'tr "\\0" " " </proc/$PPID/cmdline >&2; exec cat /proc/self/environ'
-
-    def run(*opts: str) -> tuple[dict[str, str], str]:
-        argv = ["sh", str(BWRAP_EXEC), "--pass", "NX_SECRET", "--pass", "OMP_NUM_THREADS", "--pwd", "/tmp", *opts]
-        cp = subprocess.run(
-            [*argv, str(img), "--", "sh", "-c", show], env=env, capture_output=True, text=True, timeout=60
-        )
+    runs = {}
+    for path, more in (("direct", ()), ("shell", ("--inject", "NX_NOTHING"))):
+        cp = _bwrap_exec_start(img, env, *opts, *more)
         assert cp.returncode == 0, cp.stderr
-        return _environ(cp.stdout), cp.stderr
-
-    direct, direct_cmdline = run()
-    shell, shell_cmdline = run("--inject", "NX_NOTHING")
+        cwd, _, environ = cp.stdout.partition("\n")
+        runs[path] = (cwd, _environ(environ), cp.stderr)
+    (d_cwd, direct, direct_cmdline), (s_cwd, shell, shell_cmdline) = runs["direct"], runs["shell"]
     assert ("nixsnake-exec" in direct_cmdline) is newline, direct_cmdline  # the shell path, or not
     assert ("--args 7" in direct_cmdline) is not newline, direct_cmdline
     assert "nixsnake-exec" in shell_cmdline, shell_cmdline
     for cmdline in (direct_cmdline, shell_cmdline):
         assert "s3cr3t" not in cmdline and "user:pw" not in cmdline, cmdline
-    # (SHLVL: the shell inside on the shell path is one level more)
-    assert {k: v for k, v in direct.items() if k != "SHLVL"} == {k: v for k, v in shell.items() if k != "SHLVL"}
+    # (SHLVL: the shell inside on the shell path is one level more; NX_NOTHING: --inject's
+    # source, which --keep-env does not forward)
+    skip = {"SHLVL", "NX_NOTHING"}
+    assert {k: v for k, v in direct.items() if k not in skip} == {k: v for k, v in shell.items() if k not in skip}
+    assert d_cwd == s_cwd == ("/tmp" if "--pwd" in opts else direct["HOME"] if "--contain" in opts else d_cwd)
     assert {k: direct.get(k) for k in env_vars} == {**env_vars, "OMP_NUM_THREADS": "7"}
     assert direct["NX_SECRET"] == "s3cr3t value" and direct["http_proxy"] == env["http_proxy"]
-    assert direct["PS1"] == "Apptainer> " and direct["PWD"] == "/tmp"
+    assert direct["PS1"] == "Apptainer> " and direct["PWD"] == d_cwd
     assert direct["LD_LIBRARY_PATH"] == fx.IMAGE_LD_LIBRARY_PATH
+    assert ("LANG" in direct) is ("--keep-env" not in opts or "LANG" in env)
+
+
+@e2e
+def test_bwrap_env_scripts_of_a_derived_image_are_sourced(tmp_path, job_env):
+    """An image built on top of ours (apptainer's %environment, a localimage bootstrap)
+    keeps /.nixsnake/environment but adds env scripts of its own: that file no longer says
+    it all, so the scripts are sourced."""
+    img = fx.build_image(tmp_path / "img", extra={".singularity.d/env/95-extra.sh": "EXTRA=from-95\nexport EXTRA\n"})
+    cp = _bwrap_exec_start(img, job_env)
+    assert cp.returncode == 0, cp.stderr
+    assert "nixsnake-exec" in cp.stderr and _environ(cp.stdout.partition("\n")[2])["EXTRA"] == "from-95"
+
+
+@e2e
+def test_bwrap_command_not_in_the_image_exits_127(image, job_env):
+    """bwrap would exit 1 for a command it cannot start; like a shell (and the shell path),
+    a command the image does not have exits 127, a bare name and a path alike. A command
+    the image has is started by bwrap itself."""
+    for cmd in (("no-such-tool",), ("/no/such/tool",), ("./no-such-tool",)):
+        cp = _bwrap_exec_start(image, job_env, cmd=(*cmd, "arg"))
+        assert cp.returncode == 127 and "not found" in cp.stderr, (cmd, cp.returncode, cp.stderr)
+    cp = _bwrap_exec_start(image, job_env, cmd=("sh", "-c", 'tr "\\0" " " </proc/$PPID/cmdline; exit 5'))
+    assert cp.returncode == 5 and "--args 7" in cp.stdout and "nixsnake-exec" not in cp.stdout, cp.stdout
+    cp = _bwrap_exec_start(image, job_env, cmd=(f"{fx.STORE_PATH}/bin/sh", "-c", "exit 6"))
+    assert cp.returncode == 6, cp.stderr
 
 
 @e2e

@@ -54,10 +54,13 @@
 #     APPTAINERENV_* values. Images made by nixsnake hold that result (without a GPU) in
 #     /.nixsnake/environment: then bwrap sets it and starts CMD itself, with no shell
 #     inside, and adds the NVIDIA link directory to LD_LIBRARY_PATH when --nv bound the
-#     driver (the env script adds it where it finds the driver).
+#     driver (the env script adds it where it finds the driver). The scripts are sourced
+#     instead when the image has env scripts that file does not stand for (an image
+#     derived from ours), with --inject, or when CMD is not in the image.
 #
-# Exit status: CMD's own status; otherwise 64 usage error, 66 image missing,
-# 69 squashfuse/bwrap/FUSE unavailable, 70 not a squashfs/SIF image.
+# Exit status: CMD's own status (127: CMD is not in the image); otherwise 64 usage
+# error, 66 image missing, 69 squashfuse/bwrap/FUSE unavailable, 70 not a squashfs/SIF
+# image.
 #
 # Known limits: if this script is killed with SIGKILL the squashfuse mount under
 # ${TMPDIR:-/tmp}/nixsnake-bwrap.* is left behind (harmless, read-only; `fusermount3 -u`
@@ -67,6 +70,7 @@
 # --- generated from snakemake_deploy_nixsnake by scripts/generate.py: do not edit ---
 _nx_sif_offset=32768
 _nx_env_file=/.nixsnake/environment
+_nx_env_scripts='90-nixsnake.sh 99-base.sh'
 _nx_bind_forbidden=',:^'
 _nx_not_passable() { case $1 in BASHOPTS | BASH_ENV | CDPATH | ENV | EUID | GID | HOME | IFS | LD_LIBRARY_PATH | LINENO | OLDPWD | OPTARG | OPTIND | PATH | PPID | PS1 | PS2 | PS4 | PWD | SHELLOPTS | UID | APPTAINER* | SINGULARITY* | _nx_*) return 0 ;; esac; return 1; }
 _nx_nv_lib() { case $1 in libcuda.so* | libcudadebugger.so* | libnvidia-*.so* | libnvcuvid.so* | libnvoptix.so* | libEGL_nvidia.so* | libGLESv1_CM_nvidia.so* | libGLESv2_nvidia.so* | libGLX_nvidia.so* | libvdpau_nvidia.so*) return 0 ;; esac; return 1; }
@@ -75,7 +79,8 @@ _nx_nv_probe='libcuda.so.1 libnvidia-ml.so.1'
 _nx_nv_link_dir=/.nixsnake/nvidia/libs
 # --- end generated ---
 # (_nx_sif_offset: where a nixsnake SIF's squashfs starts; plain squashfs files, offset 0,
-# are accepted too. _nx_env_file: the image's environment as NAME=VALUE lines. _nx_bind_forbidden: characters no bind path may hold. The
+# are accepted too. _nx_env_file: the image's environment as NAME=VALUE lines, standing
+# for the env scripts _nx_env_scripts and no others. _nx_bind_forbidden: characters no bind path may hold. The
 # _nx_not_passable: names --pass refuses. _nx_nv_lib, _nx_nv_bins: what --nv binds,
 # the lists doctor's GPU check judges for this runtime. _nx_nv_probe: when --nv binds one
 # of these, _nx_nv_link_dir goes on LD_LIBRARY_PATH, as the image's 90-nixsnake.sh does.)
@@ -647,8 +652,16 @@ done
 # shell) take the general path: /bin/sh inside sources /.singularity.d/env/*.sh.
 _nx_imgw=
 _nx_fast=
-if [ -z "$_nx_inject" ] && [ -f "$_nx_mnt$_nx_env_file" ]; then
+if [ -z "$_nx_inject" ] && [ -f "$_nx_mnt$_nx_env_file" ] && [ ! -L "$_nx_mnt$_nx_env_file" ]; then
     _nx_fast=1
+    # an image derived from ours with env scripts of its own: the file does not say it all
+    for _nx_f in "$_nx_mnt"/.singularity.d/env/*; do
+        case " $_nx_env_scripts " in *" ${_nx_f##*/} "*) ;; *) _nx_fast= ;; esac
+    done
+fi
+_nx_imgpath=
+if [ -n "$_nx_fast" ]; then
+    _nx_c=0
     while IFS= read -r _nx_l; do
         case $_nx_l in
         [A-Za-z_]*=*) ;;
@@ -660,11 +673,37 @@ if [ -z "$_nx_inject" ] && [ -f "$_nx_mnt$_nx_env_file" ]; then
         if [ "$_nx_n" = LD_LIBRARY_PATH ] && [ -n "$_nx_nvlib" ]; then
             _nx_v=${_nx_v:+$_nx_v:}$_nx_nv_link_dir
         fi
+        [ "$_nx_n" != PATH ] || _nx_imgpath=$_nx_v
         _nx_q "$_nx_v"
         _nx_imgw="$_nx_imgw --setenv $_nx_n $_nx_r"
+        # (bwrap takes at most 9000 arguments, --args words included)
+        _nx_c=$((_nx_c + 1)) && [ "$_nx_c" -le 2000 ] || { _nx_fast= && break; }
     done <"$_nx_mnt$_nx_env_file"
 fi
-[ -z "$_nx_fast" ] || [ -z "$_nx_chdir" ] || _nx_env post PWD "$_nx_chdir" # (a shell inside sets it)
+if [ -n "$_nx_fast" ]; then
+    # bwrap starts CMD itself, and a CMD it cannot start would exit 1: a CMD not in the
+    # image takes the shell path, whose "not found" exits 127. (Looked up in the mount
+    # without following the entry: the image's symlinks are absolute, into its own store.)
+    _nx_fast=
+    case $1 in
+    /*) [ ! -e "$_nx_mnt$1" ] && [ ! -L "$_nx_mnt$1" ] || _nx_fast=1 ;;
+    */*) ;;
+    *)
+        _nx_oldifs=$IFS
+        IFS=:
+        set -f
+        for _nx_d in $_nx_imgpath; do
+            case $_nx_d in /*) ;; *) continue ;; esac
+            if [ -f "$_nx_mnt$_nx_d/$1" ] || [ -L "$_nx_mnt$_nx_d/$1" ]; then
+                _nx_fast=1
+                break
+            fi
+        done
+        set +f
+        IFS=$_nx_oldifs
+        ;;
+    esac
+fi
 
 # Runs inside as /bin/sh: fd 8 holds the starting environment, fd 9 the --pass values.
 _nx_inner='. /proc/self/fd/8
@@ -695,7 +734,9 @@ if [ -n "$_nx_fast" ]; then
         eval "printf '%s\0'$_nx_prew$_nx_imgw$_nx_postw" | bwrap "$@" 7<&0 0<&6 6<&-
     } 6<&0
 else
-    eval "set --$_nx_argv"' --die-with-parent /bin/sh -c "$_nx_inner" nixsnake-exec "$@"'
+    # (HOME for bwrap itself: without --chdir it falls back to it, as on the path above)
+    _nx_q "$_nx_homedir"
+    eval "set --$_nx_argv --setenv HOME $_nx_r"' --die-with-parent /bin/sh -c "$_nx_inner" nixsnake-exec "$@"'
     bwrap "$@" 8<<_NX_PRE_ 9<<_NX_POST_
 $_nx_pre
 _NX_PRE_

@@ -52,6 +52,8 @@ LIBS_DIR = "/.singularity.d/libs"
 METADATA_PATH = ".nixsnake/metadata.json"
 #: the env scripts' result as NAME=VALUE lines (:func:`environment_file`)
 ENVIRONMENT_PATH = ".nixsnake/environment"
+#: the image's env scripts (/.singularity.d/env/), the only ones that file stands for
+ENV_SCRIPT, BASE_SCRIPT = "90-nixsnake.sh", "99-base.sh"
 CA_BUNDLE = "etc/ssl/certs/ca-certificates.crt"
 
 #: glibc loader file name -> (where host programs expect it in the image, multiarch triplet)
@@ -300,8 +302,8 @@ def skeleton(
         # job an /etc underlay (a tmpfs with the image's /etc bound in entry by entry)
         _file("etc/localtime", UTC_TZIF),
         _file("etc/nsswitch.conf", "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n"),
-        _file(".singularity.d/env/90-nixsnake.sh", env_sh(pairs, triplet), 0o755),
-        _file(".singularity.d/env/99-base.sh", base_sh(), 0o755),
+        _file(f".singularity.d/env/{ENV_SCRIPT}", env_sh(pairs, triplet), 0o755),
+        _file(f".singularity.d/env/{BASE_SCRIPT}", base_sh(), 0o755),
         _file(".singularity.d/runscript", runscript(bash), 0o755),
         _file(".singularity.d/labels.json", labels_json(metadata if isinstance(metadata, dict) else {})),
         _file(METADATA_PATH, metadata_json),
