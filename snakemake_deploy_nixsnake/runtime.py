@@ -202,7 +202,7 @@ def bwrap_header() -> str:
     from .binds import FORBIDDEN_CHARS
     from .gpucheck import BWRAP_NV_BINARIES, BWRAP_NV_LIBS
     from .image.sif import PARTITION_OFFSET
-    from .image.skeleton import BASE_SCRIPT, ENV_SCRIPT, ENVIRONMENT_PATH, LIBS_DIR, NVIDIA_PROBE_LIBS, nvidia_link_dirs
+    from .image.skeleton import BASE_SCRIPT, ENV_SCRIPT, ENVIRONMENT_PATH, LIBS_DIR, NVIDIA_LINK_DIRS, NVIDIA_PROBE_LIBS
 
     chars = "".join(c for c in FORBIDDEN_CHARS if c.isprintable())
     assert "'" not in chars and not chars.startswith(("!", "^"))  # safe inside '...' and [...]
@@ -218,7 +218,7 @@ def bwrap_header() -> str:
         f"_nx_nv_lib() {{ case $1 in {' | '.join(BWRAP_NV_LIBS)}) return 0 ;; esac; return 1; }}\n"
         f"_nx_nv_bins='{' '.join(BWRAP_NV_BINARIES)}'\n"
         f"_nx_nv_probe='{' '.join(NVIDIA_PROBE_LIBS)}'\n"
-        f"_nx_nv_link_dir={next(d for d, target in nvidia_link_dirs('') if target == LIBS_DIR)}\n"
+        f"_nx_nv_link_dir=/{next(d for d, target in NVIDIA_LINK_DIRS.items() if target == LIBS_DIR)}\n"
     )
 
 

@@ -692,10 +692,8 @@ _SHOW_START = 'tr "\\0" " " </proc/$PPID/cmdline >&2; pwd; exec cat /proc/self/e
 
 
 def _bwrap_exec_start(img: Path, env: dict[str, str], *opts: str, cmd: tuple[str, ...] = ()):
-    argv = ["sh", str(BWRAP_EXEC), "--pass", "NX_SECRET", "--pass", "OMP_NUM_THREADS", *opts, str(img), "--"]
-    cp = subprocess.run([*argv, *(cmd or ("sh", "-c", _SHOW_START))], env=env, capture_output=True, text=True,
-                        timeout=60)  # fmt: skip
-    return cp
+    passes = ["--pass", "NX_SECRET", "--pass", "OMP_NUM_THREADS"]
+    return bwrap_exec([*passes, *opts, str(img), "--", *(cmd or ("sh", "-c", _SHOW_START))], env)
 
 
 @e2e

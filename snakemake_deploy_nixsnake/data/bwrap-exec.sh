@@ -112,7 +112,7 @@ _nx_q() { # _nx_q VALUE: set _nx_r to VALUE as one single-quoted shell word
     done
 }
 
-_nx_env() { # _nx_env LIST NAME VALUE: add NAME=VALUE to LIST (pre, img or post) twice:
+_nx_env() { # _nx_env LIST NAME VALUE: add NAME=VALUE to LIST (pre or post) twice:
     # as shell code for the inner shell (_nx_LIST) and as bwrap words (_nx_LISTw)
     _nx_q "$3"
     eval "_nx_$1=\"\${_nx_$1}$2=\$_nx_r; export $2\$_nx_nl\"; _nx_${1}w=\"\${_nx_${1}w} --setenv $2 \$_nx_r\""
