@@ -1349,6 +1349,28 @@ def test_bwrap_exec_without_user_namespaces(image, job_env, tmp_path):
 
 
 @e2e
+@pytest.mark.skipif(not os.access("/dev/fuse", os.R_OK | os.W_OK), reason="the namespace is tried only with /dev/fuse")
+def test_bwrap_exec_signal_while_trying_the_namespace(image, job_env, tmp_path):
+    """A SIGTERM to the job's process group while the run in the namespace starts (here: the
+    stand-in unshare sends it and dies of it, before that run could take the job over):
+    the script stops with 143 and does not go on to start the job on the host."""
+    fake = tmp_path / "fake-bin"
+    fake.mkdir()
+    (fake / "unshare").write_text(
+        "#!/bin/sh\n# TEST STAND-IN: unshare killed by the job's SIGTERM\nkill -TERM 0\nexit 1\n"
+    )
+    (fake / "unshare").chmod(0o755)
+    marker = tmp_path / "ran"
+    cp = subprocess.run(
+        ["/bin/sh", str(BWRAP_EXEC), str(image), "--", "sh", "-c", f": > {marker}"],
+        env={**job_env, "PATH": f"{fake}:{job_env['PATH']}"}, capture_output=True, text=True, timeout=60,
+        check=False, start_new_session=True,
+    )  # fmt: skip
+    assert cp.returncode == 143 and not marker.exists(), cp.stderr
+    assert not left_behind(Path(job_env["TMPDIR"]))
+
+
+@e2e
 def test_bwrap_exec_errors(image, job_env, tmp_path):
     cp = bwrap_exec([str(tmp_path / "missing.sif"), "--", "true"], job_env)
     assert cp.returncode == 66 and "image not found" in cp.stderr and cp.stderr.count("error:") == 1, cp.stderr
@@ -1378,7 +1400,7 @@ def test_bwrap_exec_errors(image, job_env, tmp_path):
         cp = bwrap_exec(bad, job_env)
         assert cp.returncode == 64 and cp.stderr.count("error:") == 1, (bad, cp.stderr)
     cp = bwrap_exec(["--help"], job_env)
-    assert cp.returncode == 0 and "bwrap-exec.sh [OPTIONS] IMAGE -- CMD" in cp.stdout
+    assert cp.returncode == 0 and cp.stdout.count("bwrap-exec.sh [OPTIONS] IMAGE -- CMD") == 1, cp.stdout
 
 
 @e2e

@@ -69,9 +69,12 @@
 # Known limits: with the mount on the host, a SIGKILL of this script leaves the squashfuse
 # mount under ${TMPDIR:-/tmp}/nixsnake-bwrap.* behind (harmless, read-only; `fusermount3
 # -u` removes it); in the namespace nothing is left but the empty directory
-# ${TMPDIR:-/tmp}/nixsnake-bwrap-ns.UID, reused by the next job. A SIGTERM sent to this
-# script alone (not to its process group) does not stop CMD: it is noted and the script
-# exits once CMD ends.
+# ${TMPDIR:-/tmp}/nixsnake-bwrap-ns.UID, reused by the next job (a tmp cleaner that
+# removes it while a job is between its mount and bwrap's start takes that job's image
+# away). A SIGTERM sent to this script alone (not to its process group) does not stop
+# CMD: it is noted and the script exits once CMD ends; in the namespace, neither does a
+# SIGKILL of this script alone. Kill the process group, as a terminal's Ctrl-C and SLURM
+# (the job's cgroup) do.
 
 # --- generated from snakemake_deploy_nixsnake by scripts/generate.py: do not edit ---
 _nx_sif_offset=32768
@@ -97,7 +100,7 @@ _nx_nl='
 _nx_die() { # _nx_die CODE MESSAGE [HINT]
     printf 'nixsnake bwrap-exec: error: %s\n' "$2" >&2
     [ -z "${3-}" ] || printf 'nixsnake bwrap-exec: hint: %s\n' "$3" >&2
-    [ -z "${_nx_in_ns-}" ] || printf x >&9 # (said: the host run must not say it again)
+    [ -z "$_nx_tell" ] || printf x >&9 # (said: the host run must not say it again)
     exit "$1"
 }
 _nx_warn() { printf 'nixsnake bwrap-exec: warning: %s\n' "$1" >&2; }
@@ -138,7 +141,10 @@ _nx_abs() { # _nx_abs WHAT PATH: reject what apptainer's --bind grammar cannot c
 
 # --- a private mount ------------------------------------------------------------------------
 # The caller's real uid and effective gid (id -u, id -g), without a fork; in the namespace
-# below, the host's (handed down: there they read 0).
+# below, the host's (handed down: there they read 0). _nx_tell: this is the run in the
+# namespace and has not yet told the host run (fd 9) that it took the job over.
+_nx_tell=
+_nx_sig=
 if [ -z "${_nx_in_ns-}" ]; then
     _nx_uid=
     _nx_gid=
@@ -152,13 +158,14 @@ if [ -z "${_nx_in_ns-}" ]; then
     [ -n "$_nx_gid" ] || _nx_gid=$(id -g)
 else
     exec 2>&7 7>&- # (stderr, kept from unshare's own messages)
+    _nx_tell=1
 fi
 
 # Where the kernel lets users mount FUSE in a user namespace of their own, this script runs
 # again in a new user and mount namespace (unshare) and mounts the image there: the mount
 # is seen by no other process on the node, needs no setuid fusermount3 to make or undo,
-# and cannot outlive the job -- squashfuse unmounts itself a second after the job's last
-# file in the image is closed (its idle timeout), after a SIGKILL too. Elsewhere (no
+# and cannot outlive the job -- squashfuse unmounts itself a second or two after the job's
+# last file in the image is closed (its idle timeout), after a SIGKILL too. Elsewhere (no
 # unshare, user namespaces or FUSE in them off, a squashfuse without `timeout`, a plain
 # squashfs image, NIXSNAKE_BWRAP_MOUNT=host) the image is mounted on the host, as before.
 # The run in the namespace writes one byte to fd 9 once it has mounted the image (or
@@ -175,17 +182,22 @@ _nx_userns() { # can the namespace work here? (only builtins: no fork)
     done
 }
 if [ -z "${_nx_in_ns-}" ] && _nx_userns; then
-    _nx_sig=
     trap '_nx_sig=130' INT
     trap '_nx_sig=129' HUP
     trap '_nx_sig=143' TERM
     _nx_rc=0
+    _nx_ok=
+    # (exec: no shell in between that a signal could end while the job goes on -- bash
+    # forks for a command with redirections in $(...))
     {
-        _nx_ok=$(_nx_in_ns=1 _nx_uid=$_nx_uid _nx_gid=$_nx_gid \
-            unshare --user --map-root-user --mount /bin/sh "$0" "$@" 7>&2 2>/dev/null 9>&1 1>&8 8>&-) ||
-            _nx_rc=$?
+        _nx_ok=$(
+            export _nx_in_ns=1 _nx_uid _nx_gid
+            exec unshare --user --map-root-user --mount /bin/sh "$0" "$@" 7>&2 2>/dev/null 9>&1 1>&8 8>&-
+        ) || _nx_rc=$?
     } 8>&1
     [ -z "$_nx_ok" ] || exit "$_nx_rc"
+    # a signal while the namespace was tried (the job did not start): stop here
+    [ -z "$_nx_sig" ] || exit "$_nx_sig"
     trap - INT HUP TERM
 fi
 
@@ -297,6 +309,7 @@ while [ "$#" -gt 0 ]; do
     --contain) _nx_contain=1 ;;
     --help | -h)
         sed -n '2,/^$/s/^# \{0,1\}//p' "$0"
+        [ -z "$_nx_tell" ] || printf x >&9
         exit 0
         ;;
     esac
@@ -367,13 +380,24 @@ if [ -n "${_nx_in_ns-}" ]; then
     # `timeout`: it unmounts itself once nothing in the image has been open for a second,
     # so fd 5 holds the image's root open until bwrap ends; squashfuse gets none of the
     # job's descriptors (it outlives the job by that second).
+    # (mkdir may lose a race with another job's: the directory is there all the same)
     _nx_mnt=${TMPDIR:-/tmp}/nixsnake-bwrap-ns.$_nx_uid
-    { [ -d "$_nx_mnt" ] || mkdir -m 700 "$_nx_mnt"; } 2>/dev/null && [ ! -L "$_nx_mnt" ] && [ -O "$_nx_mnt" ] &&
+    { [ -d "$_nx_mnt" ] || mkdir -m 700 "$_nx_mnt" || [ -d "$_nx_mnt" ]; } 2>/dev/null &&
+        [ ! -L "$_nx_mnt" ] && [ -O "$_nx_mnt" ] &&
         squashfuse_ll -o "offset=$_nx_sif_offset,timeout=1" "$_nx_image" "$_nx_mnt" </dev/null >/dev/null 2>&1 \
             3>&- 4>&- 5>&- 6>&- 8>&- 9>&- &&
         { exec 5<"$_nx_mnt"; } 2>/dev/null || exit 1 # (nothing said: the host run mounts it)
+    # fd 5 holds the image open, if it is still mounted: squashfuse may have timed out on a
+    # stalled node before the open, which then holds the empty directory (nothing in it)
+    _nx_f=
+    for _nx_f in "$_nx_mnt"/* "$_nx_mnt"/.[!.]*; do
+        [ ! -e "$_nx_f" ] || break
+        _nx_f=
+    done
+    [ -n "$_nx_f" ] || exit 1
     printf x >&9
     exec 9>&-
+    _nx_tell=
 else
     # The mount point: a new directory (mkdir fails on anything already there, a symlink
     # included), named after this process; mktemp only if that name is taken (one fork).
