@@ -1259,6 +1259,29 @@ def _start_job(image: Path, env: dict[str, str], cwd: Path, script: str) -> subp
     )  # fmt: skip
 
 
+def _run_watched(image: Path, env: dict[str, str], tmp_path: Path, script: str):
+    """Run SCRIPT as a job and look at the host's squashfuse mounts before it and while it
+    runs: (before, during, (status, stdout, stderr))."""
+    started = tmp_path / "started"
+    before = _squashfuse_mounts()
+    job = _start_job(image, env, tmp_path, f": > {started}; sleep 1; {script}")
+    assert _wait_for(started.exists), job.communicate(timeout=60)
+    during = _squashfuse_mounts()
+    out, err = job.communicate(timeout=60)
+    return before, during, (job.returncode, out, err)
+
+
+def _mount_case(image: Path, job_env: dict[str, str], tmp_path: Path, mount: str) -> tuple[Path, dict[str, str]]:
+    """The image at a path of its own (its squashfuse is told apart by it) and the job's
+    environment for MOUNT: "namespace" (skipped where it cannot work) or "host"."""
+    why = _namespace_unavailable()
+    if why and mount == "namespace":
+        pytest.skip(why)
+    img = tmp_path / f"{mount}.sif"
+    shutil.copy(image, img)
+    return img, {**job_env, **({"NIXSNAKE_BWRAP_MOUNT": "host"} if mount == "host" else {})}
+
+
 @e2e
 @pytest.mark.parametrize("mount", ["namespace", "host"])
 def test_bwrap_exec_mounts_the_image_where_only_the_job_sees_it(image, job_env, tmp_path, mount):
@@ -1266,19 +1289,9 @@ def test_bwrap_exec_mounts_the_image_where_only_the_job_sees_it(image, job_env, 
     own: while the job runs the host has no new mount, the job keeps the caller's ids, and
     squashfuse unmounts itself and exits after the job. NIXSNAKE_BWRAP_MOUNT=host (and every
     node where the namespace cannot work) mounts it on the host, as the check here sees."""
-    why = _namespace_unavailable()
-    if why and mount == "namespace":
-        pytest.skip(why)
-    img = tmp_path / f"{mount}.sif"  # (a path of its own: its squashfuse is told apart by it)
-    shutil.copy(image, img)
-    env = {**job_env, **({"NIXSNAKE_BWRAP_MOUNT": "host"} if mount == "host" else {})}
-    started = tmp_path / "started"
-    before = _squashfuse_mounts()
-    job = _start_job(img, env, tmp_path, f"id -u; id -g; cat /proc/self/uid_map; : > {started}; sleep 1")
-    assert _wait_for(started.exists), job.communicate(timeout=60)
-    during = _squashfuse_mounts()
-    out, err = job.communicate(timeout=60)
-    assert job.returncode == 0, err
+    img, env = _mount_case(image, job_env, tmp_path, mount)
+    before, during, (rc, out, err) = _run_watched(img, env, tmp_path, "id -u; id -g; cat /proc/self/uid_map")
+    assert rc == 0, err
     uid, gid, uid_map = out.splitlines()
     assert (int(uid), int(gid)) == (os.getuid(), os.getgid())
     if mount == "namespace":
@@ -1300,12 +1313,7 @@ def test_bwrap_exec_killed_with_sigkill(image, job_env, tmp_path, mount):
     host the mount stays behind -- the known limit bwrap-exec.sh documents."""
     import signal
 
-    why = _namespace_unavailable()
-    if why and mount == "namespace":
-        pytest.skip(why)
-    img = tmp_path / f"{mount}.sif"
-    shutil.copy(image, img)
-    env = {**job_env, **({"NIXSNAKE_BWRAP_MOUNT": "host"} if mount == "host" else {})}
+    img, env = _mount_case(image, job_env, tmp_path, mount)
     started = tmp_path / "started"
     before = _squashfuse_mounts()
     job = _start_job(img, env, tmp_path, f": > {started}; exec sleep 60")
@@ -1336,13 +1344,8 @@ def test_bwrap_exec_without_user_namespaces(image, job_env, tmp_path):
     )
     (fake / "unshare").chmod(0o755)
     env = {**job_env, "PATH": f"{fake}:{job_env['PATH']}"}
-    started = tmp_path / "started"
-    before = _squashfuse_mounts()
-    job = _start_job(image, env, tmp_path, f": > {started}; sleep 1; echo out; echo err >&2; exit 7")
-    assert _wait_for(started.exists), job.communicate(timeout=60)
-    during = _squashfuse_mounts()
-    out, err = job.communicate(timeout=60)
-    assert (job.returncode, out, err) == (7, "out\n", "err\n")
+    before, during, result = _run_watched(image, env, tmp_path, "echo out; echo err >&2; exit 7")
+    assert result == (7, "out\n", "err\n")
     assert len(during) == len(before) + 1, "the image was not mounted on the host"
     assert _squashfuse_mounts() == before
     assert not left_behind(Path(job_env["TMPDIR"]))
