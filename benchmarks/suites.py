@@ -479,7 +479,10 @@ class FuseBroker:
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "PATH": f"{self.bin}:{os.environ['PATH']}", "NIXSNAKE_BENCH_FUSE_BROKER": str(self.dir)}
+        # (NIXSNAKE_BWRAP_MOUNT=host: the broker's mount is on the host; a mount made for the
+        # job in a namespace of its own would not be the one the job sees)
+        return {**os.environ, "PATH": f"{self.bin}:{os.environ['PATH']}", "NIXSNAKE_BENCH_FUSE_BROKER": str(self.dir),
+                "NIXSNAKE_BWRAP_MOUNT": "host"}  # fmt: skip
 
     def __enter__(self) -> FuseBroker:
         self._thread.start()

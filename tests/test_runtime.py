@@ -599,6 +599,13 @@ def run_job(r: RunRequest, cmd: str, env: dict[str, str], cwd: Path | None = Non
     )  # fmt: skip
 
 
+def left_behind(tmpdir: Path) -> list[Path]:
+    """What a job left in TMPDIR, but for the one empty directory bwrap-exec.sh reuses as
+    the mount point in its namespace (the mount on it is never seen on the host)."""
+    ns_dir = tmpdir / f"nixsnake-bwrap-ns.{os.getuid()}"
+    return [p for p in tmpdir.iterdir() if p != ns_dir or list(p.iterdir())]
+
+
 def standin_log(env: dict[str, str]) -> list[list[str]]:
     p = Path(env["NIXSNAKE_STANDIN_LOG"])
     return [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []
@@ -632,7 +639,7 @@ def test_e2e_job_semantics(image, job_env, tmp_path, runtime):
     if runtime != "bwrap":
         log = standin_log(job_env)
         assert log and all(entry[:3] == [runtime, "exec", "--cleanenv"] for entry in log)
-    assert not list(Path(job_env["TMPDIR"]).iterdir()), "bwrap-exec.sh left its mount directory behind"
+    assert not left_behind(Path(job_env["TMPDIR"])), "bwrap-exec.sh left its mount directory behind"
 
 
 @e2e
@@ -1208,10 +1215,168 @@ def bwrap_exec(args: list[str], env: dict[str, str], cwd: Path | None = None):
     )
 
 
+def _namespace_unavailable() -> str | None:
+    """Why bwrap-exec.sh cannot mount in a user namespace of its own here (None: it can)."""
+    if not shutil.which("unshare") or not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        return "needs util-linux unshare and a /dev/fuse this user may open"
+    ok = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True, check=False)
+    return None if ok.returncode == 0 else "unprivileged user namespaces are off on this machine"
+
+
+def _squashfuse_mounts() -> list[str]:
+    """The host's squashfuse mounts (this test process's mount namespace)."""
+    return [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if " - fuse.squashfuse" in line]
+
+
+def _squashfuse_daemons(image: Path) -> list[int]:
+    """squashfuse processes serving IMAGE, in any namespace."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if argv and argv[0].endswith(b"squashfuse_ll") and str(image).encode() in argv:
+            pids.append(int(d.name))
+    return pids
+
+
+def _wait_for(what, timeout: float = 20.0) -> bool:
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if what():
+            return True
+        time.sleep(0.05)
+    return bool(what())
+
+
+def _start_job(image: Path, env: dict[str, str], cwd: Path, script: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["/bin/sh", str(BWRAP_EXEC), str(image), "--", "sh", "-c", script],
+        env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+
+
+def _run_watched(image: Path, env: dict[str, str], tmp_path: Path, script: str):
+    """Run SCRIPT as a job and look at the host's squashfuse mounts before it and while it
+    runs: (before, during, (status, stdout, stderr))."""
+    started = tmp_path / "started"
+    before = _squashfuse_mounts()
+    job = _start_job(image, env, tmp_path, f": > {started}; sleep 1; {script}")
+    assert _wait_for(started.exists), job.communicate(timeout=60)
+    during = _squashfuse_mounts()
+    out, err = job.communicate(timeout=60)
+    return before, during, (job.returncode, out, err)
+
+
+def _mount_case(image: Path, job_env: dict[str, str], tmp_path: Path, mount: str) -> tuple[Path, dict[str, str]]:
+    """The image at a path of its own (its squashfuse is told apart by it) and the job's
+    environment for MOUNT: "namespace" (skipped where it cannot work) or "host"."""
+    why = _namespace_unavailable()
+    if why and mount == "namespace":
+        pytest.skip(why)
+    img = tmp_path / f"{mount}.sif"
+    shutil.copy(image, img)
+    return img, {**job_env, **({"NIXSNAKE_BWRAP_MOUNT": "host"} if mount == "host" else {})}
+
+
+@e2e
+@pytest.mark.parametrize("mount", ["namespace", "host"])
+def test_bwrap_exec_mounts_the_image_where_only_the_job_sees_it(image, job_env, tmp_path, mount):
+    """Where user namespaces with FUSE work, the image is mounted in a namespace of the job's
+    own: while the job runs the host has no new mount, the job keeps the caller's ids, and
+    squashfuse unmounts itself and exits after the job. NIXSNAKE_BWRAP_MOUNT=host (and every
+    node where the namespace cannot work) mounts it on the host, as the check here sees."""
+    img, env = _mount_case(image, job_env, tmp_path, mount)
+    before, during, (rc, out, err) = _run_watched(img, env, tmp_path, "id -u; id -g; cat /proc/self/uid_map")
+    assert rc == 0, err
+    uid, gid, uid_map = out.splitlines()
+    assert (int(uid), int(gid)) == (os.getuid(), os.getgid())
+    if mount == "namespace":
+        assert during == before, "the job's mount is seen on the host"
+        assert uid_map.split()[1:] == ["0", "1"], uid_map  # the job's own user namespace
+        assert _wait_for(lambda: not _squashfuse_daemons(img)), "squashfuse did not unmount itself"
+    else:
+        assert len(during) == len(before) + 1, "the image was not mounted on the host"
+        assert not _squashfuse_daemons(img), "the mount on the host is undone when the job ends"
+    assert _squashfuse_mounts() == before
+    assert not left_behind(Path(job_env["TMPDIR"]))
+
+
+@e2e
+@pytest.mark.parametrize("mount", ["namespace", "host"])
+def test_bwrap_exec_killed_with_sigkill(image, job_env, tmp_path, mount):
+    """SIGKILL to the job's process group (SLURM's end of a job, the OOM killer): in the
+    namespace nothing stays mounted and squashfuse exits by itself; with the mount on the
+    host the mount stays behind -- the known limit bwrap-exec.sh documents."""
+    import signal
+
+    img, env = _mount_case(image, job_env, tmp_path, mount)
+    started = tmp_path / "started"
+    before = _squashfuse_mounts()
+    job = _start_job(img, env, tmp_path, f": > {started}; exec sleep 60")
+    assert _wait_for(started.exists), job.communicate(timeout=60)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.communicate(timeout=60)
+    left = [line for line in _squashfuse_mounts() if line not in before]
+    try:
+        if mount == "namespace":
+            assert not left
+            assert _wait_for(lambda: not _squashfuse_daemons(img)), "squashfuse did not exit after the job"
+        else:
+            assert len(left) == 1 and "/nixsnake-bwrap." in left[0], left
+    finally:
+        for line in left:
+            subprocess.run(["fusermount3", "-u", line.split()[4]], check=False)
+
+
+@e2e
+def test_bwrap_exec_without_user_namespaces(image, job_env, tmp_path):
+    """A node where unshare(2) is refused (user namespaces off): the script mounts the image on
+    the host. unshare's own complaint is not shown; CMD's output and status are CMD's."""
+    fake = tmp_path / "fake-bin"
+    fake.mkdir()
+    (fake / "unshare").write_text(
+        "#!/bin/sh\n# TEST STAND-IN: util-linux unshare where user namespaces are off\n"
+        'echo "unshare: unshare failed: Operation not permitted" >&2\nexit 1\n'
+    )
+    (fake / "unshare").chmod(0o755)
+    env = {**job_env, "PATH": f"{fake}:{job_env['PATH']}"}
+    before, during, result = _run_watched(image, env, tmp_path, "echo out; echo err >&2; exit 7")
+    assert result == (7, "out\n", "err\n")
+    assert len(during) == len(before) + 1, "the image was not mounted on the host"
+    assert _squashfuse_mounts() == before
+    assert not left_behind(Path(job_env["TMPDIR"]))
+
+
+@e2e
+@pytest.mark.skipif(not os.access("/dev/fuse", os.R_OK | os.W_OK), reason="the namespace is tried only with /dev/fuse")
+def test_bwrap_exec_signal_while_trying_the_namespace(image, job_env, tmp_path):
+    """A SIGTERM to the job's process group while the run in the namespace starts (here: the
+    stand-in unshare sends it and dies of it, before that run could take the job over):
+    the script stops with 143 and does not go on to start the job on the host."""
+    fake = tmp_path / "fake-bin"
+    fake.mkdir()
+    (fake / "unshare").write_text(
+        "#!/bin/sh\n# TEST STAND-IN: unshare killed by the job's SIGTERM\nkill -TERM 0\nexit 1\n"
+    )
+    (fake / "unshare").chmod(0o755)
+    marker = tmp_path / "ran"
+    cp = subprocess.run(
+        ["/bin/sh", str(BWRAP_EXEC), str(image), "--", "sh", "-c", f": > {marker}"],
+        env={**job_env, "PATH": f"{fake}:{job_env['PATH']}"}, capture_output=True, text=True, timeout=60,
+        check=False, start_new_session=True,
+    )  # fmt: skip
+    assert cp.returncode == 143 and not marker.exists(), cp.stderr
+    assert not left_behind(Path(job_env["TMPDIR"]))
+
+
 @e2e
 def test_bwrap_exec_errors(image, job_env, tmp_path):
     cp = bwrap_exec([str(tmp_path / "missing.sif"), "--", "true"], job_env)
-    assert cp.returncode == 66 and "image not found" in cp.stderr
+    assert cp.returncode == 66 and "image not found" in cp.stderr and cp.stderr.count("error:") == 1, cp.stderr
     junk = tmp_path / "junk.sif"
     junk.write_bytes(b"\0" * 40000)
     cp = bwrap_exec([str(junk), "--", "true"], job_env)
@@ -1222,7 +1387,8 @@ def test_bwrap_exec_errors(image, job_env, tmp_path):
     cut.write_bytes(image.read_bytes()[:40000])
     cp = bwrap_exec([str(cut), "--", "true"], job_env)
     assert cp.returncode == 69 and f"mounting {cut} with squashfuse" in cp.stderr, cp.stderr
-    assert not list(tmp_path.glob("tmp/nixsnake-bwrap*")), "the mount point is removed"
+    assert cp.stderr.count("error:") == 1, cp.stderr
+    assert not left_behind(Path(job_env["TMPDIR"])), "the mount point is removed"
     cp = bwrap_exec([str(image), "--", "true"], {**job_env, "PATH": "/nonexistent"})
     assert cp.returncode == 69 and "'bwrap' not found" in cp.stderr and "hint:" in cp.stderr
     for bad in (["--frob", str(image), "--", "true"], ["--bind", "/a,/b", str(image), "--", "true"],
@@ -1235,9 +1401,9 @@ def test_bwrap_exec_errors(image, job_env, tmp_path):
                 ["--pass", "=A", str(image), "--", "true"],
                 [str(image), "true"], [str(image), "--"]):  # fmt: skip
         cp = bwrap_exec(bad, job_env)
-        assert cp.returncode == 64, (bad, cp.stderr)
+        assert cp.returncode == 64 and cp.stderr.count("error:") == 1, (bad, cp.stderr)
     cp = bwrap_exec(["--help"], job_env)
-    assert cp.returncode == 0 and "bwrap-exec.sh [OPTIONS] IMAGE -- CMD" in cp.stdout
+    assert cp.returncode == 0 and cp.stdout.count("bwrap-exec.sh [OPTIONS] IMAGE -- CMD") == 1, cp.stdout
 
 
 @e2e

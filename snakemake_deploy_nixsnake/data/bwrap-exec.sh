@@ -3,10 +3,11 @@
 #
 #   sh bwrap-exec.sh [OPTIONS] IMAGE -- CMD [ARG...]
 #
-# Mounts the image's squashfs partition with squashfuse (a private mount for this
-# invocation, unmounted on exit), builds the container's root with bubblewrap and runs
-# CMD there, the way `apptainer exec --cleanenv` would. CMD's exit status is this
-# script's exit status. POSIX sh, no Python: it runs once per Snakemake job.
+# Mounts the image's squashfs partition with squashfuse (a mount for this invocation
+# only: in a user and mount namespace of its own where the node allows that, else on the
+# host, unmounted on exit), builds the container's root with bubblewrap and runs CMD there,
+# the way `apptainer exec --cleanenv` would. CMD's exit status is this script's exit
+# status. POSIX sh, no Python: it runs once per Snakemake job.
 #
 # Options (each may be given as `--opt VALUE` or `--opt=VALUE`):
 #   --bind SRC[:DST[:ro|rw]]  bind a host path (repeatable; apptainer's spec without
@@ -62,10 +63,18 @@
 # error, 66 image missing, 69 squashfuse/bwrap/FUSE unavailable, 70 not a squashfs/SIF
 # image.
 #
-# Known limits: if this script is killed with SIGKILL the squashfuse mount under
-# ${TMPDIR:-/tmp}/nixsnake-bwrap.* is left behind (harmless, read-only; `fusermount3 -u`
-# removes it). A SIGTERM sent to this script alone (not to its process group) does not
-# stop CMD: it is noted and the script exits once CMD ends.
+# Environment: NIXSNAKE_BWRAP_MOUNT=host mounts the image on the host even where the
+# namespace would work. Names starting with _nx_ are this script's own.
+#
+# Known limits: with the mount on the host, a SIGKILL of this script leaves the squashfuse
+# mount under ${TMPDIR:-/tmp}/nixsnake-bwrap.* behind (harmless, read-only; `fusermount3
+# -u` removes it); in the namespace nothing is left but the empty directory
+# ${TMPDIR:-/tmp}/nixsnake-bwrap-ns.UID, reused by the next job (a tmp cleaner that
+# removes it while a job is between its mount and bwrap's start takes that job's image
+# away). A SIGTERM sent to this script alone (not to its process group) does not stop
+# CMD: it is noted and the script exits once CMD ends; in the namespace, neither does a
+# SIGKILL of this script alone. Kill the process group, as a terminal's Ctrl-C and SLURM
+# (the job's cgroup) do.
 
 # --- generated from snakemake_deploy_nixsnake by scripts/generate.py: do not edit ---
 _nx_sif_offset=32768
@@ -91,6 +100,7 @@ _nx_nl='
 _nx_die() { # _nx_die CODE MESSAGE [HINT]
     printf 'nixsnake bwrap-exec: error: %s\n' "$2" >&2
     [ -z "${3-}" ] || printf 'nixsnake bwrap-exec: hint: %s\n' "$3" >&2
+    [ -z "$_nx_tell" ] || printf x >&9 # (said: the host run must not say it again)
     exit "$1"
 }
 _nx_warn() { printf 'nixsnake bwrap-exec: warning: %s\n' "$1" >&2; }
@@ -128,6 +138,68 @@ _nx_abs() { # _nx_abs WHAT PATH: reject what apptainer's --bind grammar cannot c
     *[[:space:]]) _nx_die 64 "$1 must not end in whitespace (apptainer's --bind trims it): '$2'" ;;
     esac
 }
+
+# --- a private mount ------------------------------------------------------------------------
+# The caller's real uid and effective gid (id -u, id -g), without a fork; in the namespace
+# below, the host's (handed down: there they read 0). _nx_tell: this is the run in the
+# namespace and has not yet told the host run (fd 9) that it took the job over.
+_nx_tell=
+_nx_sig=
+if [ -z "${_nx_in_ns-}" ]; then
+    _nx_uid=
+    _nx_gid=
+    while read -r _nx_a _nx_b _nx_c _nx_rest; do
+        case $_nx_a in
+        Uid:) _nx_uid=$_nx_b ;;
+        Gid:) _nx_gid=$_nx_c && break ;;
+        esac
+    done </proc/self/status
+    [ -n "$_nx_uid" ] || _nx_uid=$(id -u)
+    [ -n "$_nx_gid" ] || _nx_gid=$(id -g)
+else
+    exec 2>&7 7>&- # (stderr, kept from unshare's own messages)
+    _nx_tell=1
+fi
+
+# Where the kernel lets users mount FUSE in a user namespace of their own, this script runs
+# again in a new user and mount namespace (unshare) and mounts the image there: the mount
+# is seen by no other process on the node, needs no setuid fusermount3 to make or undo,
+# and cannot outlive the job -- squashfuse unmounts itself a second or two after the job's
+# last file in the image is closed (its idle timeout), after a SIGKILL too. Elsewhere (no
+# unshare, user namespaces or FUSE in them off, a squashfuse without `timeout`, a plain
+# squashfs image, NIXSNAKE_BWRAP_MOUNT=host) the image is mounted on the host, as before.
+# The run in the namespace writes one byte to fd 9 once it has mounted the image (or
+# failed with an error of its own): without that byte, this run goes on on the host.
+_nx_userns() { # can the namespace work here? (only builtins: no fork)
+    [ "${NIXSNAKE_BWRAP_MOUNT-}" != host ] || return 1
+    command -v unshare >/dev/null 2>&1 && command -v squashfuse_ll >/dev/null 2>&1 || return 1
+    [ -r /dev/fuse ] && [ -w /dev/fuse ] || return 1
+    for _nx_f in max_user_namespaces=0 unprivileged_userns_clone=0 apparmor_restrict_unprivileged_userns=1; do
+        for _nx_d in /proc/sys/user /proc/sys/kernel; do
+            { read -r _nx_v <"$_nx_d/${_nx_f%=*}"; } 2>/dev/null || continue
+            [ "$_nx_v" != "${_nx_f#*=}" ] || return 1
+        done
+    done
+}
+if [ -z "${_nx_in_ns-}" ] && _nx_userns; then
+    trap '_nx_sig=130' INT
+    trap '_nx_sig=129' HUP
+    trap '_nx_sig=143' TERM
+    _nx_rc=0
+    _nx_ok=
+    # (exec: no shell in between that a signal could end while the job goes on -- bash
+    # forks for a command with redirections in $(...))
+    {
+        _nx_ok=$(
+            export _nx_in_ns=1 _nx_uid _nx_gid
+            exec unshare --user --map-root-user --mount /bin/sh "$0" "$@" 7>&2 2>/dev/null 9>&1 1>&8 8>&-
+        ) || _nx_rc=$?
+    } 8>&1
+    [ -z "$_nx_ok" ] || exit "$_nx_rc"
+    # a signal while the namespace was tried (the job did not start): stop here
+    [ -z "$_nx_sig" ] || exit "$_nx_sig"
+    trap - INT HUP TERM
+fi
 
 _nx_binds=      # lines "src:dst:mode"
 _nx_pwd=
@@ -237,6 +309,7 @@ while [ "$#" -gt 0 ]; do
     --contain) _nx_contain=1 ;;
     --help | -h)
         sed -n '2,/^$/s/^# \{0,1\}//p' "$0"
+        [ -z "$_nx_tell" ] || printf x >&9
         exit 0
         ;;
     esac
@@ -301,36 +374,62 @@ trap '_nx_sig=130' INT
 trap '_nx_sig=129' HUP
 trap '_nx_sig=143' TERM
 
-# The mount point: a new directory (mkdir fails on anything already there, a symlink
-# included), named after this process; mktemp only if that name is taken (one fork).
-_nx_d=${TMPDIR:-/tmp}/nixsnake-bwrap.$$
-if mkdir -m 700 "$_nx_d" 2>/dev/null; then
-    _nx_run=$_nx_d
+if [ -n "${_nx_in_ns-}" ]; then
+    # The mount point: one directory per user under TMPDIR, reused by every job (the mount
+    # on it is in this namespace only; on the host it stays empty). squashfuse_ll's
+    # `timeout`: it unmounts itself once nothing in the image has been open for a second,
+    # so fd 5 holds the image's root open until bwrap ends; squashfuse gets none of the
+    # job's descriptors (it outlives the job by that second).
+    # (mkdir may lose a race with another job's: the directory is there all the same)
+    _nx_mnt=${TMPDIR:-/tmp}/nixsnake-bwrap-ns.$_nx_uid
+    { [ -d "$_nx_mnt" ] || mkdir -m 700 "$_nx_mnt" || [ -d "$_nx_mnt" ]; } 2>/dev/null &&
+        [ ! -L "$_nx_mnt" ] && [ -O "$_nx_mnt" ] &&
+        squashfuse_ll -o "offset=$_nx_sif_offset,timeout=1" "$_nx_image" "$_nx_mnt" </dev/null >/dev/null 2>&1 \
+            3>&- 4>&- 5>&- 6>&- 8>&- 9>&- &&
+        { exec 5<"$_nx_mnt"; } 2>/dev/null || exit 1 # (nothing said: the host run mounts it)
+    # fd 5 holds the image open, if it is still mounted: squashfuse may have timed out on a
+    # stalled node before the open, which then holds the empty directory (nothing in it)
+    _nx_f=
+    for _nx_f in "$_nx_mnt"/* "$_nx_mnt"/.[!.]*; do
+        [ ! -e "$_nx_f" ] || break
+        _nx_f=
+    done
+    [ -n "$_nx_f" ] || exit 1
+    printf x >&9
+    exec 9>&-
+    _nx_tell=
 else
-    _nx_run=$(mktemp -d "${TMPDIR:-/tmp}/nixsnake-bwrap.XXXXXX") ||
-        { _nx_run= && _nx_die 70 "cannot create a temporary directory under ${TMPDIR:-/tmp}"; }
-fi
-_nx_mnt=$_nx_run
-
-# --- image ----------------------------------------------------------------------------
-# Mount at the SIF's partition offset first: squashfuse checks the superblock itself. Only
-# when that fails is the magic read (dd) to tell a plain squashfs (offset 0) and a broken
-# image from a file that is no image at all.
-_nx_offset=$_nx_sif_offset
-_nx_mount() { _nx_err=$("$_nx_fuse" -o "offset=$_nx_offset" "$_nx_image" "$_nx_mnt" 2>&1); }
-if ! _nx_mount; then
-    if [ "$(dd if="$_nx_image" bs=4 skip=$((_nx_sif_offset / 4)) count=1 2>/dev/null)" = hsqs ]; then
-        false # a squashfs where a SIF's is, that does not mount
-    elif [ "$(dd if="$_nx_image" bs=4 count=1 2>/dev/null)" = hsqs ]; then
-        _nx_offset=0
-        _nx_mount
+    # The mount point: a new directory (mkdir fails on anything already there, a symlink
+    # included), named after this process; mktemp only if that name is taken (one fork).
+    _nx_d=${TMPDIR:-/tmp}/nixsnake-bwrap.$$
+    if mkdir -m 700 "$_nx_d" 2>/dev/null; then
+        _nx_run=$_nx_d
     else
-        _nx_die 70 "$_nx_image: not a nixsnake image (no squashfs at byte $_nx_sif_offset)" \
-            "rebuild it with 'nixsnake build'"
-    fi || _nx_die 69 "mounting $_nx_image with $_nx_fuse failed: $_nx_err" \
-        "FUSE must work on this node (/dev/fuse and a setuid fusermount3); apt-get install fuse3"
+        _nx_run=$(mktemp -d "${TMPDIR:-/tmp}/nixsnake-bwrap.XXXXXX") ||
+            { _nx_run= && _nx_die 70 "cannot create a temporary directory under ${TMPDIR:-/tmp}"; }
+    fi
+    _nx_mnt=$_nx_run
+
+    # --- image ----------------------------------------------------------------------------
+    # Mount at the SIF's partition offset first: squashfuse checks the superblock itself. Only
+    # when that fails is the magic read (dd) to tell a plain squashfs (offset 0) and a broken
+    # image from a file that is no image at all.
+    _nx_offset=$_nx_sif_offset
+    _nx_mount() { _nx_err=$("$_nx_fuse" -o "offset=$_nx_offset" "$_nx_image" "$_nx_mnt" 2>&1); }
+    if ! _nx_mount; then
+        if [ "$(dd if="$_nx_image" bs=4 skip=$((_nx_sif_offset / 4)) count=1 2>/dev/null)" = hsqs ]; then
+            false # a squashfs where a SIF's is, that does not mount
+        elif [ "$(dd if="$_nx_image" bs=4 count=1 2>/dev/null)" = hsqs ]; then
+            _nx_offset=0
+            _nx_mount
+        else
+            _nx_die 70 "$_nx_image: not a nixsnake image (no squashfs at byte $_nx_sif_offset)" \
+                "rebuild it with 'nixsnake build'"
+        fi || _nx_die 69 "mounting $_nx_image with $_nx_fuse failed: $_nx_err" \
+            "FUSE must work on this node (/dev/fuse and a setuid fusermount3); apt-get install fuse3"
+    fi
+    _nx_mounted=1
 fi
-_nx_mounted=1
 
 # --- mounts after the image, in order: "kind<TAB>src<TAB>dst" lines ------------------------
 _nx_tab='	'
@@ -368,15 +467,6 @@ fi
 for _nx_f in /etc/resolv.conf /etc/hosts /etc/localtime; do
     [ ! -e "$_nx_f" ] || _nx_add ro-bind "$_nx_f" "$_nx_f"
 done
-_nx_uid= # real uid and effective gid (id -u, id -g), without a fork
-_nx_gid=
-while read -r _nx_a _nx_b _nx_c _nx_rest; do
-    case $_nx_a in
-    Uid:) _nx_uid=$_nx_b ;;
-    Gid:) _nx_gid=$_nx_c && break ;;
-    esac
-done </proc/self/status
-[ -n "$_nx_uid" ] || _nx_uid=$(id -u)
 if [ "$_nx_uid" != 0 ]; then
     # apptainer appends the caller's entry to the image's passwd/group ("config passwd")
     for _nx_db in passwd group; do
@@ -552,6 +642,8 @@ _nx_lay() { # _nx_lay DIR: mount the image's entries of DIR ("" = the root)
         fi
     done
 }
+# (in the namespace this script runs as its root: the job gets the caller's ids back)
+[ -z "${_nx_in_ns-}" ] || _nx_arg --unshare-user --uid "$_nx_uid" --gid "$_nx_gid"
 if [ -n "$_nx_keepenv" ]; then
     # apptainer without --cleanenv forwards the host environment except its own settings
     # and the variables it always sets itself. awk lists the exported names (POSIX sh
@@ -731,13 +823,13 @@ if [ -n "$_nx_fast" ]; then
     eval "set --$_nx_argv"' --args 7 --die-with-parent -- "$@"'
     [ -e /proc/self/fd/0 ] || exec </dev/null
     {
-        eval "printf '%s\0'$_nx_prew$_nx_imgw$_nx_postw" | bwrap "$@" 7<&0 0<&6 6<&-
+        eval "printf '%s\0'$_nx_prew$_nx_imgw$_nx_postw" | bwrap "$@" 7<&0 0<&6 6<&- 5<&-
     } 6<&0
 else
     # (HOME for bwrap itself: without --chdir it falls back to it, as on the path above)
     _nx_q "$_nx_homedir"
     eval "set --$_nx_argv --setenv HOME $_nx_r"' --die-with-parent /bin/sh -c "$_nx_inner" nixsnake-exec "$@"'
-    bwrap "$@" 8<<_NX_PRE_ 9<<_NX_POST_
+    bwrap "$@" 5<&- 8<<_NX_PRE_ 9<<_NX_POST_
 $_nx_pre
 _NX_PRE_
 $_nx_post
