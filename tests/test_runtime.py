@@ -1215,10 +1215,20 @@ def bwrap_exec(args: list[str], env: dict[str, str], cwd: Path | None = None):
     )
 
 
+def _sigint_ignored_or_blocked() -> bool:
+    import signal
+
+    return signal.getsignal(signal.SIGINT) == signal.SIG_IGN or signal.SIGINT in signal.pthread_sigmask(
+        signal.SIG_BLOCK, []
+    )
+
+
 def _namespace_unavailable() -> str | None:
     """Why bwrap-exec.sh cannot mount in a user namespace of its own here (None: it can)."""
     if not shutil.which("unshare") or not os.access("/dev/fuse", os.R_OK | os.W_OK):
         return "needs util-linux unshare and a /dev/fuse this user may open"
+    if _sigint_ignored_or_blocked():
+        return "SIGINT is ignored or blocked in this test run (a background job?): the script mounts on the host"
     ok = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "true"], capture_output=True, check=False)
     return None if ok.returncode == 0 else "unprivileged user namespaces are off on this machine"
 
@@ -1330,6 +1340,28 @@ def test_bwrap_exec_killed_with_sigkill(image, job_env, tmp_path, mount):
     finally:
         for line in left:
             subprocess.run(["fusermount3", "-u", line.split()[4]], check=False)
+
+
+@e2e
+def test_bwrap_exec_with_sigint_ignored_mounts_on_the_host(image, job_env, tmp_path):
+    """A caller that ignores SIGINT (a background job of a script, nohup): squashfuse would
+    inherit that, and squashfuse 0.1.105 then never ends on its idle timeout (seen: every
+    such daemon stayed). So the script mounts on the host there, and nothing stays."""
+    img = tmp_path / "noint.sif"
+    shutil.copy(image, img)
+    started = tmp_path / "started"
+    before = _squashfuse_mounts()
+    job = subprocess.Popen(
+        ["/bin/sh", "-c", "trap '' INT; exec /bin/sh \"$0\" \"$@\"", str(BWRAP_EXEC), str(img), "--", "sh", "-c",
+         f": > {started}; sleep 1; echo ok"],
+        env=job_env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert _wait_for(started.exists), job.communicate(timeout=60)
+    during = _squashfuse_mounts()
+    out, err = job.communicate(timeout=60)
+    assert (job.returncode, out) == (0, "ok\n"), err
+    assert len(during) == len(before) + 1, "not mounted on the host"
+    assert _wait_for(lambda: not _squashfuse_daemons(img), timeout=5), "squashfuse stayed"
 
 
 @e2e

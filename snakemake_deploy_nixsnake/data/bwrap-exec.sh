@@ -143,15 +143,21 @@ _nx_abs() { # _nx_abs WHAT PATH: reject what apptainer's --bind grammar cannot c
 # The caller's real uid and effective gid (id -u, id -g), without a fork; in the namespace
 # below, the host's (handed down: there they read 0). _nx_tell: this is the run in the
 # namespace and has not yet told the host run (fd 9) that it took the job over.
+# _nx_noint: SIGINT is blocked or ignored here, and so in squashfuse (see _nx_userns).
 _nx_tell=
 _nx_sig=
+_nx_noint=
 if [ -z "${_nx_in_ns-}" ]; then
     _nx_uid=
     _nx_gid=
     while read -r _nx_a _nx_b _nx_c _nx_rest; do
         case $_nx_a in
         Uid:) _nx_uid=$_nx_b ;;
-        Gid:) _nx_gid=$_nx_c && break ;;
+        Gid:) _nx_gid=$_nx_c ;;
+        SigBlk: | SigIgn:) # (SIGINT is bit 1 of the mask's last hex digit)
+            case ${_nx_b#"${_nx_b%?}"} in [2367abefABEF]) _nx_noint=1 ;; esac
+            [ "$_nx_a" = SigBlk: ] || break
+            ;;
         esac
     done </proc/self/status
     [ -n "$_nx_uid" ] || _nx_uid=$(id -u)
@@ -167,11 +173,15 @@ fi
 # and cannot outlive the job -- squashfuse unmounts itself a second or two after the job's
 # last file in the image is closed (its idle timeout), after a SIGKILL too. Elsewhere (no
 # unshare, user namespaces or FUSE in them off, a squashfuse without `timeout`, a plain
-# squashfs image, NIXSNAKE_BWRAP_MOUNT=host) the image is mounted on the host, as before.
+# squashfs image, SIGINT ignored or blocked, NIXSNAKE_BWRAP_MOUNT=host) the image is
+# mounted on the host, as before.
 # The run in the namespace writes one byte to fd 9 once it has mounted the image (or
 # failed with an error of its own): without that byte, this run goes on on the host.
 _nx_userns() { # can the namespace work here? (only builtins: no fork)
     [ "${NIXSNAKE_BWRAP_MOUNT-}" != host ] || return 1
+    # squashfuse 0.1.105 ends on its idle timeout only if SIGINT reaches it: with SIGINT
+    # ignored (a background job of a script, nohup) or blocked, it would never end
+    [ -z "$_nx_noint" ] || return 1
     command -v unshare >/dev/null 2>&1 && command -v squashfuse_ll >/dev/null 2>&1 || return 1
     [ -r /dev/fuse ] && [ -w /dev/fuse ] || return 1
     for _nx_f in max_user_namespaces=0 unprivileged_userns_clone=0 apparmor_restrict_unprivileged_userns=1; do
