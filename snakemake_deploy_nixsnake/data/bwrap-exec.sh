@@ -191,10 +191,16 @@ _nx_userns() { # can the namespace work here? (only builtins: no fork)
         done
     done
 }
-if [ -z "${_nx_in_ns-}" ] && _nx_userns; then
+# Note the signal and carry on: CMD (in the same process group) gets it too, and we
+# exit with CMD's status once it ends. Caught (not ignored) signals are reset to their
+# default in CMD, so Ctrl-C still stops CMD and an interactive shell still ignores it.
+_nx_note_signals() {
     trap '_nx_sig=130' INT
     trap '_nx_sig=129' HUP
     trap '_nx_sig=143' TERM
+}
+if [ -z "${_nx_in_ns-}" ] && _nx_userns; then
+    _nx_note_signals
     _nx_rc=0
     _nx_ok=
     # (exec: no shell in between that a signal could end while the job goes on -- bash
@@ -354,7 +360,6 @@ _nx_run=
 _nx_etc= # directory of the passwd/group copies, made only when needed
 _nx_mnt=
 _nx_mounted=
-_nx_sig=
 _nx_cleanup() {
     if [ -n "$_nx_mounted" ]; then
         if fusermount3 -u "$_nx_mnt" 2>/dev/null || fusermount -u "$_nx_mnt" 2>/dev/null ||
@@ -377,12 +382,7 @@ _nx_cleanup() {
     fi
 }
 trap '_nx_cleanup' EXIT
-# Note the signal and carry on: CMD (in the same process group) gets it too, and we
-# exit with CMD's status once it ends. Caught (not ignored) signals are reset to their
-# default in CMD, so Ctrl-C still stops CMD and an interactive shell still ignores it.
-trap '_nx_sig=130' INT
-trap '_nx_sig=129' HUP
-trap '_nx_sig=143' TERM
+_nx_note_signals
 
 if [ -n "${_nx_in_ns-}" ]; then
     # The mount point: one directory per user under TMPDIR, reused by every job (the mount
@@ -484,7 +484,7 @@ if [ "$_nx_uid" != 0 ]; then
         if [ "$_nx_db" = passwd ]; then
             _nx_id=$_nx_uid
         else
-            _nx_id=${_nx_gid:-$(id -g)}
+            _nx_id=$_nx_gid
         fi
         # the image's file, read once: is the id there, and its text for the copy
         _nx_have=
